@@ -1,0 +1,226 @@
+"""Environment configuration: YAML layered over shared defaults, validated once.
+
+Three files make one environment, later ones overriding earlier ones key by key:
+
+    environments/base.yml        shared defaults
+    environments/<env>/env.yml   the environment
+    nodes/<env>.yml              the environment's nodes
+
+The merged data is validated by pydantic models that forbid unknown keys. Every
+validation error is reported against the file that set the offending key, as
+``nodes/test.yml: nodes[1].ip: ...``.
+"""
+from __future__ import annotations
+
+import ipaddress
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
+
+NAME = r"^[a-z][a-z0-9-]{0,30}$"
+DEFAULT_ENV = "test"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BaseImage(Strict):
+    tag: str = "infra/base"
+    pull: str = Field("", description="image to pull first; empty: always debootstrap")
+    pull_timeout: int = Field(20, ge=1)
+    suite: str = "bookworm"
+    mirror: str = "http://deb.debian.org/debian"
+
+
+class Build(Strict):
+    jobs: int = Field(2, ge=1, le=16)
+    extra_ca_certs: list[str] = Field(default_factory=list)
+
+
+class Registry(Strict):
+    port: int = Field(5000, ge=1, le=65535)
+    user: str = Field("infra", pattern=NAME)
+
+
+class Dns(Strict):
+    # name relative to the domain -> role of the node that serves it
+    names: dict[str, Literal["master", "backup"]]
+
+    @field_validator("names")
+    @classmethod
+    def _labels(cls, names: dict[str, str]) -> dict[str, str]:
+        for name in names:
+            if not re.fullmatch(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*", name):
+                raise ValueError(f"{name!r} is not a valid DNS name")
+        return names
+
+
+class Network(Strict):
+    name: str = Field(pattern=r"^[a-z][a-z0-9_.-]{1,62}$")
+    subnet: ipaddress.IPv4Network
+
+
+class Node(Strict):
+    name: str = Field(pattern=NAME)
+    role: Literal["master", "worker", "backup"]
+    ip: ipaddress.IPv4Address
+    memory: int = Field(2048, ge=256, description="MiB, VM providers only")
+    cpus: int = Field(2, ge=1)
+
+
+class Environment(Strict):
+    name: str = Field(pattern=NAME)
+    description: str = ""
+    domain: str = "internal"
+    provider: Literal["docker", "virtualbox"]
+    network: Network | None = None
+    bridge: str = Field("", description="host interface to bridge VMs to (virtualbox)")
+    promoted_from: str | None = None
+    base_image: BaseImage = BaseImage()
+    build: Build = Build()
+    registry: Registry = Registry()
+    dns: Dns
+    node_image: str = "lapinfra/node"
+    nodes: list[Node]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Environment":
+        if self.provider == "docker" and self.network is None:
+            raise ConfigError("", "network", "the docker provider needs a network (name, subnet)")
+        _unique(self.nodes, "name")
+        _unique(self.nodes, "ip")
+        roles = [n.role for n in self.nodes]
+        for role in ("master", "backup"):
+            if roles.count(role) != 1:
+                raise ConfigError("", "nodes", f"exactly one node with role {role!r} is needed, found {roles.count(role)}")
+        if self.network is not None:
+            for i, node in enumerate(self.nodes):
+                if node.ip not in self.network.subnet or node.ip in (
+                    self.network.subnet.network_address,
+                    self.network.subnet.broadcast_address,
+                    next(self.network.subnet.hosts()),
+                ):
+                    raise ConfigError("", f"nodes[{i}].ip", f"{node.ip} is not a usable address in {self.network.subnet} (the first host is the gateway)")
+        return self
+
+    # ---- derived values ---------------------------------------------------
+    def node(self, role: str) -> Node:
+        return next(n for n in self.nodes if n.role == role)
+
+    @property
+    def master(self) -> Node:
+        return self.node("master")
+
+    @property
+    def dns_records(self) -> dict[str, str]:
+        """Every fully qualified name the environment serves -> its IPv4 address."""
+        records = {f"{name}.{self.domain}": str(self.node(role).ip) for name, role in self.dns.names.items()}
+        records.update({f"{n.name}.node.{self.domain}": str(n.ip) for n in self.nodes})
+        return dict(sorted(records.items()))
+
+    def as_json(self) -> dict[str, Any]:
+        data = self.model_dump(mode="json")
+        data["dns_records"] = self.dns_records
+        return data
+
+
+def _unique(nodes: list[Node], attr: str) -> None:
+    seen: dict[Any, int] = {}
+    for i, node in enumerate(nodes):
+        value = getattr(node, attr)
+        if value in seen:
+            raise ConfigError("", f"nodes[{i}].{attr}", f"duplicate {attr} {value} (also nodes[{seen[value]}])")
+        seen[value] = i
+
+
+# ---- loading -----------------------------------------------------------------
+
+def environment_names(root: Path) -> list[str]:
+    return sorted(p.parent.name for p in (root / "environments").glob("*/env.yml"))
+
+
+def layer_files(root: Path, env: str) -> list[Path]:
+    return [root / "environments" / "base.yml", root / "environments" / env / "env.yml", root / "nodes" / f"{env}.yml"]
+
+
+def load(root: Path, env: str) -> Environment:
+    """Load, merge and validate one environment; raise ConfigError on any defect."""
+    root = Path(root)
+    if not re.fullmatch(NAME, env or "") or not (root / "environments" / env / "env.yml").is_file():
+        known = ", ".join(environment_names(root)) or "none"
+        raise ConfigError("environments", "--env", f"unknown environment {env!r}; known environments: {known}")
+    merged: dict[str, Any] = {"name": env}
+    origin: dict[tuple, str] = {}
+    for path in layer_files(root, env):
+        rel = str(path.relative_to(root))
+        if path.exists():
+            _merge(merged, _read_yaml(path, rel), origin, rel, ())
+        elif path.name != "base.yml" and path.parent.name == "nodes":
+            raise ConfigError(rel, "", "missing: every environment needs a nodes file")
+    try:
+        return Environment.model_validate(merged)
+    except ConfigError as cause:  # raised by the cross-field checks, without a file
+        raise ConfigError(_origin(origin, _parse_key(cause.key), ""), cause.key, cause.message) from None
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = tuple(err["loc"])
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            message = "unknown key"
+        raise ConfigError(_origin(origin, loc, ""), _format_key(loc), message) from None
+
+
+def _read_yaml(path: Path, rel: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else ""
+        raise ConfigError(rel, where, f"malformed YAML: {getattr(exc, 'problem', exc)}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(rel, "", "the top level must be a mapping of keys")
+    return data
+
+
+def _merge(into: dict, new: dict, origin: dict, rel: str, prefix: tuple) -> None:
+    for key, value in new.items():
+        path = prefix + (key,)
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value, origin, rel, path)
+        else:
+            into[key] = value
+            origin[path] = rel
+            _mark(value, origin, rel, path)
+
+
+def _mark(value: Any, origin: dict, rel: str, path: tuple) -> None:
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, sub in items:
+        origin[path + (key,)] = rel
+        _mark(sub, origin, rel, path + (key,))
+
+
+def _origin(origin: dict, loc: tuple, fallback: str) -> str:
+    for end in range(len(loc), 0, -1):
+        if loc[:end] in origin:
+            return origin[loc[:end]]
+    return fallback or "environments/base.yml"
+
+
+def _format_key(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _parse_key(key: str) -> tuple:
+    return tuple(int(p) if p.isdigit() else p for p in re.findall(r"[^.\[\]]+", key))

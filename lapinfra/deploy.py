@@ -1,0 +1,296 @@
+"""start, stop and deploy on the master node, as the seed's scripts describe them.
+
+- stop:   remove every ``infra_*`` container (selected through the Docker API).
+- start:  the seed's startNoStop: the registry first, then pull the release's
+          images from it and start the other containers. Reads the release
+          record on the node, so it works from the node's state alone.
+- deploy: upload the rendered config and secrets, make sure the registry image
+          is on the node (``docker save | docker load``, the seed's seeding path),
+          push the images the node's registry lacks as ``infra/<commit>/<name>``
+          through an SSH tunnel, record the release, then start. Containers whose
+          spec (image id, config, secrets, ports, mounts) is unchanged keep running.
+"""
+from __future__ import annotations
+
+import contextlib
+import getpass
+import hashlib
+import io
+import json
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+from . import services as svc
+from .errors import LapinfraError
+from .gitinfo import release_id
+from .nodes import DOCKER_API_PORT, Nodes
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class MasterSession(contextlib.ExitStack):
+    """SSH to the master with tunnels to its Docker API and its registry."""
+
+    def __init__(self, project):
+        super().__init__()
+        self.p = project
+        self.env = project.env
+
+    def __enter__(self):
+        super().__enter__()
+        import docker
+
+        self.conn = self.enter_context(Nodes(self.p).connect())
+        self.api_port, self.registry_port = _free_port(), _free_port()
+        self.enter_context(self.conn.forward_local(self.api_port, remote_port=DOCKER_API_PORT, remote_host="127.0.0.1"))
+        self.enter_context(self.conn.forward_local(self.registry_port, remote_port=self.env.registry.port, remote_host="127.0.0.1"))
+        self.docker = docker.DockerClient(base_url=f"tcp://127.0.0.1:{self.api_port}", timeout=600)
+        self.callback(self.docker.close)
+        return self
+
+    @property
+    def registry_host(self) -> str:
+        return f"docker.{self.env.domain}:{self.env.registry.port}"
+
+    def auth(self) -> dict:
+        return {"username": self.env.registry.user, "password": self.p.secrets.registry_password.reveal()}
+
+    # ---- files on the node --------------------------------------------------
+    def remote_hashes(self, folder: str) -> dict[str, str]:
+        out = self.conn.run(f"mkdir -p {folder} && cd {folder} && find . -type f -exec sha256sum {{}} +", hide=True).stdout
+        return {line.split(None, 1)[1].strip()[2:]: line.split()[0] for line in out.splitlines() if line.strip()}
+
+    def sync(self, files: dict[str, bytes], folder: str, mode: int = 0o644) -> list[str]:
+        """Make ``folder`` on the node hold exactly ``files`` (relative path -> content)."""
+        remote = self.remote_hashes(folder)
+        sftp = self.conn.sftp()
+        changed = []
+        for rel, data in sorted(files.items()):
+            if remote.get(rel) != hashlib.sha256(data).hexdigest():
+                self.conn.run(f"mkdir -p {folder}/{Path(rel).parent}", hide=True)
+                sftp.putfo(io.BytesIO(data), f"{folder}/{rel}")
+                sftp.chmod(f"{folder}/{rel}", mode)
+                changed.append(rel)
+        for rel in sorted(set(remote) - set(files)):
+            sftp.remove(f"{folder}/{rel}")
+            changed.append(rel)
+        return changed
+
+    def read_json(self, path: str) -> dict | None:
+        result = self.conn.run(f"cat {path}", hide=True, warn=True)
+        return json.loads(result.stdout) if result.ok and result.stdout.strip() else None
+
+
+# ---- stop ---------------------------------------------------------------------------
+
+def infra_containers(client) -> list:
+    return [c for c in client.containers.list(all=True) if c.name.startswith(svc.PREFIX)]
+
+
+def stop(project) -> list[str]:
+    with MasterSession(project) as s:
+        return stop_all(s, project.reporter)
+
+
+def stop_all(s: MasterSession, reporter) -> list[str]:
+    removed = []
+    for container in infra_containers(s.docker):
+        with reporter.step(f"remove {container.name}"):
+            container.remove(force=True)
+        removed.append(container.name)
+    if not removed:
+        reporter.info("no infra_* containers on the node")
+    return removed
+
+
+# ---- start --------------------------------------------------------------------------
+
+def start(project) -> dict[str, str]:
+    with MasterSession(project) as s:
+        release = s.read_json(f"{svc.STATE_DIR}/release.json")
+        if release is None:
+            raise LapinfraError(f"nothing deployed on {project.env.master.name} yet: run `invoke deploy --env={project.name}` first")
+        return start_services(s, release, project.reporter)
+
+
+def start_services(s: MasterSession, release: dict, reporter) -> dict[str, str]:
+    outcome = {}
+    for service in svc.services(s.env):
+        image = release["images"][service.name]
+        ref = "infra/registry" if service.local_image else f"{s.registry_host}/{image['repository']}:latest"
+        if not service.local_image:
+            _pull_if_missing(s, ref, image["id"], reporter)
+        kwargs = svc.run_kwargs(service, ref, s.env.name, release["config"].get(service.name, ""), image["id"])
+        outcome[service.name] = reconcile(s.docker, kwargs, reporter)
+        if service.local_image:
+            wait_registry(s)
+    return outcome
+
+
+def _pull_if_missing(s: MasterSession, ref: str, image_id: str, reporter) -> None:
+    import docker.errors
+
+    try:
+        if s.docker.images.get(ref).id == image_id:
+            return
+    except docker.errors.ImageNotFound:
+        pass
+    with reporter.step(f"pull {ref}"):
+        repo, tag = ref.rsplit(":", 1)
+        s.docker.images.pull(repo, tag=tag, auth_config=s.auth())
+
+
+def reconcile(client, kwargs: dict, reporter) -> str:
+    """Create, start, keep or recreate one container; return which."""
+    import docker.errors
+
+    name, wanted = kwargs["name"], kwargs["labels"][svc.SPEC_LABEL]
+    try:
+        current = client.containers.get(name)
+    except docker.errors.NotFound:
+        current = None
+    if current is not None and current.labels.get(svc.SPEC_LABEL) == wanted:
+        if current.status == "running":
+            reporter.info(f"{name}: unchanged, kept running")
+            return "kept"
+        current.start()
+        reporter.info(f"{name}: started")
+        return "started"
+    action = "created" if current is None else "recreated"
+    with reporter.step(f"{name}: {action}"):
+        if current is not None:
+            current.remove(force=True)
+        client.containers.run(**kwargs)
+    return action
+
+
+def wait_registry(s: MasterSession, timeout: float = 60) -> None:
+    url = f"https://127.0.0.1:{s.registry_port}/v2/"
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        try:
+            r = requests.get(url, auth=_auth_tuple(s), verify=str(s.p.secrets.path("ca.crt")), timeout=5)
+            if r.status_code == 200:
+                return
+            last = f"HTTP {r.status_code}"
+        except requests.RequestException as exc:
+            last = type(exc).__name__
+        time.sleep(1)
+    raise LapinfraError(f"registry on {s.env.master.name} did not answer within {timeout:.0f}s ({last}); see `invoke node.ssh --env={s.env.name} -- docker logs infra_registry`")
+
+
+def _auth_tuple(s: MasterSession) -> tuple[str, str]:
+    a = s.auth()
+    return a["username"], a["password"]
+
+
+# ---- deploy -------------------------------------------------------------------------
+
+@dataclass
+class DeployResult:
+    release: str
+    pushed: list[str] = field(default_factory=list)
+    containers: dict[str, str] = field(default_factory=dict)
+    config_changed: list[str] = field(default_factory=list)
+
+
+def config_files(project) -> dict[str, bytes]:
+    rendered = project.build_dir / "rendered"
+    return {str(p.relative_to(rendered)): p.read_bytes() for p in sorted(rendered.rglob("*")) if p.is_file()}
+
+
+def config_hashes(project, files: dict[str, bytes]) -> dict[str, str]:
+    out = {}
+    for service in svc.services(project.env):
+        h = hashlib.sha256()
+        for rel, data in sorted(files.items()):
+            if rel.startswith(service.name + "/"):
+                h.update(rel.encode() + b"\0" + data)
+        for name in sorted(service.secrets.values()):
+            h.update(project.secrets.path(name).read_bytes())
+        out[service.name] = h.hexdigest()[:16]
+    return out
+
+
+def deploy(project) -> DeployResult:
+    env, reporter = project.env, project.reporter
+    release = release_id(project.root)
+    host = project.docker
+    images = {s.name: host.images.get(f"infra/{s.name}") for s in svc.services(env)}
+    files = config_files(project)
+    result = DeployResult(release)
+    with MasterSession(project) as s:
+        with reporter.step("upload config, secrets and the registry CA"):
+            result.config_changed = s.sync(files, svc.ENV_DIR)
+            for service in svc.services(env):
+                if service.secrets:
+                    secret_files = {dest: project.secrets.path(src).read_bytes() for dest, src in service.secrets.items()}
+                    s.sync(secret_files, f"{svc.SECRETS_DIR}/{service.name}", mode=0o600)
+            s.sync({"ca.crt": project.secrets.path("ca.crt").read_bytes()}, f"/etc/docker/certs.d/{s.registry_host}")
+        _load_registry_image(s, images["registry"], reporter)
+        record = {
+            "release": release,
+            "images": {n: {"repository": f"infra/{release}/{n}", "id": img.id} for n, img in images.items()},
+            "config": config_hashes(project, files),
+            "deployed_by": getpass.getuser(),
+            "deployed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        svc_registry = svc.by_name(env, "registry")
+        kwargs = svc.run_kwargs(svc_registry, "infra/registry", env.name, record["config"]["registry"], images["registry"].id)
+        result.containers["registry"] = reconcile(s.docker, kwargs, reporter)
+        wait_registry(s)
+        result.pushed = _push_missing(s, host, images, release, reporter)
+        s.conn.run(f"mkdir -p {svc.STATE_DIR}", hide=True)
+        s.sync({"release.json": json.dumps(record, indent=2).encode()}, svc.STATE_DIR)
+        result.containers.update(start_services(s, record, reporter))
+    return result
+
+
+def _load_registry_image(s: MasterSession, image, reporter) -> None:
+    import docker.errors
+
+    try:
+        if s.docker.images.get("infra/registry").id == image.id:
+            return
+    except docker.errors.ImageNotFound:
+        pass
+    with reporter.step("load infra/registry onto the node (docker save | docker load)"):
+        s.docker.api.load_image(image.save(named=True))
+
+
+def registry_has(s: MasterSession, repository: str) -> bool:
+    r = requests.head(
+        f"https://127.0.0.1:{s.registry_port}/v2/{repository}/manifests/latest",
+        auth=_auth_tuple(s), verify=str(s.p.secrets.path("ca.crt")), timeout=10,
+        headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"},
+    )
+    return r.status_code == 200
+
+
+def _push_missing(s: MasterSession, host, images: dict, release: str, reporter) -> list[str]:
+    pushed = []
+    for name, image in images.items():
+        repository = f"infra/{release}/{name}"
+        if registry_has(s, repository):
+            reporter.info(f"{repository}: already in the node's registry")
+            continue
+        target = f"127.0.0.1:{s.registry_port}/{repository}"
+        with reporter.step(f"push {repository}"):
+            image.tag(target, "latest")
+            try:
+                for chunk in host.images.push(target, tag="latest", auth_config=s.auth(), stream=True, decode=True):
+                    if "error" in chunk:
+                        raise LapinfraError(f"push of {repository} failed: {chunk['error']}")
+            finally:
+                host.images.remove(f"{target}:latest", noprune=True)
+        pushed.append(name)
+    return pushed

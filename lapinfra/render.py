@@ -1,0 +1,171 @@
+"""Rendering: every Jinja template of the project, for one environment.
+
+    images/<name>/templates/*.j2  ->  build/<env>/rendered/<name>/*   (the env volume, /env/<name>/)
+    nodes/Vagrantfile.j2          ->  build/<env>/Vagrantfile
+
+One Jinja environment with StrictUndefined: a missing variable is an error that
+names the template. Files are only rewritten when their content changes, and the
+zone serial only moves when some rendered content does, so rendering an
+unchanged tree changes nothing (and recreates no container).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import dns.rdatatype
+import dns.zone
+import jinja2
+
+from .errors import LapinfraError
+
+VAGRANTFILE_TEMPLATE = Path("nodes") / "Vagrantfile.j2"
+
+
+@dataclass
+class Rendered:
+    files: dict[Path, str]      # output path -> content
+    changed: list[Path]
+
+
+def jinja(root: Path) -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(root)), undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True, autoescape=False,
+    )
+
+
+def templates(root: Path) -> dict[str, Path]:
+    """Template (relative to root) -> output path relative to the build folder."""
+    out = {}
+    for tpl in sorted(root.glob("images/*/templates/**/*.j2")):
+        image = tpl.relative_to(root).parts[1]
+        rel = tpl.relative_to(root / "images" / image / "templates")
+        out[str(tpl.relative_to(root))] = Path("rendered", image, str(rel)[: -len(".j2")])
+    if (root / VAGRANTFILE_TEMPLATE).exists():
+        out[str(VAGRANTFILE_TEMPLATE)] = Path("Vagrantfile")
+    return out
+
+
+def context(project, serial: int) -> dict:
+    env = project.env
+    master = str(env.master.ip)
+    return {
+        "env": env,
+        "env_name": env.name,
+        "dns_records": env.dns_records,
+        "serial": serial,
+        "tsig_key_name": project.secrets.tsig_key_name,
+        "provider": env.provider,
+        "network_name": env.network.name if env.network else "",
+        "bridge": env.bridge,
+        "node_image": env.node_image,
+        "admin_pubkey": str(project.secrets.path("admin_ed25519.pub").resolve()),
+        "nodes": [
+            {
+                "name": n.name, "role": n.role, "ip": str(n.ip), "memory": n.memory, "cpus": n.cpus,
+                "container_name": f"lapinfra-{env.name}-{n.name}",
+                "data_volume": f"lapinfra-{env.name}-{n.name}-data",
+                "docker_volume": f"lapinfra-{env.name}-{n.name}-docker",
+                "hosts": {f"docker.{env.domain}": master, f"registry.{env.domain}": master},
+            }
+            for n in env.nodes
+        ],
+    }
+
+
+def render_all(project) -> Rendered:
+    """Render every template into the environment's build folder."""
+    root, out_dir = project.root, project.build_dir
+    j = jinja(root)
+    state_file = out_dir / "state" / "serial.json"
+    state = json.loads(state_file.read_text()) if state_file.exists() else {"hash": "", "serial": 0}
+    content_hash = hashlib.sha256(json.dumps(_render(j, project, 0), sort_keys=True).encode()).hexdigest()
+    serial = state["serial"]
+    if content_hash != state["hash"]:
+        serial = max(serial + 1, int(time.strftime("%y%m%d%H%M")))
+        state_file.parent.mkdir(parents=True, exist_ok=True)
+        state_file.write_text(json.dumps({"hash": content_hash, "serial": serial}))
+    files = {out_dir / rel: text for rel, text in _render(j, project, serial).items()}
+    changed = []
+    for path, text in files.items():
+        if not path.exists() or path.read_text() != text:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            changed.append(path)
+    _remove_stale(out_dir / "rendered", set(files))
+    return Rendered(files, changed)
+
+
+def _render(j: jinja2.Environment, project, serial: int) -> dict[str, str]:
+    ctx = context(project, serial)
+    out = {}
+    for tpl, rel in templates(project.root).items():
+        try:
+            out[str(rel)] = j.get_template(tpl).render(ctx)
+        except jinja2.UndefinedError as exc:
+            raise LapinfraError(f"{tpl}: {exc.message} (no such variable in the rendering context)") from None
+        except jinja2.TemplateSyntaxError as exc:
+            raise LapinfraError(f"{tpl}:{exc.lineno}: template syntax error: {exc.message}") from None
+    return out
+
+
+def _remove_stale(folder: Path, keep: set[Path]) -> None:
+    if folder.exists():
+        for path in folder.rglob("*"):
+            if path.is_file() and path not in keep:
+                path.unlink()
+
+
+# ---- validation -------------------------------------------------------------
+
+def check_zone(zone_text: str, origin: str, expected: dict[str, str]) -> None:
+    """The rendered zone parses and holds exactly the expected A records."""
+    try:
+        zone = dns.zone.from_text(zone_text, origin=origin + ".", relativize=False, check_origin=True)
+    except Exception as exc:  # noqa: BLE001 - dnspython raises many kinds
+        raise LapinfraError(f"rendered zone for {origin} does not parse: {exc}") from None
+    found = {}
+    for name, rdataset in zone.iterate_rdatasets(dns.rdatatype.A):
+        found[name.to_text().rstrip(".")] = sorted(r.address for r in rdataset)
+    missing = {n: a for n, a in expected.items() if found.get(n) != [a]}
+    if missing:
+        raise LapinfraError(f"rendered zone for {origin} lacks or misstates: " + ", ".join(f"{n} -> {a}" for n, a in sorted(missing.items())))
+
+
+def validate(project, rendered: Rendered) -> list[str]:
+    """Check rendered output with the real tools; return what was checked."""
+    checked = []
+    zone = project.build_dir / "rendered" / "dns" / "db.zone"
+    if zone in rendered.files:
+        check_zone(rendered.files[zone], project.env.domain, project.env.dns_records)
+        checked.append("zone records (dnspython)")
+        _named_checks(project)
+        checked.append("named-checkconf, named-checkzone (in infra/dns)")
+    vagrantfile = project.build_dir / "Vagrantfile"
+    if vagrantfile in rendered.files:
+        run = subprocess.run(["ruby", "-c", str(vagrantfile)], capture_output=True, text=True)
+        if run.returncode != 0:
+            raise LapinfraError(f"{vagrantfile}: ruby -c failed: {run.stderr.strip()}")
+        checked.append("Vagrantfile syntax (ruby -c)")
+    return checked
+
+
+def _named_checks(project) -> None:
+    import docker.errors
+
+    command = ["sh", "-c", f"named-checkconf /env/dns/named.conf && named-checkzone -q {project.env.domain} /env/dns/db.zone"]
+    try:
+        project.docker.containers.run(
+            "infra/dns", command, entrypoint=[], remove=True, network_disabled=True,
+            volumes={str(project.build_dir / "rendered"): {"bind": "/env", "mode": "ro"},
+                     str(project.secrets.path("tsig.key")): {"bind": "/run/secrets/tsig.key", "mode": "ro"}},
+        )
+    except docker.errors.ContainerError as exc:
+        raise LapinfraError(f"named-checkconf/named-checkzone rejected the rendered DNS config:\n{exc.stderr.decode(errors='replace') if exc.stderr else exc}") from None
+    except docker.errors.ImageNotFound:
+        raise LapinfraError("image infra/dns is missing: run `invoke build` first") from None

@@ -1,0 +1,153 @@
+"""Per-environment secrets: generated on first use, kept out of git and out of logs.
+
+Everything lives in ``secrets/<env>/`` at the project root (git-ignored), every
+file mode 0600 in a 0700 folder. Values read back are `Secret`s, which print as
+``***``: a secret can only reach a log by calling ``reveal()`` on purpose.
+"""
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import ipaddress
+import os
+import secrets as pysecrets
+from pathlib import Path
+
+import bcrypt
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.x509.oid import NameOID
+
+from .config import Environment
+
+
+class Secret:
+    """A secret value that never shows itself in str(), repr() or f-strings."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str):
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    def __str__(self) -> str:
+        return "***"
+
+    __format__ = lambda self, spec: "***"  # noqa: E731
+
+
+class SecretStore:
+    """The secrets folder of one environment."""
+
+    def __init__(self, root: Path, env: Environment):
+        self.env = env
+        self.dir = Path(root) / "secrets" / env.name
+
+    # ---- paths ------------------------------------------------------------
+    def path(self, name: str) -> Path:
+        return self.dir / name
+
+    @property
+    def tsig_key_name(self) -> str:
+        return f"lapinfra-{self.env.name}"
+
+    def read(self, name: str) -> Secret:
+        return Secret(self.path(name).read_text().strip())
+
+    @property
+    def registry_password(self) -> Secret:
+        return self.read("registry.password")
+
+    # ---- generation ---------------------------------------------------------
+    def ensure(self) -> list[str]:
+        """Generate every missing secret; return the names of those created."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.dir, 0o700)
+        created = []
+        for name, make in self._generators():
+            if not self.path(name).exists():
+                for file, content in make().items():
+                    self._write(file, content)
+                created.append(name)
+        return created
+
+    def _generators(self):
+        return [
+            ("admin_ed25519", self._admin_key),
+            ("tsig.key", self._tsig),
+            ("registry.password", self._registry_password),
+            ("ca.crt", self._ca),
+            ("registry.crt", self._registry_cert),
+        ]
+
+    def _write(self, name: str, content: str | bytes) -> None:
+        data = content.encode() if isinstance(content, str) else content
+        fd = os.open(self.path(name), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(self.path(name), 0o600)
+
+    def _admin_key(self) -> dict[str, bytes]:
+        key = ed25519.Ed25519PrivateKey.generate()
+        private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption())
+        public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        return {"admin_ed25519": private, "admin_ed25519.pub": public + f" lapinfra-{self.env.name}-admin\n".encode()}
+
+    def _tsig(self) -> dict[str, str]:
+        secret = base64.b64encode(pysecrets.token_bytes(32)).decode()
+        body = f'key "{self.tsig_key_name}" {{\n\talgorithm hmac-sha256;\n\tsecret "{secret}";\n}};\n'
+        return {"tsig.key": body}
+
+    def _registry_password(self) -> dict[str, str]:
+        password = pysecrets.token_urlsafe(24)
+        hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=10)).decode()
+        return {"registry.password": password + "\n", "registry.htpasswd": f"{self.env.registry.user}:{hashed}\n"}
+
+    def _ca(self) -> dict[str, bytes]:
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"lapinfra {self.env.name} CA")])
+        cert = (
+            _builder(name, name, key.public_key(), days=3650)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+            .sign(key, hashes.SHA256())
+        )
+        return {"ca.key": _pem_key(key), "ca.crt": cert.public_bytes(serialization.Encoding.PEM)}
+
+    def _registry_cert(self) -> dict[str, bytes]:
+        ca_key = serialization.load_pem_private_key(self.path("ca.key").read_bytes(), None)
+        ca_cert = x509.load_pem_x509_certificate(self.path("ca.crt").read_bytes())
+        key = ec.generate_private_key(ec.SECP256R1())
+        domain = self.env.domain
+        names = [x509.DNSName(n) for n in (f"docker.{domain}", f"registry.{domain}", "localhost")]
+        ips = [x509.IPAddress(ipaddress.ip_address(a)) for a in ("127.0.0.1", str(self.env.master.ip))]
+        cert = (
+            _builder(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"docker.{domain}")]), ca_cert.subject, key.public_key(), days=825)
+            .add_extension(x509.SubjectAlternativeName(names + ips), critical=False)
+            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .sign(ca_key, hashes.SHA256())
+        )
+        return {"registry.key": _pem_key(key), "registry.crt": cert.public_bytes(serialization.Encoding.PEM)}
+
+
+def _builder(subject, issuer, public_key, days: int) -> x509.CertificateBuilder:
+    now = dt.datetime.now(dt.timezone.utc)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=days))
+    )
+
+
+def _pem_key(key) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())

@@ -1,0 +1,32 @@
+"""Shared by the task modules: the task decorator and building a Project."""
+from __future__ import annotations
+
+import functools
+
+from invoke import Exit, task as invoke_task
+
+from lapinfra.errors import LapinfraError
+from lapinfra.project import Project
+
+ENV_HELP = "environment (environments/<env>/); one --env applies to every task of the command line; default: test or $LAPINFRA_ENV"
+
+
+def task(*args, help=None, **kwargs):
+    """invoke's @task, documenting --env and turning LapinfraError into one line and exit 1."""
+    help = {"env": ENV_HELP, **(help or {})}
+
+    def wrap(body):
+        @functools.wraps(body)
+        def run(c, *a, **kw):
+            try:
+                return body(c, *a, **kw)
+            except LapinfraError as exc:
+                raise Exit(f"error: {exc}", code=1) from None
+
+        return invoke_task(*args, help=help, **kwargs)(run)
+
+    return wrap
+
+
+def project(env: str | None) -> Project:
+    return Project(env)

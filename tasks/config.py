@@ -1,0 +1,28 @@
+"""config: validate and show an environment's merged configuration."""
+import json
+
+from invoke import Collection
+
+from tasks._common import project, task
+
+
+@task()
+def check(c, env=None):
+    """Validate an environment's configuration (environments/, nodes/)."""
+    p = project(env)
+    print(f"{p.name}: configuration is valid ({len(p.env.nodes)} nodes, {len(p.env.dns_records)} DNS names)")
+
+
+@task(help={"json": "print JSON instead of YAML-like text"})
+def show(c, env=None, json_=False):
+    """Print the merged configuration, with nodes and dns_records."""
+    data = project(env).env.as_json()
+    if json_:
+        print(json.dumps(data, indent=2))
+        return
+    import yaml
+
+    print(yaml.safe_dump(data, sort_keys=False).rstrip())
+
+
+ns = Collection("config", check, show)

@@ -1,0 +1,47 @@
+"""node: the environment's nodes, started and destroyed by Vagrant."""
+import sys
+
+from invoke import Collection, Exit
+
+from lapinfra.invoke_ext import remainder
+from lapinfra.nodes import Nodes
+from tasks._common import project, task
+from tasks.render import render
+
+NODE_HELP = {"node": "one node by name (default: all of the environment's nodes)"}
+
+
+@task(pre=[render], help=NODE_HELP)
+def up(c, env=None, node=None):
+    """Start the environment's nodes with Vagrant and pin their SSH host keys."""
+    Nodes(project(env)).up(node)
+
+
+@task(help={**NODE_HELP, "keep_data": "keep the nodes' /data volumes"})
+def down(c, env=None, node=None, keep_data=False):
+    """Destroy nodes (all of the environment's, or --node), their volumes and network."""
+    Nodes(project(env)).down(node, keep_data=keep_data)
+
+
+@task()
+def status(c, env=None):
+    """Show each node's role, address, state and whether SSH answers."""
+    for row in Nodes(project(env)).status():
+        print(f"{row['name']:12} {row['role']:8} {row['ip']:16} {row['state']:12} ssh: {row['ssh']}")
+
+
+@task(help={"node": "node name (default: the master)"})
+def ssh(c, env=None, node=None):
+    """Run the command after `--` on the master (or --node) over SSH; exit with its code."""
+    nodes = Nodes(project(env))
+    command = remainder(c)
+    if not command:
+        raise Exit("usage: invoke node.ssh --env=X [--node NAME] -- COMMAND", code=2)
+    target = nodes.select(node)[0] if node else None
+    code = nodes.run(command, target)
+    sys.stdout.flush()
+    if code:
+        raise Exit(code=code)
+
+
+ns = Collection("node", up, down, status, ssh)
