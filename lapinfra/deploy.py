@@ -36,6 +36,23 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@contextlib.contextmanager
+def _tunnel(conn, local_port: int, remote_port: int):
+    """Fabric's local port forward to the node's loopback.
+
+    A client closing a kept-alive connection shows up as a reset in the tunnel's
+    thread, which Fabric re-raises on exit; that is the normal end of a connection.
+    """
+    from invoke.exceptions import ThreadException
+
+    try:
+        with conn.forward_local(local_port, remote_port=remote_port, remote_host="127.0.0.1"):
+            yield
+    except ThreadException as exc:
+        if not all(isinstance(w.value, (ConnectionResetError, BrokenPipeError)) for w in exc.exceptions):
+            raise
+
+
 class MasterSession(contextlib.ExitStack):
     """SSH to the master with tunnels to its Docker API and its registry."""
 
@@ -49,9 +66,11 @@ class MasterSession(contextlib.ExitStack):
         import docker
 
         self.conn = self.enter_context(Nodes(self.p).connect())
+        self.conn.open()
+        self.conn.transport.set_keepalive(15)
         self.api_port, self.registry_port = _free_port(), _free_port()
-        self.enter_context(self.conn.forward_local(self.api_port, remote_port=DOCKER_API_PORT, remote_host="127.0.0.1"))
-        self.enter_context(self.conn.forward_local(self.registry_port, remote_port=self.env.registry.port, remote_host="127.0.0.1"))
+        self.enter_context(_tunnel(self.conn, self.api_port, DOCKER_API_PORT))
+        self.enter_context(_tunnel(self.conn, self.registry_port, self.env.registry.port))
         self.docker = docker.DockerClient(base_url=f"tcp://127.0.0.1:{self.api_port}", timeout=600)
         self.callback(self.docker.close)
         return self
@@ -83,6 +102,13 @@ class MasterSession(contextlib.ExitStack):
             sftp.remove(f"{folder}/{rel}")
             changed.append(rel)
         return changed
+
+    def put(self, path: str, data: bytes, mode: int = 0o600) -> None:
+        """Write one file atomically (write aside, then rename)."""
+        self.conn.run(f"mkdir -p {Path(path).parent}", hide=True)
+        self.conn.sftp().putfo(io.BytesIO(data), f"{path}.new")
+        self.conn.sftp().chmod(f"{path}.new", mode)
+        self.conn.run(f"mv -f {path}.new {path}", hide=True)
 
     def read_json(self, path: str) -> dict | None:
         result = self.conn.run(f"cat {path}", hide=True, warn=True)
@@ -249,8 +275,7 @@ def deploy(project) -> DeployResult:
         result.containers["registry"] = reconcile(s.docker, kwargs, reporter)
         wait_registry(s)
         result.pushed = _push_missing(s, host, images, release, reporter)
-        s.conn.run(f"mkdir -p {svc.STATE_DIR}", hide=True)
-        s.sync({"release.json": json.dumps(record, indent=2).encode()}, svc.STATE_DIR)
+        s.put(f"{svc.STATE_DIR}/release.json", json.dumps(record, indent=2).encode())
         result.containers.update(start_services(s, record, reporter))
     return result
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from .errors import LapinfraError, NodeError
 
-HOST_KEY_PUB = "/etc/ssh/ssh_host_ed25519_key.pub"
+HOST_KEY_PUB = "/data/lapinfra/ssh/ssh_host_ed25519_key.pub"  # kept on /data: survives node recreation
 DOCKER_API_PORT = 2375  # the node's engine, bound to the node's loopback only
 
 

@@ -158,14 +158,16 @@ def validate(project, rendered: Rendered) -> list[str]:
 def _named_checks(project) -> None:
     import docker.errors
 
-    command = ["sh", "-c", f"named-checkconf /env/dns/named.conf && named-checkzone -q {project.env.domain} /env/dns/db.zone"]
+    command = ["sh", "-c", f"(named-checkconf /env/dns/named.conf && named-checkzone {project.env.domain} /env/dns/db.zone) 1>&2"]
     try:
         project.docker.containers.run(
             "infra/dns", command, entrypoint=[], remove=True, network_disabled=True,
             volumes={str(project.build_dir / "rendered"): {"bind": "/env", "mode": "ro"},
-                     str(project.secrets.path("tsig.key")): {"bind": "/run/secrets/tsig.key", "mode": "ro"}},
+                     # the entrypoint copies the key to /run/named for user bind; checks read it there
+                     str(project.secrets.path("tsig.key")): {"bind": "/run/named/tsig.key", "mode": "ro"}},
         )
     except docker.errors.ContainerError as exc:
-        raise LapinfraError(f"named-checkconf/named-checkzone rejected the rendered DNS config:\n{exc.stderr.decode(errors='replace') if exc.stderr else exc}") from None
+        detail = (exc.stderr or b"").decode(errors="replace").strip() or str(exc)
+        raise LapinfraError(f"named-checkconf/named-checkzone rejected the rendered DNS config:\n{detail}") from None
     except docker.errors.ImageNotFound:
         raise LapinfraError("image infra/dns is missing: run `invoke build` first") from None
