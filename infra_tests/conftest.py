@@ -7,6 +7,7 @@ and SSH (testinfra) only to look at the node's containers.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -18,11 +19,13 @@ from lapinfra.report import Reporter
 
 def pytest_addoption(parser):
     parser.addoption("--lapinfra-env", default=None, help="environment to verify (default: test or $LAPINFRA_ENV)")
+    parser.addoption("--lapinfra-root", default=str(Path(__file__).resolve().parent.parent), help="project checkout")
 
 
 def _project(config) -> Project:
     if not hasattr(config, "_lapinfra_project"):
-        config._lapinfra_project = Project(config.getoption("--lapinfra-env"), reporter=Reporter(quiet=True))
+        config._lapinfra_project = Project(
+            config.getoption("--lapinfra-env"), root=Path(config.getoption("--lapinfra-root")), reporter=Reporter(quiet=True))
     return config._lapinfra_project
 
 

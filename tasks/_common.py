@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 from invoke import Exit, task as invoke_task
 
 from lapinfra.errors import LapinfraError
 from lapinfra.project import Project
+
+# The checkout that holds this tasks/ folder: a copy of the repository is a project of its own.
+ROOT = Path(__file__).resolve().parent.parent
 
 ENV_HELP = "environment (environments/<env>/); one --env applies to every task of the command line; default: test or $LAPINFRA_ENV"
 
@@ -29,4 +33,4 @@ def task(*args, help=None, **kwargs):
 
 
 def project(env: str | None) -> Project:
-    return Project(env)
+    return Project(env, root=ROOT)

@@ -13,7 +13,7 @@ def test(c, env=None, k=""):
     p = project(env)
     junit = p.build_dir / "junit.xml"
     cmd = [sys.executable, "-m", "pytest", str(p.root / "infra_tests"), "-p", "no:cacheprovider",
-           f"--lapinfra-env={p.name}", f"--junitxml={junit}", "-q", "-c", str(p.root / "infra_tests" / "pytest.ini")]
+           f"--lapinfra-env={p.name}", f"--lapinfra-root={p.root}", f"--junitxml={junit}", "-q", "-c", str(p.root / "infra_tests" / "pytest.ini")]
     if k:
         cmd += ["-k", k]
     with p.reporter.step(f"verification suite on {p.name}"):

@@ -1,0 +1,34 @@
+"""End-to-end tier: real images, real nodes (Vagrant's docker provider), the real CLI.
+
+One `invoke up` per session brings up the `test` environment; every test shares
+it; the session ends with `invoke node.down`, also when tests fail.
+"""
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+ENV = "test"
+
+
+def invoke(*args, check=True, cwd=ROOT, timeout=1800):
+    run = subprocess.run([sys.executable, "-m", "invoke", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    if check and run.returncode != 0:
+        raise AssertionError(f"invoke {' '.join(args)} exited {run.returncode}:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}")
+    return run
+
+
+def node_sh(command, check=True):
+    return invoke("node.ssh", f"--env={ENV}", "--", command, check=check)
+
+
+@pytest.fixture(scope="session")
+def infra():
+    """The test environment, brought up once by `invoke up`; destroyed at the end."""
+    try:
+        first = invoke("up", f"--env={ENV}")
+        yield first
+    finally:
+        invoke("node.down", f"--env={ENV}", check=False)
