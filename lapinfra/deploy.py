@@ -17,7 +17,6 @@ import getpass
 import hashlib
 import io
 import json
-import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,29 +27,7 @@ from . import services as svc
 from .errors import LapinfraError
 from .gitinfo import release_id
 from .nodes import DOCKER_API_PORT, Nodes
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def _tunnel(conn, local_port: int, remote_port: int):
-    """Fabric's local port forward to the node's loopback.
-
-    A client closing a kept-alive connection shows up as a reset in the tunnel's
-    thread, which Fabric re-raises on exit; that is the normal end of a connection.
-    """
-    from invoke.exceptions import ThreadException
-
-    try:
-        with conn.forward_local(local_port, remote_port=remote_port, remote_host="127.0.0.1"):
-            yield
-    except ThreadException as exc:
-        if not all(isinstance(w.value, (ConnectionResetError, BrokenPipeError)) for w in exc.exceptions):
-            raise
+from .tunnel import Tunnel
 
 
 class MasterSession(contextlib.ExitStack):
@@ -68,9 +45,8 @@ class MasterSession(contextlib.ExitStack):
         self.conn = self.enter_context(Nodes(self.p).connect())
         self.conn.open()
         self.conn.transport.set_keepalive(15)
-        self.api_port, self.registry_port = _free_port(), _free_port()
-        self.enter_context(_tunnel(self.conn, self.api_port, DOCKER_API_PORT))
-        self.enter_context(_tunnel(self.conn, self.registry_port, self.env.registry.port))
+        self.api_port = self.enter_context(Tunnel(self.conn.transport, DOCKER_API_PORT)).port
+        self.registry_port = self.enter_context(Tunnel(self.conn.transport, self.env.registry.port)).port
         self.docker = docker.DockerClient(base_url=f"tcp://127.0.0.1:{self.api_port}", timeout=600)
         self.callback(self.docker.close)
         return self

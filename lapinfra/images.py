@@ -86,7 +86,9 @@ class ImageGraph:
         buf = io.BytesIO()
         with tarfile.open(fileobj=buf, mode="w") as tar:
             directory = self.specs[name].dir
-            for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+            # templates/ is rendered per environment into the env volume, not built into the image
+            files = [p for p in directory.rglob("*") if p.is_file() and p.relative_to(directory).parts[0] != "templates"]
+            for path in sorted(files):
                 _add(tar, str(path.relative_to(directory)), path.read_bytes(), path.stat().st_mode & 0o777)
             _add(tar, EXTRA_CA_FILE, self.extra_ca, 0o644)
         return buf.getvalue()

@@ -12,7 +12,6 @@ from pathlib import Path
 from . import config
 from .images import ImageGraph
 from .report import Reporter
-from .secrets import SecretStore
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,8 +25,13 @@ class Project:
         self.root = Path(root)
         self.env = config.load(self.root, resolve_env(env))
         self.reporter = reporter or Reporter()
-        self.secrets = SecretStore(self.root, self.env)
         self.build_dir = self.root / "build" / self.env.name
+
+    @cached_property
+    def secrets(self):
+        from .secrets import SecretStore  # cryptography is slow to import; builds do not need it
+
+        return SecretStore(self.root, self.env)
 
     @property
     def name(self) -> str:

@@ -32,5 +32,7 @@ def task(*args, help=None, **kwargs):
     return wrap
 
 
+@functools.lru_cache(maxsize=None)
 def project(env: str | None) -> Project:
+    """One Project per environment and command line, shared by its tasks."""
     return Project(env, root=ROOT)

@@ -1,5 +1,4 @@
 """deploy, start, stop, restart and up: the seed's scripts as tasks."""
-from lapinfra import deploy as deploying
 from tasks._common import project, task
 from tasks.images import base, build
 from tasks.node import up as node_up
@@ -10,6 +9,8 @@ from tasks.verify import test
 @task(pre=[build, render])
 def deploy(c, env=None):
     """Push changed images as infra/<commit>/<name> through an SSH tunnel and start them."""
+    from lapinfra import deploy as deploying
+
     p = project(env)
     result = deploying.deploy(p)
     changed = {k: v for k, v in result.containers.items() if v != "kept"}
@@ -20,12 +21,16 @@ def deploy(c, env=None):
 @task()
 def start(c, env=None):
     """The seed's start: the registry first, then the release's containers from it."""
+    from lapinfra import deploy as deploying
+
     deploying.start(project(env))
 
 
 @task()
 def stop(c, env=None):
     """Remove every infra_* container on the master (selected through the Docker API)."""
+    from lapinfra import deploy as deploying
+
     deploying.stop(project(env))
 
 

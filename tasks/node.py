@@ -4,9 +4,15 @@ import sys
 from invoke import Collection, Exit
 
 from lapinfra.invoke_ext import remainder
-from lapinfra.nodes import Nodes
 from tasks._common import project, task
 from tasks.render import render
+
+
+def Nodes(p):  # noqa: N802 - lazy: fabric and paramiko load only for node tasks
+    from lapinfra.nodes import Nodes as _Nodes
+
+    return _Nodes(p)
+
 
 NODE_HELP = {"node": "one node by name (default: all of the environment's nodes)"}
 

@@ -1,5 +1,4 @@
 """render: every template for one environment, checked by the real tools."""
-from lapinfra import render as rendering
 from tasks._common import project, task
 from tasks.images import build
 
@@ -7,6 +6,8 @@ from tasks.images import build
 @task(pre=[build], help={"no_check": "skip validation by named-checkconf/named-checkzone and ruby -c"})
 def render(c, env=None, no_check=False):
     """Render every Jinja template into build/<env>/ and validate the output."""
+    from lapinfra import render as rendering
+
     p = project(env)
     p.secrets.ensure()
     out = rendering.render_all(p)

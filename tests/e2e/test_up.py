@@ -59,9 +59,11 @@ def test_only_the_admin_key_logs_in(infra, tmp_path):
     other = tmp_path / "other"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
     config = ROOT / "build" / ENV / "ssh_config"
+    known = ROOT / "build" / ENV / "known_hosts"
+    ip = known.read_text().split()[0]
     denied = subprocess.run(
-        ["ssh", "-F", str(config), "-i", str(other), "-o", "IdentitiesOnly=yes", "-o", f"IdentityFile={other}", "-o", "BatchMode=yes",
-         "master", "true"], capture_output=True, text=True, timeout=30)
+        ["ssh", "-F", "/dev/null", "-i", str(other), "-o", "IdentitiesOnly=yes", "-o", f"UserKnownHostsFile={known}",
+         "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", f"root@{ip}", "true"], capture_output=True, text=True, timeout=30)
     assert denied.returncode == 255 and "Permission denied" in denied.stderr
     password = subprocess.run(
         ["ssh", "-F", str(config), "-o", "PubkeyAuthentication=no", "-o", "BatchMode=yes", "master", "true"],
