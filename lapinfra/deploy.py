@@ -42,11 +42,14 @@ class MasterSession(contextlib.ExitStack):
         super().__enter__()
         import docker
 
-        self.conn = self.enter_context(Nodes(self.p).connect())
+        nodes = Nodes(self.p)
+        self.conn = self.enter_context(nodes.connect())
         self.conn.open()
         self.conn.transport.set_keepalive(15)
-        self.api_port = self.enter_context(Tunnel(self.conn.transport, DOCKER_API_PORT)).port
-        self.registry_port = self.enter_context(Tunnel(self.conn.transport, self.env.registry.port)).port
+        nodes.write_ssh_config()
+        master = self.env.master.name
+        self.api_port = self.enter_context(Tunnel(nodes.ssh_config, master, DOCKER_API_PORT)).port
+        self.registry_port = self.enter_context(Tunnel(nodes.ssh_config, master, self.env.registry.port)).port
         self.docker = docker.DockerClient(base_url=f"tcp://127.0.0.1:{self.api_port}", timeout=600)
         self.callback(self.docker.close)
         return self

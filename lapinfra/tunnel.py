@@ -1,69 +1,65 @@
-"""Local port forwarding over a Fabric connection's SSH transport.
+"""Local port forwarding to a node's loopback, through OpenSSH.
 
-Fabric's own ``forward_local`` stops accepting connections for good when one
-channel fails to open (e.g. a probe before the remote service listens), and
-re-raises a client's ordinary connection reset on exit. This forwarder keeps
-each connection's failure to that connection.
+Commands and file transfers go through Fabric; the bulk data of image pushes
+and of the Docker API goes through ``ssh -N -L`` with the environment's
+ssh_config (admin key, pinned host key, StrictHostKeyChecking yes). Paramiko's
+forwarding was measured at about 10 MB/s here and dropped parallel layer uploads
+under load ("Socket exception: Bad file descriptor"), which failed pushes;
+OpenSSH moves the same data several times faster and has been reliable.
 """
 from __future__ import annotations
 
-import select
 import socket
-import threading
+import subprocess
+import time
+from pathlib import Path
+
+from .errors import NodeError
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 class Tunnel:
     """127.0.0.1:<port> on the workstation -> 127.0.0.1:<remote_port> on the node."""
 
-    def __init__(self, transport, remote_port: int):
-        self.transport, self.remote_port = transport, remote_port
-        self.listener = socket.socket()
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(32)
-        self.port = self.listener.getsockname()[1]
-        self.closed = threading.Event()
-        threading.Thread(target=self._accept, daemon=True).start()
+    def __init__(self, ssh_config: Path, host: str, remote_port: int, timeout: float = 20):
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            ["ssh", "-F", str(ssh_config), "-N", "-o", "ExitOnForwardFailure=yes", "-o", "BatchMode=yes",
+             "-o", "ServerAliveInterval=15", "-L", f"127.0.0.1:{self.port}:127.0.0.1:{remote_port}", host],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )
+        self._wait(host, remote_port, timeout)
 
-    def _accept(self) -> None:
-        while not self.closed.is_set():
+    def _wait(self, host: str, remote_port: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise NodeError(f"ssh tunnel to {host}:{remote_port} failed: {self.proc.stderr.read().strip()}")
             try:
-                client, peer = self.listener.accept()
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return
             except OSError:
-                return
-            threading.Thread(target=self._serve, args=(client, peer), daemon=True).start()
-
-    def _serve(self, client: socket.socket, peer) -> None:
-        try:
-            channel = self.transport.open_channel("direct-tcpip", ("127.0.0.1", self.remote_port), peer)
-        except Exception:  # noqa: BLE001 - the remote port refused: this connection fails, not the tunnel
-            client.close()
-            return
-        try:
-            _pump(client, channel, self.closed)
-        finally:
-            channel.close()
-            client.close()
+                time.sleep(0.1)
+        self.close()
+        raise NodeError(f"ssh tunnel to {host}:{remote_port} did not open within {timeout:.0f}s")
 
     def close(self) -> None:
-        self.closed.set()
-        self.listener.close()
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        if self.proc.stderr:
+            self.proc.stderr.close()
 
     def __enter__(self) -> "Tunnel":
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def _pump(client: socket.socket, channel, closed: threading.Event) -> None:
-    while not closed.is_set():
-        readable, _, _ = select.select([client, channel], [], [], 1.0)
-        for source, sink in ((client, channel), (channel, client)):
-            if source in readable:
-                try:
-                    data = source.recv(65536)
-                except OSError:
-                    return
-                if not data:
-                    return
-                sink.sendall(data)
