@@ -1,7 +1,7 @@
 """The master node: every infra_* container runs, every service port answers."""
 import socket
 
-import pytest
+from lapinfra import services
 
 
 def test_container_is_running(node, service):
@@ -14,9 +14,20 @@ def test_no_unexpected_infra_container_is_stopped(node):
     assert stopped == []
 
 
-@pytest.mark.parametrize("what", ["dns/tcp 53", "registry/tcp"])
-def test_service_port_answers(master_ip, env, what):
-    port = 53 if what.startswith("dns") else env.registry.port
-    with socket.create_connection((master_ip, port), timeout=3):
-        pass
+def _published_tcp_ports(env):
+    for service in services.services(env):
+        for spec, binding in service.ports.items():
+            if spec.endswith("/tcp"):
+                port = binding[1] if isinstance(binding, tuple) else binding
+                yield f"{service.name}:{port}", port
 
+
+def test_every_published_tcp_port_answers(master_ip, env):
+    refused = []
+    for label, port in _published_tcp_ports(env):
+        try:
+            with socket.create_connection((master_ip, port), timeout=3):
+                pass
+        except OSError as exc:
+            refused.append(f"{label} ({exc})")
+    assert refused == []

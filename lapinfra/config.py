@@ -61,6 +61,28 @@ class Dns(Strict):
         return names
 
 
+class Git(Strict):
+    repositories: list[str] = Field(default_factory=lambda: ["infra"])
+
+    @field_validator("repositories")
+    @classmethod
+    def _names(cls, repos: list[str]) -> list[str]:
+        for repo in repos:
+            if not re.fullmatch(r"[a-z0-9][a-z0-9._-]{0,62}", repo) or repo == "gitolite-admin":
+                raise ValueError(f"{repo!r} is not a usable repository name")
+        return repos
+
+
+class Cd(Strict):
+    repository: str = "infra"
+    poll_seconds: int = Field(60, ge=10)
+
+
+class LoadBalancer(Strict):
+    name: str = "app"
+    backends: int = Field(2, ge=2, le=8)
+
+
 class Network(Strict):
     name: str = Field(pattern=r"^[a-z][a-z0-9_.-]{1,62}$")
     subnet: ipaddress.IPv4Network
@@ -85,6 +107,9 @@ class Environment(Strict):
     base_image: BaseImage = BaseImage()
     build: Build = Build()
     registry: Registry = Registry()
+    git: Git = Git()
+    cd: Cd = Cd()
+    lb: LoadBalancer = LoadBalancer()
     dns: Dns
     node_image: str = "lapinfra/node"
     nodes: list[Node]
@@ -99,6 +124,8 @@ class Environment(Strict):
         for role in ("master", "backup"):
             if roles.count(role) != 1:
                 raise ConfigError("", "nodes", f"exactly one node with role {role!r} is needed, found {roles.count(role)}")
+        if self.cd.repository not in self.git.repositories:
+            raise ConfigError("", "cd.repository", f"{self.cd.repository!r} is not one of git.repositories {self.git.repositories}")
         if self.network is not None:
             for i, node in enumerate(self.nodes):
                 if node.ip not in self.network.subnet or node.ip in (
@@ -121,6 +148,7 @@ class Environment(Strict):
     def dns_records(self) -> dict[str, str]:
         """Every fully qualified name the environment serves -> its IPv4 address."""
         records = {f"{name}.{self.domain}": str(self.node(role).ip) for name, role in self.dns.names.items()}
+        records[f"{self.lb.name}.{self.domain}"] = str(self.master.ip)
         records.update({f"{n.name}.node.{self.domain}": str(n.ip) for n in self.nodes})
         return dict(sorted(records.items()))
 

@@ -128,16 +128,33 @@ def start(project) -> dict[str, str]:
 
 def start_services(s: MasterSession, release: dict, reporter) -> dict[str, str]:
     outcome = {}
+    ensure_network(s.docker)
     for service in svc.services(s.env):
-        image = release["images"][service.name]
+        image = release["images"][service.image]
         ref = "infra/registry" if service.local_image else f"{s.registry_host}/{image['repository']}:latest"
         if not service.local_image:
             _pull_if_missing(s, ref, image["id"], reporter)
-        kwargs = svc.run_kwargs(service, ref, s.env.name, release["config"].get(service.name, ""), image["id"])
+        kwargs = svc.run_kwargs(service, ref, s.env, release["config"].get(service.name, ""), image["id"])
         outcome[service.name] = reconcile(s.docker, kwargs, reporter)
         if service.local_image:
             wait_registry(s)
     return outcome
+
+
+def ensure_network(client) -> None:
+    """The node's network on which infrastructure containers reach each other by name."""
+    import docker.types
+
+    for net in client.networks.list(names=[svc.NETWORK]):
+        subnets = [c.get("Subnet") for c in (net.attrs.get("IPAM", {}).get("Config") or [])]
+        if str(svc.NETWORK_SUBNET) in subnets:
+            return
+        net.reload()
+        if net.containers:
+            raise LapinfraError(f"network {svc.NETWORK} on the node has subnets {subnets}, not {svc.NETWORK_SUBNET}: `invoke stop` first")
+        net.remove()
+    ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=str(svc.NETWORK_SUBNET))])
+    client.networks.create(svc.NETWORK, driver="bridge", ipam=ipam, labels={"lapinfra": "infra"})
 
 
 def _pull_if_missing(s: MasterSession, ref: str, image_id: str, reporter) -> None:
@@ -218,7 +235,7 @@ def config_hashes(project, files: dict[str, bytes]) -> dict[str, str]:
     for service in svc.services(project.env):
         h = hashlib.sha256()
         for rel, data in sorted(files.items()):
-            if rel.startswith(service.name + "/"):
+            if rel.startswith(service.image + "/"):
                 h.update(rel.encode() + b"\0" + data)
         for name in sorted(service.secrets.values()):
             h.update(project.secrets.path(name).read_bytes())
@@ -230,7 +247,7 @@ def deploy(project) -> DeployResult:
     env, reporter = project.env, project.reporter
     release = release_id(project.root)
     host = project.docker
-    images = {s.name: host.images.get(f"infra/{s.name}") for s in svc.services(env)}
+    images = {s.image: _host_image(host, s.image) for s in svc.services(env)}
     files = config_files(project)
     result = DeployResult(release)
     with MasterSession(project) as s:
@@ -250,13 +267,23 @@ def deploy(project) -> DeployResult:
             "deployed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         svc_registry = svc.by_name(env, "registry")
-        kwargs = svc.run_kwargs(svc_registry, "infra/registry", env.name, record["config"]["registry"], images["registry"].id)
+        ensure_network(s.docker)
+        kwargs = svc.run_kwargs(svc_registry, "infra/registry", env, record["config"]["registry"], images["registry"].id)
         result.containers["registry"] = reconcile(s.docker, kwargs, reporter)
         wait_registry(s)
         result.pushed = _push_missing(s, host, images, release, reporter)
         s.put(f"{svc.STATE_DIR}/release.json", json.dumps(record, indent=2).encode())
         result.containers.update(start_services(s, record, reporter))
     return result
+
+
+def _host_image(host, name: str):
+    import docker.errors
+
+    try:
+        return host.images.get(f"infra/{name}")
+    except docker.errors.ImageNotFound:
+        raise LapinfraError(f"image infra/{name} is missing: run `invoke build`") from None
 
 
 def _load_registry_image(s: MasterSession, image, reporter) -> None:

@@ -21,6 +21,7 @@ import dns.rdatatype
 import dns.zone
 import jinja2
 
+from . import services
 from .errors import LapinfraError
 
 VAGRANTFILE_TEMPLATE = Path("nodes") / "Vagrantfile.j2"
@@ -60,6 +61,8 @@ def context(project, serial: int) -> dict:
         "dns_records": env.dns_records,
         "serial": serial,
         "tsig_key_name": project.secrets.tsig_key_name,
+        "vhosts": services.vhosts(env),
+        "lb": services.load_balancer(env),
         "provider": env.provider,
         "network_name": env.network.name if env.network else "",
         "bridge": env.bridge,

@@ -82,6 +82,11 @@ class SecretStore:
             ("admin_ed25519", self._admin_key),
             ("tsig.key", self._tsig),
             ("registry.password", self._registry_password),
+            ("cd_ed25519", lambda: self._ssh_key("cd_ed25519", "cd")),
+            ("cd.worker-password", lambda: {"cd.worker-password": pysecrets.token_urlsafe(24) + "\n"}),
+            ("cache.password", lambda: {"cache.password": pysecrets.token_urlsafe(24) + "\n"}),
+            ("maven.password", lambda: self._password("maven", "deploy")),
+            ("artifact.password", lambda: self._password("artifact", "deploy")),
             ("ca.crt", self._ca),
             ("registry.crt", self._registry_cert),
         ]
@@ -94,10 +99,19 @@ class SecretStore:
         os.chmod(self.path(name), 0o600)
 
     def _admin_key(self) -> dict[str, bytes]:
+        return self._ssh_key("admin_ed25519", "admin")
+
+    def _ssh_key(self, name: str, who: str) -> dict[str, bytes]:
         key = ed25519.Ed25519PrivateKey.generate()
         private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption())
         public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
-        return {"admin_ed25519": private, "admin_ed25519.pub": public + f" lapinfra-{self.env.name}-admin\n".encode()}
+        return {name: private, f"{name}.pub": public + f" lapinfra-{self.env.name}-{who}\n".encode()}
+
+    def _password(self, service: str, user: str) -> dict[str, str]:
+        """A password and its bcrypt htpasswd line (nginx and the registry accept $2b$)."""
+        password = pysecrets.token_urlsafe(24)
+        hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=10)).decode()
+        return {f"{service}.password": password + "\n", f"{service}.htpasswd": f"{user}:{hashed}\n"}
 
     def _tsig(self) -> dict[str, str]:
         secret = base64.b64encode(pysecrets.token_bytes(32)).decode()
@@ -105,9 +119,7 @@ class SecretStore:
         return {"tsig.key": body}
 
     def _registry_password(self) -> dict[str, str]:
-        password = pysecrets.token_urlsafe(24)
-        hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=10)).decode()
-        return {"registry.password": password + "\n", "registry.htpasswd": f"{self.env.registry.user}:{hashed}\n"}
+        return self._password("registry", self.env.registry.user)
 
     def _ca(self) -> dict[str, bytes]:
         key = ec.generate_private_key(ec.SECP256R1())

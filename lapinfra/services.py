@@ -1,21 +1,28 @@
 """What runs on the master node: one spec per infrastructure container.
 
-A container is ``infra_<name>`` from image ``infra/<name>``, with ``/data/<name>``
-on the node as its ``/data``, its secrets read-only at ``/run/secrets``, and the
-environment volume (``infra_environment``'s ``/env``) mounted read-only. The
-spec's hash (image id, ports, mounts, config and secrets content) is stored as a
-label; a container whose label matches is left running.
+A container is ``infra_<name>`` from image ``infra/<image>`` (the name unless
+several containers share an image), with ``/data/<name>`` on the node as its
+``/data``, its secrets read-only at ``/run/secrets``, the environment volume
+(``infra_environment``'s ``/env``) mounted read-only, and a place on the node's
+``infra`` network, where the others reach it as ``infra_<name>``. The spec's
+hash (image id, ports, mounts, config and secrets content) is stored as a label;
+a container whose label matches is left running.
 """
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 from dataclasses import dataclass, field
 
 DATA = "/data"
 ENV_DIR = f"{DATA}/environment"      # rendered config of the environment, /env in containers
 SECRETS_DIR = f"{DATA}/secrets"      # per service, /run/secrets in its container
-STATE_DIR = f"{DATA}/lapinfra"       # release record
+STATE_DIR = f"{DATA}/lapinfra"       # release record (and the node's SSH host keys)
+NETWORK = "infra"                    # the node's network of infrastructure containers
+# Fixed addresses on it: nginx resolves its upstreams once, at start, so a
+# recreated or restarted backend must come back on the address it had.
+NETWORK_SUBNET = ipaddress.IPv4Network("172.31.254.0/24")
 SPEC_LABEL = "lapinfra.spec"
 PREFIX = "infra_"
 
@@ -23,10 +30,16 @@ PREFIX = "infra_"
 @dataclass(frozen=True)
 class Service:
     name: str
+    image_name: str = ""
     ports: dict = field(default_factory=dict)      # "53/udp" -> host binding
     secrets: dict = field(default_factory=dict)    # file in /run/secrets -> secret file name
+    http: int = 0                                  # port served behind the port-80 proxy
     provides_env: bool = False                     # the environment container itself
     local_image: bool = False                      # started from the node's own image (the registry)
+
+    @property
+    def image(self) -> str:
+        return self.image_name or self.name
 
     @property
     def container(self) -> str:
@@ -34,13 +47,23 @@ class Service:
 
 
 def services(env) -> list[Service]:
-    """The infrastructure containers, in start order: the registry first, as the seed says."""
+    """The infrastructure containers in start order: the registry first (the seed's
+    startNoStop), the port-80 proxy last (nginx resolves its upstreams when it starts)."""
     ip = str(env.master.ip)
+    apps = [Service(f"{env.lb.name}{i}", "sampleapp", http=8080) for i in range(1, env.lb.backends + 1)]
     return [
-        Service("registry", {"5000/tcp": env.registry.port},
-                {"htpasswd": "registry.htpasswd", "tls.crt": "registry.crt", "tls.key": "registry.key"}, local_image=True),
+        Service("registry", ports={"5000/tcp": env.registry.port},
+                secrets={"htpasswd": "registry.htpasswd", "tls.crt": "registry.crt", "tls.key": "registry.key"}, local_image=True),
         Service("environment", provides_env=True),
-        Service("dns", {"53/udp": (ip, 53), "53/tcp": (ip, 53)}, {"tsig.key": "tsig.key"}),
+        Service("dns", ports={"53/udp": (ip, 53), "53/tcp": (ip, 53)}, secrets={"tsig.key": "tsig.key"}),
+        Service("git", ports={"22/tcp": (ip, 2200)}, secrets={"admin.pub": "admin_ed25519.pub", "cd.pub": "cd_ed25519.pub"}),
+        Service("trac", http=8000),
+        Service("cd", http=8010, secrets={"git.key": "cd_ed25519", "worker.password": "cd.worker-password"}),
+        Service("cache", ports={"3142/tcp": (ip, 3124)}, secrets={"admin.password": "cache.password"}),
+        Service("maven", "repository", http=80, secrets={"htpasswd": "maven.htpasswd"}),
+        Service("artifact", "repository", http=80, secrets={"htpasswd": "artifact.htpasswd"}),
+        *apps,
+        Service("proxy", ports={"80/tcp": (ip, 80)}),
     ]
 
 
@@ -48,25 +71,47 @@ def by_name(env, name: str) -> Service:
     return next(s for s in services(env) if s.name == name)
 
 
-def run_kwargs(service: Service, image: str, env_name: str, config_hash: str, image_id: str) -> dict:
+def vhosts(env) -> list[dict]:
+    """Name-based virtual hosts of the port-80 proxy (the load balancer aside)."""
+    out = []
+    for s in services(env):
+        if s.http and s.image != "sampleapp":
+            out.append({"name": f"{s.name}.{env.domain}", "upstream": f"{s.container}:{s.http}"})
+    return out
+
+
+def load_balancer(env) -> dict:
+    backends = [s for s in services(env) if s.image == "sampleapp"]
+    return {"name": f"{env.lb.name}.{env.domain}", "backends": [f"{s.container}:{s.http}" for s in backends]}
+
+
+def address(env, service: Service) -> str:
+    index = [s.name for s in services(env)].index(service.name)
+    return str(NETWORK_SUBNET.network_address + 10 + index)
+
+
+def run_kwargs(service: Service, image: str, env, config_hash: str, image_id: str) -> dict:
     """Keyword arguments for docker's containers.run, with the spec hash label."""
     volumes = {f"{DATA}/{service.name}": {"bind": "/data", "mode": "rw"}}
     if service.secrets:
         volumes[f"{SECRETS_DIR}/{service.name}"] = {"bind": "/run/secrets", "mode": "ro"}
     if service.provides_env:
         volumes[ENV_DIR] = {"bind": "/env", "mode": "ro"}
+    if service.local_image:  # the registry starts before the env container exists
+        volumes[f"{ENV_DIR}/{service.image}"] = {"bind": f"/env/{service.image}", "mode": "ro"}
     kwargs = {
         "image": image,
         "name": service.container,
+        "hostname": service.name,
         "detach": True,
+        "network": NETWORK,
+        "networking_config": {NETWORK: {"IPAMConfig": {"IPv4Address": address(env, service)}}},
         "ports": dict(service.ports),
         "volumes": volumes,
         "volumes_from": [] if service.provides_env or service.local_image else ["infra_environment:ro"],
         "restart_policy": {"Name": "unless-stopped"},
-        "labels": {"lapinfra.env": env_name, "lapinfra.service": service.name},
+        "labels": {"lapinfra.env": env.name, "lapinfra.service": service.name},
     }
-    if service.local_image:  # the registry starts before the env container exists
-        volumes[f"{ENV_DIR}/{service.name}"] = {"bind": f"/env/{service.name}", "mode": "ro"}
     kwargs["labels"][SPEC_LABEL] = spec_hash(kwargs, image_id, config_hash)
     return kwargs
 

@@ -8,6 +8,13 @@ from tests.e2e.conftest import ENV, invoke, node_sh
 pytestmark = pytest.mark.e2e
 
 
+def expected_containers():
+    from lapinfra import config, services
+    from tests.conftest import ROOT
+
+    return {s.container for s in services.services(config.load(ROOT, ENV))}
+
+
 def container_ids():
     out = node_sh("docker ps --filter name=infra_ --format '{{.Names}} {{.ID}}'").stdout
     return dict(line.split() for line in out.splitlines() if line.strip())
@@ -15,9 +22,9 @@ def container_ids():
 
 def test_up_brings_everything_up_and_verifies_it(infra):
     log = infra.stderr + infra.stdout
-    for step in ("vagrant up", "infra_registry", "infra_dns", "verification suite on test"):
+    for step in ("vagrant up", "infra_registry", "infra_dns", "infra_proxy", "verification suite on test"):
         assert step in log
-    assert set(container_ids()) == {"infra_registry", "infra_environment", "infra_dns"}
+    assert set(container_ids()) == expected_containers()
 
 
 def test_second_up_rebuilds_nothing_and_recreates_nothing(infra):
@@ -44,7 +51,7 @@ def test_stop_removes_every_infra_container_and_start_restores_them(infra):
     started = invoke("start", f"--env={ENV}")
     log = started.stderr
     assert log.index("infra_registry") < log.index("infra_dns"), "the registry starts first"
-    assert set(container_ids()) == {"infra_registry", "infra_environment", "infra_dns"}
+    assert set(container_ids()) == expected_containers()
     invoke("test", f"--env={ENV}")
 
 

@@ -1,0 +1,119 @@
+"""The apt cache (apt-cacher-ng on the master's port 3124): apt-get through it works,
+a repeated update is served from the cache, and it relays nothing but the archives.
+
+apt-get runs in a throwaway container of the workstation's docker engine, on the
+environment's docker network, with the cache as its HTTP proxy: the way a Debian
+or Ubuntu machine of the LAN uses ``ubuntu.cache.<domain>:3124``. That the second
+update was served from the cache is read from apt-cacher-ng's own statistics (the
+report page's log analysis, ``acng-report.html?doCount``).
+"""
+from __future__ import annotations
+
+import re
+import socket
+import uuid
+
+import pytest
+import requests
+
+PORT = 3124
+ADMIN_SECRET = "cache.password"  # mounted as /run/secrets/admin.password; optional
+# One row of the report page's "Log analysis" table: period, then request hits and misses.
+_ROW = re.compile(
+    r'<td class="colcont">([^<]*)</td><td class="coltitle">.*?</td>'
+    r'<td class="colcont">(\d+) \([^)]*\)</td><td class="colcont">(\d+) \([^)]*\)</td>'
+)
+
+
+@pytest.fixture(scope="module")
+def proxy(master_ip) -> str:
+    return f"http://{master_ip}:{PORT}"
+
+
+@pytest.fixture(scope="module")
+def admin_auth(project):
+    """Credentials of the report page when the environment protects it (AdminAuth)."""
+    path = project.secrets.path(ADMIN_SECRET)
+    return ("admin", path.read_text().strip()) if path.exists() else None
+
+
+def _request_counts(proxy: str, auth) -> tuple[int, int]:
+    """(hits, misses) of requests, summed over the report page's log analysis rows."""
+    r = requests.get(f"{proxy}/acng-report.html", params={"doCount": "Count Data"}, auth=auth, timeout=60)
+    assert r.status_code == 200, f"report page: HTTP {r.status_code}"
+    rows = _ROW.findall(r.text)
+    return sum(int(hits) for _, hits, _ in rows), sum(int(misses) for _, _, misses in rows)
+
+
+@pytest.fixture
+def apt_client(env):
+    """A throwaway infra/base container on the environment's network; always removed."""
+    import docker
+
+    client = docker.from_env()
+    network = env.network.name if getattr(env, "network", None) else None
+    container = client.containers.run(
+        "infra/base", ["sleep", "900"], detach=True, network=network,
+        name=f"lapinfra-test-apt-{uuid.uuid4().hex[:8]}", labels={"lapinfra.purpose": "infra_tests cache check"},
+    )
+    try:
+        yield container
+    finally:
+        container.remove(force=True)
+        client.close()
+
+
+def _apt_get_update(container, proxy: str) -> str:
+    """apt-get update from scratch (no index files left), through the cache only."""
+    script = (
+        "rm -rf /var/lib/apt/lists/* && "
+        f"apt-get -o Acquire::http::Proxy={proxy} -o Acquire::Retries=0 update 2>&1"
+    )
+    code, output = container.exec_run(["sh", "-c", script])
+    text = output.decode(errors="replace")
+    assert code == 0, f"apt-get update through {proxy} failed ({code}):\n{text}"
+    assert not re.search(r"^(Err:|W:|E:)", text, re.M), f"apt-get update reported problems:\n{text}"
+    assert "Get:" in text, text
+    return text
+
+
+def test_report_page_answers(proxy, admin_auth):
+    r = requests.get(f"{proxy}/acng-report.html", auth=admin_auth, timeout=10)
+    assert r.status_code == 200
+    assert "Apt-Cacher NG" in r.text
+
+
+def test_second_apt_get_update_is_served_from_the_cache(proxy, admin_auth, apt_client):
+    _apt_get_update(apt_client, proxy)
+    hits_first, misses_first = _request_counts(proxy, admin_auth)
+    assert hits_first + misses_first > 0, "the first update left no trace in the cache's statistics"
+
+    _apt_get_update(apt_client, proxy)
+    hits_second, _ = _request_counts(proxy, admin_auth)
+    # The index files (Packages, Translation; fetched by hash) are cached now.
+    assert hits_second > hits_first, f"no cache hits from the second update (hits {hits_first} -> {hits_second})"
+
+
+def test_statistics_need_the_admin_password(proxy, admin_auth):
+    assert admin_auth is not None, f"no secret {ADMIN_SECRET}: the report page would be open to anyone"
+    r = requests.get(f"{proxy}/acng-report.html", params={"doCount": "Count Data"}, timeout=10)
+    assert r.status_code == 401
+    r = requests.get(f"{proxy}/acng-report.html", params={"doCount": "Count Data"}, auth=("admin", "wrong"), timeout=10)
+    assert r.status_code == 401
+
+
+@pytest.mark.parametrize("url", [
+    "http://example.invalid/pool/main/x/x/x_1.0_all.deb",   # package-like file of a foreign host
+    "http://example.invalid/index.html",                     # any file of a foreign host
+])
+def test_foreign_hosts_are_not_relayed(proxy, url):
+    """ForceManaged: only the Debian/Ubuntu archives are fetched; refused before any lookup."""
+    r = requests.get(url, proxies={"http": proxy}, timeout=10)
+    assert r.status_code == 403
+
+
+def test_https_tunnels_are_refused(master_ip):
+    with socket.create_connection((master_ip, PORT), timeout=5) as s:
+        s.sendall(b"CONNECT bugs.debian.org:443 HTTP/1.1\r\nHost: bugs.debian.org:443\r\n\r\n")
+        status = s.recv(200).split(b"\r\n", 1)[0].decode(errors="replace")
+    assert status.split()[1] == "403", status

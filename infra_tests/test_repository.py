@@ -1,0 +1,113 @@
+"""Maven and artifact repositories (nginx WebDAV behind the master's port-80 proxy):
+uploads need the deploy password, downloads are anonymous and return the same bytes.
+
+Plain HTTP to the master's port 80 with the virtual host's name in the Host header,
+as Maven (wagon-http: PUT with basic auth, GET) or curl would do it.
+"""
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+import requests
+
+USER = "deploy"
+REPOSITORIES = ["maven", "artifact"]
+
+
+class Repo:
+    def __init__(self, name: str, master_ip: str, domain: str, password: str):
+        self.name = name
+        self.base = f"http://{master_ip}:80"
+        self.headers = {"Host": f"{name}.{domain}"}
+        self.auth = (USER, password)
+
+    def url(self, path: str) -> str:
+        return f"{self.base}/{path.lstrip('/')}"
+
+    def request(self, method: str, path: str, auth=None, **kwargs) -> requests.Response:
+        return requests.request(method, self.url(path), headers=self.headers, auth=auth, timeout=30, **kwargs)
+
+
+@pytest.fixture(params=REPOSITORIES)
+def repo(request, project, env, master_ip):
+    password = project.secrets.path(f"{request.param}.password").read_text().strip()
+    return Repo(request.param, master_ip, env.domain, password)
+
+
+@pytest.fixture
+def unique() -> str:
+    return f"lapinfra-check-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def cleanup(repo):
+    """Collections/files to DELETE (with the password) at the end, whatever happened."""
+    paths: list[str] = []
+    yield paths
+    for path in reversed(paths):
+        repo.request("DELETE", path, auth=repo.auth)
+
+
+def _paths(repo: Repo, unique: str) -> tuple[str, str]:
+    """(file to upload, top collection to remove afterwards)."""
+    if repo.name == "maven":
+        return f"com/example/{unique}/1.0/{unique}-1.0.jar", f"com/example/{unique}/"
+    return f"{unique}/some/nested dir/{unique}.tar.gz", f"{unique}/"
+
+
+def test_upload_with_password_then_anonymous_download(repo, unique, cleanup):
+    path, top = _paths(repo, unique)
+    cleanup.append(top)
+    content = os.urandom(200_000)
+    r = repo.request("PUT", path, auth=repo.auth, data=content)
+    assert r.status_code in (201, 204), f"PUT {path}: HTTP {r.status_code}"
+
+    r = repo.request("GET", path)  # anonymous
+    assert r.status_code == 200
+    assert r.content == content
+
+    r = repo.request("HEAD", path)
+    assert r.status_code == 200
+    assert int(r.headers["Content-Length"]) == len(content)
+
+    r = repo.request("DELETE", top, auth=repo.auth)
+    assert r.status_code == 204
+    assert repo.request("GET", path).status_code == 404
+
+
+def test_upload_without_password_is_refused_and_stores_nothing(repo, unique, cleanup):
+    path, top = _paths(repo, unique)
+    cleanup.append(top)
+    r = repo.request("PUT", path, data=os.urandom(1000))
+    assert r.status_code == 401
+    assert repo.request("GET", path).status_code == 404
+
+
+def test_upload_with_wrong_password_is_refused(repo, unique, cleanup):
+    path, top = _paths(repo, unique)
+    cleanup.append(top)
+    r = repo.request("PUT", path, auth=(USER, "wrong-password"), data=os.urandom(1000))
+    assert r.status_code == 401
+    assert repo.request("GET", path).status_code == 404
+
+
+def test_delete_without_password_is_refused(repo, unique, cleanup):
+    path, top = _paths(repo, unique)
+    cleanup.append(top)
+    content = os.urandom(1000)
+    assert repo.request("PUT", path, auth=repo.auth, data=content).status_code in (201, 204)
+    assert repo.request("DELETE", path).status_code == 401
+    r = repo.request("GET", path)
+    assert r.status_code == 200 and r.content == content
+
+
+def test_directory_listing_is_anonymous(repo, unique, cleanup):
+    path, top = _paths(repo, unique)
+    cleanup.append(top)
+    assert repo.request("PUT", path, auth=repo.auth, data=b"listed").status_code in (201, 204)
+    folder = path.rsplit("/", 1)[0] + "/"
+    r = repo.request("GET", folder)
+    assert r.status_code == 200
+    assert f'href="{path.rsplit("/", 1)[1]}"' in r.text
