@@ -52,8 +52,9 @@ def apt_client(env):
 
     client = docker.from_env()
     network = env.network.name if getattr(env, "network", None) else None
+    image = client.images.get(env.base_image.tag)  # never pulled: `invoke images.base` makes it
     container = client.containers.run(
-        "infra/base", ["sleep", "900"], detach=True, network=network,
+        image.id, ["sleep", "900"], detach=True, network=network,
         name=f"lapinfra-test-apt-{uuid.uuid4().hex[:8]}", labels={"lapinfra.purpose": "infra_tests cache check"},
     )
     try:

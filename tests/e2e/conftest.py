@@ -27,6 +27,8 @@ def node_sh(command, check=True):
 @pytest.fixture(scope="session")
 def infra():
     """The test environment, brought up once by `invoke up`; destroyed at the end."""
+    # Leftovers of an earlier run (another checkout's nodes of the same names) go first.
+    invoke("node.down", f"--env={ENV}", check=False)
     try:
         first = invoke("up", f"--env={ENV}")
         yield first
