@@ -14,11 +14,14 @@ from invoke import Collection
 
 __path__ = [str(Path(__file__).resolve().with_name("tasks"))]
 
-from tasks import config, deploy, images, node, render, secrets, verify  # noqa: E402
+from tasks import config, deploy, images, node, render, secrets, snapshot, verify  # noqa: E402
 
 ns = Collection()
-for module in (config, images, node, secrets):
+for module in (config, images, node, secrets, snapshot):
     ns.add_collection(module.ns)
+ns.add_collection(snapshot.backup_ns)
+ns.add_collection(snapshot.dr_ns)
+ns.add_task(snapshot.restore)
 ns.add_task(images.build)
 ns.add_task(render.render)
 ns.add_task(verify.test)

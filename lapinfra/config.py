@@ -83,6 +83,23 @@ class LoadBalancer(Strict):
     backends: int = Field(2, ge=2, le=8)
 
 
+class Retention(Strict):
+    within: str = Field("1d", pattern=r"^\d+[hdwmy]$")
+    daily: int = Field(7, ge=0)
+    weekly: int = Field(4, ge=0)
+    monthly: int = Field(12, ge=0)
+    yearly: int = Field(30, ge=0)
+
+
+class Backup(Strict):
+    interval_minutes: int = Field(10, ge=1)
+    keep: Retention = Retention()
+
+    def forget_flags(self) -> str:
+        k = self.keep
+        return f"--keep-within {k.within} --keep-daily {k.daily} --keep-weekly {k.weekly} --keep-monthly {k.monthly} --keep-yearly {k.yearly}"
+
+
 class Network(Strict):
     name: str = Field(pattern=r"^[a-z][a-z0-9_.-]{1,62}$")
     subnet: ipaddress.IPv4Network
@@ -110,6 +127,7 @@ class Environment(Strict):
     git: Git = Git()
     cd: Cd = Cd()
     lb: LoadBalancer = LoadBalancer()
+    backup: Backup = Backup()
     dns: Dns
     node_image: str = "lapinfra/node"
     nodes: list[Node]

@@ -131,12 +131,12 @@ def start_services(s: MasterSession, release: dict, reporter) -> dict[str, str]:
     ensure_network(s.docker)
     for service in svc.services(s.env):
         image = release["images"][service.image]
-        ref = "infra/registry" if service.local_image else f"{s.registry_host}/{image['repository']}:latest"
+        ref = f"infra/{service.image}" if service.local_image else f"{s.registry_host}/{image['repository']}:latest"
         if not service.local_image:
             _pull_if_missing(s, ref, image["id"], reporter)
         kwargs = svc.run_kwargs(service, ref, s.env, release["config"].get(service.name, ""), image["id"])
         outcome[service.name] = reconcile(s.docker, kwargs, reporter)
-        if service.local_image:
+        if service.name == "registry":
             wait_registry(s)
     return outcome
 
@@ -253,12 +253,8 @@ def deploy(project) -> DeployResult:
     with MasterSession(project) as s:
         with reporter.step("upload config, secrets and the registry CA"):
             result.config_changed = s.sync(files, svc.ENV_DIR)
-            for service in svc.services(env):
-                if service.secrets:
-                    secret_files = {dest: project.secrets.path(src).read_bytes() for dest, src in service.secrets.items()}
-                    s.sync(secret_files, f"{svc.SECRETS_DIR}/{service.name}", mode=0o600)
-            s.sync({"ca.crt": project.secrets.path("ca.crt").read_bytes()}, f"/etc/docker/certs.d/{s.registry_host}")
-        _load_registry_image(s, images["registry"], reporter)
+            upload_secrets(s, project, svc.services(env))
+        load_local_images(s, {n: i for n, i in images.items() if n in _local_images(env)}, reporter)
         record = {
             "release": release,
             "images": {n: {"repository": f"infra/{release}/{n}", "id": img.id} for n, img in images.items()},
@@ -286,16 +282,34 @@ def _host_image(host, name: str):
         raise LapinfraError(f"image infra/{name} is missing: run `invoke build`") from None
 
 
-def _load_registry_image(s: MasterSession, image, reporter) -> None:
+def _local_images(env) -> set[str]:
+    return {s.image for s in svc.services(env) if s.local_image}
+
+
+def upload_secrets(s: MasterSession, project, services) -> None:
+    """Each service's secrets into /data/secrets/<name> (0600), and the registry CA for the engine."""
+    from .backup import write_backup_known_hosts
+
+    write_backup_known_hosts(project)
+    for service in services:
+        if service.secrets:
+            files = {dest: project.secrets.path(src).read_bytes() for dest, src in service.secrets.items()}
+            s.sync(files, f"{svc.SECRETS_DIR}/{service.name}", mode=0o600)
+    s.sync({"ca.crt": project.secrets.path("ca.crt").read_bytes()}, f"/etc/docker/certs.d/{s.registry_host}")
+
+
+def load_local_images(s: MasterSession, images: dict, reporter) -> None:
+    """The images a node keeps itself (registry, backup): ``docker save | docker load``, the seed's path."""
     import docker.errors
 
-    try:
-        if s.docker.images.get("infra/registry").id == image.id:
-            return
-    except docker.errors.ImageNotFound:
-        pass
-    with reporter.step("load infra/registry onto the node (docker save | docker load)"):
-        s.docker.api.load_image(image.save(named=True))
+    for name, image in sorted(images.items()):
+        try:
+            if s.docker.images.get(f"infra/{name}").id == image.id:
+                continue
+        except docker.errors.ImageNotFound:
+            pass
+        with reporter.step(f"load infra/{name} onto the node (docker save | docker load)"):
+            s.docker.api.load_image(image.save(named=True))
 
 
 def registry_has(s: MasterSession, repository: str) -> bool:

@@ -194,13 +194,15 @@ class Nodes:
     def connect(self, node=None):
         """A Fabric connection to a node (default: the master) that trusts only the pinned key."""
         import paramiko
-        from fabric import Connection
+        from fabric import Config, Connection
 
         node = node or self.env.master
         if not self.known_hosts.exists() or f"{node.ip} " not in self.known_hosts.read_text():
             raise NodeError(f"no pinned host key for {node.name} ({node.ip}) in {self.known_hosts}: is the node up? (`invoke node.up --env={self.env.name}`)")
         conn = Connection(
             str(node.ip), user="root", connect_timeout=10,
+            # commands on nodes never read the workstation's stdin (also under pytest or CI)
+            config=Config(overrides={"run": {"in_stream": False}}),
             connect_kwargs={"key_filename": str(self.p.secrets.path("admin_ed25519")), "look_for_keys": False, "allow_agent": False},
         )
         conn.client = paramiko.SSHClient()

@@ -67,7 +67,6 @@ def context(project, serial: int) -> dict:
         "network_name": env.network.name if env.network else "",
         "bridge": env.bridge,
         "node_image": env.node_image,
-        "admin_pubkey": str(project.secrets.path("admin_ed25519.pub").resolve()),
         "nodes": [
             {
                 "name": n.name, "role": n.role, "ip": str(n.ip), "memory": n.memory, "cpus": n.cpus,
@@ -75,6 +74,7 @@ def context(project, serial: int) -> dict:
                 "data_volume": f"lapinfra-{env.name}-{n.name}-data",
                 "docker_volume": f"lapinfra-{env.name}-{n.name}-docker",
                 "hosts": {f"docker.{env.domain}": master, f"registry.{env.domain}": master},
+                "authorized_keys": str(project.secrets.authorized_keys(n.role).resolve()),
             }
             for n in env.nodes
         ],

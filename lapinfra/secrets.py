@@ -83,6 +83,8 @@ class SecretStore:
             ("tsig.key", self._tsig),
             ("registry.password", self._registry_password),
             ("cd_ed25519", lambda: self._ssh_key("cd_ed25519", "cd")),
+            ("backup_ed25519", lambda: self._ssh_key("backup_ed25519", "backup")),
+            ("restic.password", lambda: {"restic.password": pysecrets.token_urlsafe(32) + "\n"}),
             ("cd.worker-password", lambda: {"cd.worker-password": pysecrets.token_urlsafe(24) + "\n"}),
             ("cache.password", lambda: {"cache.password": pysecrets.token_urlsafe(24) + "\n"}),
             ("maven.password", lambda: self._password("maven", "deploy")),
@@ -90,6 +92,18 @@ class SecretStore:
             ("ca.crt", self._ca),
             ("registry.crt", self._registry_cert),
         ]
+
+    def authorized_keys(self, role: str) -> Path:
+        """The keys a node of this role accepts: the admin key; on the backup node
+        also the master's backup key, restricted to what sftp needs."""
+        lines = [self.path("admin_ed25519.pub").read_text().strip()]
+        if role == "backup":
+            lines.append("restrict " + self.path("backup_ed25519.pub").read_text().strip())
+        path = self.path(f"authorized_keys.{role}")
+        content = "\n".join(lines) + "\n"
+        if not path.exists() or path.read_text() != content:
+            self._write(path.name, content)
+        return path
 
     def _write(self, name: str, content: str | bytes) -> None:
         data = content.encode() if isinstance(content, str) else content

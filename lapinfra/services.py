@@ -35,7 +35,9 @@ class Service:
     secrets: dict = field(default_factory=dict)    # file in /run/secrets -> secret file name
     http: int = 0                                  # port served behind the port-80 proxy
     provides_env: bool = False                     # the environment container itself
-    local_image: bool = False                      # started from the node's own image (the registry)
+    local_image: bool = False                      # from the node's own copy (loaded by save|load, not pulled)
+    volumes: dict = field(default_factory=dict)    # extra node path -> container path
+    environment: dict = field(default_factory=dict)
 
     @property
     def image(self) -> str:
@@ -64,7 +66,25 @@ def services(env) -> list[Service]:
         Service("artifact", "repository", http=80, secrets={"htpasswd": "artifact.htpasswd"}),
         *apps,
         Service("proxy", ports={"80/tcp": (ip, 80)}),
+        backup_service(env),
     ]
+
+
+BACKUP_SECRETS = {"restic.password": "restic.password", "backup_ed25519": "backup_ed25519", "backup_known_hosts": "backup_known_hosts"}
+
+
+def backup_service(env) -> Service:
+    """Snapshots of the whole /data to the backup node (restic over sftp), on a schedule.
+    Its image is kept on the node itself, so a fresh master can restore before any registry runs."""
+    return Service(
+        "backup", secrets=BACKUP_SECRETS, local_image=True,
+        volumes={DATA: "/srv/data", "/var/run/docker.sock": "/var/run/docker.sock"},
+        environment={
+            "BACKUP_REPOSITORY": f"sftp:root@{env.node('backup').ip}:/data/restic",
+            "BACKUP_INTERVAL": str(env.backup.interval_minutes * 60),
+            "BACKUP_KEEP": env.backup.forget_flags(),
+        },
+    )
 
 
 def by_name(env, name: str) -> Service:
@@ -99,6 +119,8 @@ def run_kwargs(service: Service, image: str, env, config_hash: str, image_id: st
         volumes[ENV_DIR] = {"bind": "/env", "mode": "ro"}
     if service.local_image:  # the registry starts before the env container exists
         volumes[f"{ENV_DIR}/{service.image}"] = {"bind": f"/env/{service.image}", "mode": "ro"}
+    for source, target in service.volumes.items():
+        volumes[source] = {"bind": target, "mode": "rw"}
     kwargs = {
         "image": image,
         "name": service.container,
@@ -110,6 +132,7 @@ def run_kwargs(service: Service, image: str, env, config_hash: str, image_id: st
         "volumes": volumes,
         "volumes_from": [] if service.provides_env or service.local_image else ["infra_environment:ro"],
         "restart_policy": {"Name": "unless-stopped"},
+        "environment": dict(service.environment),
         "labels": {"lapinfra.env": env.name, "lapinfra.service": service.name},
     }
     kwargs["labels"][SPEC_LABEL] = spec_hash(kwargs, image_id, config_hash)

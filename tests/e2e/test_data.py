@@ -1,0 +1,109 @@
+"""Data: snapshot, change, restore byte for byte; disaster recovery from the backup node alone."""
+import os
+import uuid
+
+import pytest
+import requests
+
+from infra_tests.test_git import Git
+from lapinfra import config
+from tests.conftest import ROOT
+from tests.e2e.conftest import ENV, invoke, node_sh
+
+pytestmark = pytest.mark.e2e
+
+MANIFEST = ("cd /data && find . \\( -path ./lapinfra/ssh -o -path ./backup \\) -prune -o -type f -print0"
+            " | sort -z | xargs -0 sha256sum")
+
+
+def manifest() -> str:
+    out = node_sh(MANIFEST).stdout
+    assert len(out.splitlines()) > 50, "the manifest of /data is suspiciously small"
+    return out
+
+
+@pytest.fixture(scope="module")
+def clients(infra, tmp_path_factory):
+    env = config.load(ROOT, ENV)
+    ip = str(env.master.ip)
+    key = ROOT / "secrets" / ENV / "admin_ed25519"
+    known = tmp_path_factory.mktemp("git") / "known_hosts"
+    host_key = node_sh("docker exec infra_git cat /data/ssh/ssh_host_ed25519_key.pub").stdout.split()[:2]
+    known.write_text(f"[{ip}]:2200 {' '.join(host_key)}\n")
+    git = Git(ip, known, key)
+    password = (ROOT / "secrets" / ENV / "maven.password").read_text().strip()
+    return {"git": git, "ip": ip, "maven_auth": ("deploy", password), "tmp": tmp_path_factory.mktemp("work")}
+
+
+def _push_branch(c, branch):
+    work = c["tmp"] / branch
+    assert c["git"]("clone", c["git"].url("sandbox"), str(work)).returncode == 0
+    (work / "data.bin").write_bytes(os.urandom(4096))
+    c["git"]("add", "data.bin", cwd=work)
+    assert c["git"]("commit", "-m", branch, cwd=work).returncode == 0
+    push = c["git"]("push", "origin", f"HEAD:refs/heads/{branch}", cwd=work)
+    assert push.returncode == 0, push.stderr
+
+
+def _branches(c):
+    return c["git"]("ls-remote", "--heads", c["git"].url("sandbox")).stdout
+
+
+def _maven(c, method, path, data=None):
+    return requests.request(method, f"http://{c['ip']}/{path}", data=data, auth=c["maven_auth"],
+                            headers={"Host": "maven.internal"}, timeout=30)
+
+
+def test_restore_brings_every_byte_back(clients):
+    tag = uuid.uuid4().hex[:8]
+    artifact, payload = f"com/example/keep-{tag}/1.0/keep-{tag}-1.0.jar", os.urandom(65536)
+    _push_branch(clients, f"before-{tag}")
+    assert _maven(clients, "PUT", artifact, payload).status_code in (200, 201, 204)
+
+    invoke("stop", f"--env={ENV}")
+    before = manifest()
+    invoke("snapshot.create", f"--env={ENV}", "--label", f"e2e-{tag}")
+    snaps = invoke("snapshot.list", f"--env={ENV}", "--json").stdout
+    import json
+
+    snap = next(s for s in json.loads(snaps) if s["label"] == f"e2e-{tag}")
+    invoke("start", f"--env={ENV}")
+
+    _push_branch(clients, f"after-{tag}")
+    assert _maven(clients, "DELETE", artifact).status_code in (200, 204)
+    assert f"after-{tag}" in _branches(clients)
+
+    invoke("restore", f"--env={ENV}", "--snapshot", snap["id"], "--no-start")
+    assert manifest() == before
+    invoke("start", f"--env={ENV}")
+    heads = _branches(clients)
+    assert f"before-{tag}" in heads and f"after-{tag}" not in heads
+    got = requests.get(f"http://{clients['ip']}/{artifact}", headers={"Host": "maven.internal"}, timeout=30)
+    assert got.status_code == 200 and got.content == payload
+    invoke("test", f"--env={ENV}")
+
+
+def test_unknown_snapshot_changes_nothing(clients):
+    running = node_sh("docker ps -q --filter name=infra_ | sort").stdout
+    run = invoke("restore", f"--env={ENV}", "--snapshot", "deadbeef", check=False)
+    assert run.returncode == 1 and "no snapshot 'deadbeef'" in run.stderr
+    assert node_sh("docker ps -q --filter name=infra_ | sort").stdout == running
+
+
+def test_disaster_recovery_from_the_backup_node_alone(clients):
+    tag = uuid.uuid4().hex[:8]
+    _push_branch(clients, f"dr-{tag}")
+    invoke("snapshot.create", f"--env={ENV}", "--label", f"dr-{tag}")
+    invoke("node.down", f"--env={ENV}", "--node", "master")
+    assert node_sh("true", check=False).returncode != 0, "the master is gone"
+    invoke("dr.recover", f"--env={ENV}")
+    invoke("test", f"--env={ENV}")
+    host_key = node_sh("docker exec infra_git cat /data/ssh/ssh_host_ed25519_key.pub").stdout.split()[:2]
+    clients["git"] = Git(clients["ip"], _pin(clients, host_key), clients["git"].ssh[4])
+    assert f"dr-{tag}" in _branches(clients)
+
+
+def _pin(c, host_key):
+    known = c["tmp"] / "known_hosts_after_dr"
+    known.write_text(f"[{c['ip']}]:2200 {' '.join(host_key)}\n")
+    return known
