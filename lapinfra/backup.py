@@ -2,8 +2,8 @@
 
 restic runs on the master in the ``infra/backup`` image (a copy kept on the node
 itself, like the registry's) and stores into a repository on the backup node
-over sftp, with a key the backup node accepts for sftp only and its host key
-pinned. ``infra_backup`` takes the scheduled snapshots; every command here runs
+over sftp, with a key the backup node accepts (``restrict``: no forwarding, no
+pty) and its host key pinned. ``infra_backup`` takes the scheduled snapshots; every command here runs
 a one-off container of the same image, so it also works while the
 infrastructure is stopped or the master is brand new.
 """
@@ -44,7 +44,9 @@ def run_tool(s: MasterSession, args: list[str]) -> object:
     service = svc.backup_service(s.env)
     volumes = svc.run_kwargs(service, "infra/backup", s.env, "", "")["volumes"]
     container = s.docker.containers.run(
-        "infra/backup", args, detach=True, volumes=volumes, environment=dict(service.environment),
+        # restic picks an earlier snapshot as parent only from the same host name:
+        # the same name as infra_backup, so unchanged files are not read again
+        "infra/backup", args, detach=True, hostname=service.name, volumes=volumes, environment=dict(service.environment),
         name=f"lapinfra-backup-{args[0]}-{uuid.uuid4().hex[:8]}", labels={"lapinfra.purpose": "backup tool"},
     )
     try:

@@ -138,7 +138,30 @@ def start_services(s: MasterSession, release: dict, reporter) -> dict[str, str]:
         outcome[service.name] = reconcile(s.docker, kwargs, reporter)
         if service.name == "registry":
             wait_registry(s)
+    changed = [svc.PREFIX + name for name, action in outcome.items() if action != "kept"]
+    if changed:
+        with reporter.step(f"health checks of {len(changed)} started containers"):
+            wait_healthy(s.docker, changed)
     return outcome
+
+
+def wait_healthy(client, names: list[str], timeout: float = 180) -> None:
+    """Wait until each container runs and, where it has a health check, reports healthy."""
+    deadline = time.monotonic() + timeout
+    pending = list(names)
+    while pending:
+        states = {}
+        for name in pending:
+            state = client.api.inspect_container(name)["State"]
+            health = (state.get("Health") or {}).get("Status")
+            states[name] = health or state.get("Status")
+        pending = [n for n, st in states.items() if st not in ("healthy", "running")]
+        if not pending:
+            return
+        if time.monotonic() > deadline:
+            raise LapinfraError("not healthy after {:.0f}s: {}".format(
+                timeout, ", ".join(f"{n} ({states[n]})" for n in pending)) + "; see `invoke node.ssh -- docker logs NAME`")
+        time.sleep(2)
 
 
 def ensure_network(client) -> None:

@@ -15,7 +15,8 @@ from rich.console import Console
 class Reporter:
     def __init__(self, quiet: bool = False, console: Console | None = None):
         self.quiet = quiet
-        self.console = console or Console(stderr=True, highlight=False)
+        # soft_wrap: long lines stay whole (logs and tests read them)
+        self.console = console or Console(stderr=True, highlight=False, soft_wrap=True)
 
     def info(self, message: str) -> None:
         if not self.quiet:

@@ -3,6 +3,7 @@
 One `invoke up` per session brings up the `test` environment; every test shares
 it; the session ends with `invoke node.down`, also when tests fail.
 """
+import os
 import subprocess
 import sys
 
@@ -10,7 +11,8 @@ import pytest
 
 from tests.conftest import ROOT
 
-ENV = "test"
+# The environment the e2e tier brings up and destroys (a docker-provider one).
+ENV = os.environ.get("LAPINFRA_E2E_ENV", "test")
 
 
 def invoke(*args, check=True, cwd=ROOT, timeout=1800):

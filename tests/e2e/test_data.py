@@ -107,3 +107,68 @@ def _pin(c, host_key):
     known = c["tmp"] / "known_hosts_after_dr"
     known.write_text(f"[{c['ip']}]:2200 {' '.join(host_key)}\n")
     return known
+
+
+def _labels():
+    import json
+
+    return [s["label"] for s in json.loads(invoke("snapshot.list", f"--env={ENV}", "--json").stdout)]
+
+
+def test_an_interrupted_snapshot_leaves_the_repository_usable(clients):
+    import subprocess
+    import sys
+    import time
+
+    node_sh("head -c 200M /dev/urandom > /data/interrupt.bin")
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "invoke", "snapshot.create", f"--env={ENV}", "--label", "interrupted"],
+                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not node_sh("docker ps -q --filter name=lapinfra-backup-snapshot").stdout.strip():
+            time.sleep(0.5)
+        time.sleep(3)  # restic is scanning/uploading now
+        node_sh("docker kill $(docker ps -q --filter name=lapinfra-backup-snapshot)")
+        assert proc.wait(60) != 0
+    finally:
+        node_sh("rm -f /data/interrupt.bin")
+    before = _labels()
+    assert "interrupted" not in before
+    invoke("snapshot.create", f"--env={ENV}", "--label", "after-interrupt")
+    after = _labels()
+    assert after[-1] == "after-interrupt" and after[:-1] == before
+    assert invoke("backup.check", f"--env={ENV}").stdout.strip().startswith("ok")
+    invoke("test", f"--env={ENV}")   # nothing stayed paused
+
+
+def test_wrong_repository_password_is_a_clear_error_and_data_is_untouched(clients):
+    secret = ROOT / "secrets" / ENV / "restic.password"
+    good = secret.read_text()
+    running = node_sh("docker ps -q --filter name=infra_ | sort").stdout
+    before = node_sh("cat /data/lapinfra/release.json | sha256sum").stdout
+    try:
+        secret.write_text("not-the-password\n")
+        run = invoke("restore", f"--env={ENV}", "--snapshot", "latest", check=False)
+        assert run.returncode == 1 and "password" in run.stderr.lower()
+        assert "not-the-password" not in run.stderr + run.stdout
+    finally:
+        secret.write_text(good)
+    invoke("snapshot.list", f"--env={ENV}")   # uploads the right password again
+    assert node_sh("docker ps -q --filter name=infra_ | sort").stdout == running
+    assert node_sh("cat /data/lapinfra/release.json | sha256sum").stdout == before
+
+
+def test_missing_backup_node_is_a_clear_error_and_nothing_stops(clients):
+    import docker
+
+    node = docker.from_env().containers.get(f"lapinfra-{ENV}-backup")
+    running = node_sh("docker ps -q --filter name=infra_ | sort").stdout
+    node.stop(timeout=10)
+    try:
+        run = invoke("restore", f"--env={ENV}", "--snapshot", "latest", check=False)
+        assert run.returncode == 1 and "backup tool" in run.stderr
+        assert node_sh("docker ps -q --filter name=infra_ | sort").stdout == running
+    finally:
+        node.start()
+    invoke("node.up", f"--env={ENV}", "--node", "backup")  # waits for ssh, re-pins
+    invoke("snapshot.list", f"--env={ENV}")
