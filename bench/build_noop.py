@@ -27,6 +27,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from perfdoc import write_section  # noqa: E402  (bench/, the script's own folder)
 from lapinfra.images import ImageGraph  # noqa: E402  (FROM order of the image folders)
 
 TARGET = 3.0  # the issue's goal: no-op build at least 3x faster than the docker build loop
@@ -106,7 +108,7 @@ def main() -> None:
     report = render(names, times, compose is not None, still_noop, args.runs)
     print("\n" + report)
     if args.write:
-        write_section(Path(args.write), report)
+        write_section(Path(args.write), 'No-op build', report)
         print(f"written to {args.write}")
 
 
@@ -154,17 +156,6 @@ def render(names: list[str], times: dict[str, list[float]], have_compose: bool, 
     lines += [f"- `invoke build` still a no-op after the benchmark: {'yes' if still_noop else 'NO'}",
               "", "Reproduce: `.venv/bin/python bench/build_noop.py --write docs/performance.md`", ""]
     return "\n".join(lines)
-
-
-def write_section(path: Path, section: str) -> None:
-    """Replace the '## No-op build' section of path (up to the next '## ' heading), or add it."""
-    text = path.read_text() if path.exists() else "# Performance\n\n"
-    match = re.search(r"^## No-op build\n.*?(?=^## |\Z)", text, re.MULTILINE | re.DOTALL)
-    if match:
-        text = text[:match.start()] + section + ("\n" if match.end() < len(text) else "") + text[match.end():]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
 
 
 if __name__ == "__main__":

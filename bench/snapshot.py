@@ -43,6 +43,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from perfdoc import write_section  # noqa: E402  (bench/, the script's own folder)
+
 TARGET = 5.0                 # the issue's goal: unchanged-data snapshot >= 5x faster than a full copy
 SCHEDULER_MARGIN = 45        # s: wait out a scheduled snapshot due this soon (it takes the same lock)
 DIGEST_PATH = "environment/registry/config.yml"
@@ -332,7 +334,7 @@ def main() -> None:
     report = render(info, changed, unchanged, tars, before, after)
     print("\n" + report)
     if args.write:
-        write_section(Path(args.write), report)
+        write_section(Path(args.write), 'Snapshots', report)
         print(f"written to {args.write}")
 
 
@@ -444,17 +446,6 @@ def render(info, changed, unchanged, tars, before, after) -> str:
         "",
     ]
     return "\n".join(lines)
-
-
-def write_section(path: Path, section: str) -> None:
-    """Replace the '## Snapshots' section of path (up to the next '## ' heading), or append it."""
-    text = path.read_text() if path.exists() else "# Performance\n\n"
-    match = re.search(r"^## Snapshots\n.*?(?=^## |\Z)", text, re.MULTILINE | re.DOTALL)
-    if match:
-        text = text[:match.start()] + section + ("\n" if match.end() < len(text) else "") + text[match.end():]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
 
 
 if __name__ == "__main__":
