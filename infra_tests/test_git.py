@@ -1,10 +1,13 @@
-"""The git server: gitolite over SSH on the master's port 2200, the admin key only, the environment's repositories in it.
+"""The git server: gitolite over SSH at ``git@git.<domain>`` (port 22 of the master), the admin key only, the environment's repositories in it.
 
 Every check uses the real git and ssh clients, the way a workstation does:
-``GIT_SSH_COMMAND="ssh -i <key> -o IdentitiesOnly=yes -p 2200"``. The git
-container's own host key is not pinned by the framework, so it is read from the
-container (``/data/ssh/ssh_host_ed25519_key.pub``) over the node's pinned SSH
-connection and pinned here; any other host key fails the connection.
+``git clone git@git.internal:gitolite-admin`` with
+``GIT_SSH_COMMAND="ssh -i <key> -o IdentitiesOnly=yes"``. The name is looked up
+at the environment's own DNS server (the workstation's resolver need not know
+the zone), and handed to ssh as ``HostName``. The git container's own host key
+is not pinned by the framework, so it is read from the container
+(``/data/ssh/ssh_host_ed25519_key.pub``) over the node's pinned SSH connection
+and pinned here for the name ``git.<domain>``; any other host key fails.
 """
 from __future__ import annotations
 
@@ -13,22 +16,41 @@ import shlex
 import subprocess
 import uuid
 
+import dns.message
+import dns.query
+import dns.rdatatype
 import pytest
 
-PORT = 2200                   # the node publishes the container's sshd (22) on <master_ip>:2200
 CONTAINER = "infra_git"
 HOST_KEY = "/data/ssh/ssh_host_ed25519_key.pub"
 
 
-class Git:
-    """Runs git (or ssh) against the git server with one identity and the pinned host key."""
+def resolve(name: str, server: str) -> str:
+    """The A record of ``name`` at the environment's DNS server."""
+    answer = dns.query.udp(dns.message.make_query(name, dns.rdatatype.A), server, timeout=5)
+    addresses = [r.address for rrset in answer.answer for r in rrset if r.rdtype == dns.rdatatype.A]
+    assert addresses, f"{name} does not resolve at {server}"
+    return addresses[0]
 
-    def __init__(self, master_ip: str, known_hosts, identity):
-        self.master_ip = master_ip
+
+def pin(path, domain: str, host_key) -> str:
+    """Write a known_hosts file trusting ``host_key`` (type, base64) for git.<domain>; return the path."""
+    keytype, key = host_key[:2]
+    path.write_text(f"git.{domain} {keytype} {key}\n")
+    return path
+
+
+class Git:
+    """Runs git (or ssh) against git@git.<domain> with one identity and the pinned host key."""
+
+    def __init__(self, dns_server: str, known_hosts, identity, domain: str = "internal"):
+        self.host = f"git.{domain}"
+        self.identity = identity
         self.ssh = [
             "ssh", "-F", "/dev/null", "-i", str(identity), "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
+            "-o", f"HostName={resolve(self.host, dns_server)}", "-o", f"HostKeyAlias={self.host}",
             "-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={known_hosts}",
-            "-o", "GlobalKnownHostsFile=/dev/null", "-o", "ConnectTimeout=10", "-p", str(PORT),
+            "-o", "GlobalKnownHostsFile=/dev/null", "-o", "ConnectTimeout=10",
         ]
         self.env = {
             **os.environ,
@@ -40,39 +62,37 @@ class Git:
         }
 
     def url(self, repo: str) -> str:
-        return f"ssh://git@{self.master_ip}:{PORT}/{repo}"
+        return f"git@{self.host}:{repo}"
 
     def __call__(self, *args, cwd=None) -> subprocess.CompletedProcess:
         return subprocess.run(["git", *args], cwd=cwd, env=self.env, capture_output=True, text=True, timeout=60)
 
     def info(self) -> subprocess.CompletedProcess:
         """gitolite's "info" command: the repositories this key can access."""
-        return subprocess.run([*self.ssh, f"git@{self.master_ip}", "info"], capture_output=True, text=True, timeout=30)
+        return subprocess.run([*self.ssh, f"git@{self.host}", "info"], capture_output=True, text=True, timeout=30)
 
 
 @pytest.fixture(scope="module")
-def known_hosts(node, master_ip, tmp_path_factory):
-    """known_hosts with the git container's ed25519 host key for [master_ip]:2200."""
+def known_hosts(node, env, tmp_path_factory):
+    """known_hosts with the git container's ed25519 host key for git.<domain>."""
     out = node.run(f"docker exec {CONTAINER} cat {HOST_KEY}")
     assert out.rc == 0, f"cannot read {CONTAINER}'s host key: {out.stderr.strip()}"
-    keytype, key = out.stdout.split()[:2]
-    assert keytype == "ssh-ed25519"
-    path = tmp_path_factory.mktemp("git-ssh") / "known_hosts"
-    path.write_text(f"[{master_ip}]:{PORT} {keytype} {key}\n")
-    return path
+    host_key = out.stdout.split()[:2]
+    assert host_key[0] == "ssh-ed25519"
+    return pin(tmp_path_factory.mktemp("git-ssh") / "known_hosts", env.domain, host_key)
 
 
 @pytest.fixture(scope="module")
 def admin(project, master_ip, known_hosts) -> Git:
-    return Git(master_ip, known_hosts, project.secrets.path("admin_ed25519"))
+    return Git(master_ip, known_hosts, project.secrets.path("admin_ed25519"), project.env.domain)
 
 
 @pytest.fixture(scope="module")
-def stranger(master_ip, known_hosts, tmp_path_factory) -> Git:
+def stranger(project, master_ip, known_hosts, tmp_path_factory) -> Git:
     """A freshly generated key that the git server has never seen."""
     key = tmp_path_factory.mktemp("git-stranger") / "id_ed25519"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "verify-stranger", "-f", str(key)], check=True)
-    return Git(master_ip, known_hosts, key)
+    return Git(master_ip, known_hosts, key, project.env.domain)
 
 
 def test_admin_key_clones_gitolite_admin(admin, project, tmp_path):
@@ -90,13 +110,11 @@ def test_other_key_is_refused(stranger, tmp_path):
     assert not (tmp_path / "gitolite-admin" / "conf").exists()
 
 
-def test_only_key_logins_are_offered(master_ip, known_hosts):
+def test_only_key_logins_are_offered(admin):
     """sshd offers no password or keyboard-interactive login: "Permission denied (publickey)" lists the methods."""
     r = subprocess.run(
-        ["ssh", "-F", "/dev/null", "-o", "BatchMode=yes", "-o", "PubkeyAuthentication=no",
-         "-o", "PreferredAuthentications=password,keyboard-interactive", "-o", "StrictHostKeyChecking=yes",
-         "-o", f"UserKnownHostsFile={known_hosts}", "-o", "GlobalKnownHostsFile=/dev/null", "-o", "ConnectTimeout=10",
-         "-p", str(PORT), f"git@{master_ip}", "info"],
+        [*admin.ssh, "-o", "PubkeyAuthentication=no",
+         "-o", "PreferredAuthentications=password,keyboard-interactive", f"git@{admin.host}", "info"],
         capture_output=True, text=True, timeout=30,
     )
     assert r.returncode == 255

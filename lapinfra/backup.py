@@ -25,7 +25,7 @@ def write_backup_known_hosts(project) -> None:
     """The backup node's pinned host key, as the backup container's known_hosts."""
     backup = project.env.node("backup")
     known = Nodes(project).known_hosts
-    lines = [l for l in (known.read_text().splitlines() if known.exists() else []) if l.startswith(f"{backup.ip} ")]
+    lines = [l for l in (known.read_text().splitlines() if known.exists() else []) if l.startswith(f"{backup.ssh_host} ")]
     if not lines:
         raise LapinfraError(f"the backup node {backup.name} ({backup.ip}) has no pinned host key: is it up? (`invoke node.up --env={project.name}`)")
     content = "\n".join(lines) + "\n"

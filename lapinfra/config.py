@@ -105,12 +105,28 @@ class Network(Strict):
     subnet: ipaddress.IPv4Network
 
 
+# On the master, port 22 belongs to the git server (`git clone git@git.internal:...`),
+# so the node's own admin sshd listens here.
+MASTER_SSH_PORT = 2222
+MASTER_SERVICE_PORTS = {22: "the git server", 53: "DNS", 80: "the HTTP proxy", 3124: "the apt cache"}
+
+
 class Node(Strict):
     name: str = Field(pattern=NAME)
     role: Literal["master", "worker", "backup"]
     ip: ipaddress.IPv4Address
     memory: int = Field(2048, ge=256, description="MiB, VM providers only")
     cpus: int = Field(2, ge=1)
+    ssh_port: int | None = Field(None, ge=1, le=65535, description="the node's admin sshd; default 2222 on the master (whose port 22 is the git server's), 22 elsewhere")
+
+    @property
+    def admin_port(self) -> int:
+        return self.ssh_port or (MASTER_SSH_PORT if self.role == "master" else 22)
+
+    @property
+    def ssh_host(self) -> str:
+        """The node's name in known_hosts files (OpenSSH's [host]:port form off port 22)."""
+        return str(self.ip) if self.admin_port == 22 else f"[{self.ip}]:{self.admin_port}"
 
 
 class Environment(Strict):
@@ -152,6 +168,9 @@ class Environment(Strict):
                     next(self.network.subnet.hosts()),
                 ):
                     raise ConfigError("", f"nodes[{i}].ip", f"{node.ip} is not a usable address in {self.network.subnet} (the first host is the gateway)")
+        for i, node in enumerate(self.nodes):
+            if node.role == "master" and node.admin_port in MASTER_SERVICE_PORTS:
+                raise ConfigError("", f"nodes[{i}].ssh_port", f"port {node.admin_port} on the master belongs to {MASTER_SERVICE_PORTS[node.admin_port]}; pick another (default {MASTER_SSH_PORT})")
         return self
 
     # ---- derived values ---------------------------------------------------

@@ -148,13 +148,13 @@ class Nodes:
         else:
             raise NodeError(f"node {node.name}: no SSH host key at {HOST_KEY_PUB} after 30s")
         key_type, key = out.decode().split()[:2]
-        lines = [l for l in self._known_lines() if not l.startswith(f"{node.ip} ")]
-        lines.append(f"{node.ip} {key_type} {key}")
+        lines = [l for l in self._known_lines() if not l.startswith(f"{node.ssh_host} ")]
+        lines.append(f"{node.ssh_host} {key_type} {key}")
         self.known_hosts.parent.mkdir(parents=True, exist_ok=True)
         self.known_hosts.write_text("\n".join(lines) + "\n")
 
     def _forget_host_keys(self, todo) -> None:
-        ips = {f"{n.ip} " for n in todo}
+        ips = {f"{n.ssh_host} " for n in todo}
         lines = [l for l in self._known_lines() if not any(l.startswith(ip) for ip in ips)]
         if self.known_hosts.exists():
             self.known_hosts.write_text("".join(l + "\n" for l in lines))
@@ -167,7 +167,7 @@ class Nodes:
         blocks = []
         for node in self.env.nodes:
             blocks.append(
-                f"Host {node.name} {node.ip}\n  HostName {node.ip}\n  User root\n"
+                f"Host {node.name} {node.ip}\n  HostName {node.ip}\n  Port {node.admin_port}\n  User root\n"
                 f"  IdentityFile {self.p.secrets.path('admin_ed25519').resolve()}\n  IdentitiesOnly yes\n"
                 f"  UserKnownHostsFile {self.known_hosts.resolve()}\n  StrictHostKeyChecking yes\n"
                 f"  PasswordAuthentication no\n  LogLevel ERROR\n"
@@ -184,7 +184,7 @@ class Nodes:
 
     def _ssh_ok(self, node) -> bool:
         try:
-            with socket.create_connection((str(node.ip), 22), timeout=2):
+            with socket.create_connection((str(node.ip), node.admin_port), timeout=2):
                 pass
             with self.connect(node) as conn:
                 return conn.run("true", hide=True, warn=True).ok
@@ -197,10 +197,10 @@ class Nodes:
         from fabric import Config, Connection
 
         node = node or self.env.master
-        if not self.known_hosts.exists() or f"{node.ip} " not in self.known_hosts.read_text():
+        if not self.known_hosts.exists() or f"{node.ssh_host} " not in self.known_hosts.read_text():
             raise NodeError(f"no pinned host key for {node.name} ({node.ip}) in {self.known_hosts}: is the node up? (`invoke node.up --env={self.env.name}`)")
         conn = Connection(
-            str(node.ip), user="root", connect_timeout=10,
+            str(node.ip), port=node.admin_port, user="root", connect_timeout=10,
             # commands on nodes never read the workstation's stdin (also under pytest or CI)
             config=Config(overrides={"run": {"in_stream": False}}),
             connect_kwargs={"key_filename": str(self.p.secrets.path("admin_ed25519")), "look_for_keys": False, "allow_agent": False},

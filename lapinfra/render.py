@@ -69,7 +69,7 @@ def context(project, serial: int) -> dict:
         "node_image": env.node_image,
         "nodes": [
             {
-                "name": n.name, "role": n.role, "ip": str(n.ip), "memory": n.memory, "cpus": n.cpus,
+                "name": n.name, "role": n.role, "ip": str(n.ip), "memory": n.memory, "cpus": n.cpus, "ssh_port": n.admin_port,
                 "container_name": f"lapinfra-{env.name}-{n.name}",
                 "data_volume": f"lapinfra-{env.name}-{n.name}-data",
                 "docker_volume": f"lapinfra-{env.name}-{n.name}-docker",

@@ -58,7 +58,7 @@ def services(env) -> list[Service]:
                 secrets={"htpasswd": "registry.htpasswd", "tls.crt": "registry.crt", "tls.key": "registry.key"}, local_image=True),
         Service("environment", provides_env=True),
         Service("dns", ports={"53/udp": (ip, 53), "53/tcp": (ip, 53)}, secrets={"tsig.key": "tsig.key"}),
-        Service("git", ports={"22/tcp": (ip, 2200)}, secrets={"admin.pub": "admin_ed25519.pub", "cd.pub": "cd_ed25519.pub"}),
+        Service("git", ports={"22/tcp": (ip, 22)}, secrets={"admin.pub": "admin_ed25519.pub", "cd.pub": "cd_ed25519.pub"}),
         Service("trac", http=8000),
         Service("cd", http=8010, secrets={"git.key": "cd_ed25519", "worker.password": "cd.worker-password"}),
         Service("cache", ports={"3142/tcp": (ip, 3124)}, secrets={"admin.password": "cache.password"}),
@@ -80,11 +80,18 @@ def backup_service(env) -> Service:
         "backup", secrets=BACKUP_SECRETS, local_image=True,
         volumes={DATA: "/srv/data", "/var/run/docker.sock": "/var/run/docker.sock"},
         environment={
-            "BACKUP_REPOSITORY": f"sftp:root@{env.node('backup').ip}:/data/restic",
+            "BACKUP_REPOSITORY": backup_repository(env.node("backup")),
             "BACKUP_INTERVAL": str(env.backup.interval_minutes * 60),
             "BACKUP_KEEP": env.backup.forget_flags(),
         },
     )
+
+
+def backup_repository(node) -> str:
+    """restic's sftp repository on the backup node (URL form when its sshd is off port 22)."""
+    if node.admin_port == 22:
+        return f"sftp:root@{node.ip}:/data/restic"
+    return f"sftp://root@{node.ip}:{node.admin_port}//data/restic"
 
 
 def by_name(env, name: str) -> Service:

@@ -2,7 +2,8 @@
 # Entrypoint of infra/git (gitolite over OpenSSH).
 #   no argument / "sshd": set up or update gitolite in /data, then run sshd in
 #   the foreground (logs to stderr). Container port 22; the node publishes it
-#   on the master's address, port 2200.
+#   on the master's address, port 22 (git@git.internal; the node's own admin
+#   sshd listens on 2222 there).
 #   anything else: exec'ed as is (e.g. a shell for debugging).
 #
 # State, all in /data:

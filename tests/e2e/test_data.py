@@ -5,7 +5,7 @@ import uuid
 import pytest
 import requests
 
-from infra_tests.test_git import Git
+from infra_tests.test_git import Git, pin
 from lapinfra import config
 from tests.conftest import ROOT
 from tests.e2e.conftest import ENV, invoke, node_sh
@@ -27,12 +27,11 @@ def clients(infra, tmp_path_factory):
     env = config.load(ROOT, ENV)
     ip = str(env.master.ip)
     key = ROOT / "secrets" / ENV / "admin_ed25519"
-    known = tmp_path_factory.mktemp("git") / "known_hosts"
     host_key = node_sh("docker exec infra_git cat /data/ssh/ssh_host_ed25519_key.pub").stdout.split()[:2]
-    known.write_text(f"[{ip}]:2200 {' '.join(host_key)}\n")
-    git = Git(ip, known, key)
+    known = pin(tmp_path_factory.mktemp("git") / "known_hosts", env.domain, host_key)
+    git = Git(ip, known, key, env.domain)
     password = (ROOT / "secrets" / ENV / "maven.password").read_text().strip()
-    return {"git": git, "ip": ip, "maven_auth": ("deploy", password), "tmp": tmp_path_factory.mktemp("work")}
+    return {"git": git, "ip": ip, "domain": env.domain, "maven_auth": ("deploy", password), "tmp": tmp_path_factory.mktemp("work")}
 
 
 def _push_branch(c, branch):
@@ -99,14 +98,9 @@ def test_disaster_recovery_from_the_backup_node_alone(clients):
     invoke("dr.recover", f"--env={ENV}")
     invoke("test", f"--env={ENV}")
     host_key = node_sh("docker exec infra_git cat /data/ssh/ssh_host_ed25519_key.pub").stdout.split()[:2]
-    clients["git"] = Git(clients["ip"], _pin(clients, host_key), clients["git"].ssh[4])
+    known = pin(clients["tmp"] / "known_hosts_after_dr", clients["domain"], host_key)
+    clients["git"] = Git(clients["ip"], known, clients["git"].identity, clients["domain"])
     assert f"dr-{tag}" in _branches(clients)
-
-
-def _pin(c, host_key):
-    known = c["tmp"] / "known_hosts_after_dr"
-    known.write_text(f"[{c['ip']}]:2200 {' '.join(host_key)}\n")
-    return known
 
 
 def _labels():

@@ -15,6 +15,13 @@ def expected_containers():
     return {s.container for s in services.services(config.load(ROOT, ENV))}
 
 
+def _master():
+    from lapinfra import config
+    from tests.conftest import ROOT
+
+    return config.load(ROOT, ENV).master
+
+
 def container_ids():
     out = node_sh("docker ps --filter name=infra_ --format '{{.Names}} {{.ID}}'").stdout
     return dict(line.split() for line in out.splitlines() if line.strip())
@@ -67,10 +74,11 @@ def test_only_the_admin_key_logs_in(infra, tmp_path):
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
     config = ROOT / "build" / ENV / "ssh_config"
     known = ROOT / "build" / ENV / "known_hosts"
-    ip = known.read_text().split()[0]
+    master = _master()
     denied = subprocess.run(
         ["ssh", "-F", "/dev/null", "-i", str(other), "-o", "IdentitiesOnly=yes", "-o", f"UserKnownHostsFile={known}",
-         "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", f"root@{ip}", "true"], capture_output=True, text=True, timeout=30)
+         "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-p", str(master.admin_port), f"root@{master.ip}", "true"],
+        capture_output=True, text=True, timeout=30)
     assert denied.returncode == 255 and "Permission denied" in denied.stderr
     password = subprocess.run(
         ["ssh", "-F", str(config), "-o", "PubkeyAuthentication=no", "-o", "BatchMode=yes", "master", "true"],
@@ -85,9 +93,10 @@ def test_a_changed_host_key_is_refused(infra, tmp_path):
     forged = tmp_path / "known_hosts"
     other = tmp_path / "k"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
-    ip = known.split()[0]
-    forged.write_text(f"{ip} {' '.join(other.with_suffix('.pub').read_text().split()[:2])}\n")
+    master = _master()
+    assert f"{master.ssh_host} " in known
+    forged.write_text(f"{master.ssh_host} {' '.join(other.with_suffix('.pub').read_text().split()[:2])}\n")
     run = subprocess.run(
-        ["ssh", "-F", str(ROOT / "build" / ENV / "ssh_config"), "-o", f"UserKnownHostsFile={forged}", "-o", "BatchMode=yes", ip, "true"],
+        ["ssh", "-F", str(ROOT / "build" / ENV / "ssh_config"), "-o", f"UserKnownHostsFile={forged}", "-o", "BatchMode=yes", "master", "true"],
         capture_output=True, text=True, timeout=30)
     assert run.returncode == 255 and "HOST IDENTIFICATION HAS CHANGED" in run.stderr

@@ -80,3 +80,12 @@ def test_base_defaults_are_overridden_key_by_key(tree):
     (tree / "environments/test/env.yml").write_text((tree / "environments/test/env.yml").read_text() + "registry:\n  port: 5443\n")
     cfg = config.load(tree, "test")
     assert cfg.registry.port == 5443 and cfg.registry.user == "infra"
+
+
+def test_git_owns_port_22_on_the_master(tree):
+    cfg = config.load(tree, "test")
+    assert cfg.master.admin_port == 2222 and cfg.master.ssh_host == f"[{cfg.master.ip}]:2222"
+    assert cfg.node("backup").admin_port == 22 and cfg.node("backup").ssh_host == str(cfg.node("backup").ip)
+    text = (tree / "nodes/test.yml").read_text().replace("ip: 172.28.10.10", "ip: 172.28.10.10\n    ssh_port: 22")
+    (tree / "nodes/test.yml").write_text(text)
+    _expect(tree, "test", "nodes/test.yml", "nodes[0].ssh_port", "belongs to the git server")

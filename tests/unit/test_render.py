@@ -80,3 +80,9 @@ def test_vagrantfile_is_valid_ruby_for_docker_and_virtualbox(tree):
         assert run.returncode == 0, run.stderr
         for node in p.env.nodes:
             assert str(node.ip) in out.files[vagrantfile]
+        # the master's admin sshd is moved off port 22, which is the git server's
+        text = out.files[vagrantfile]
+        if env == "test":
+            assert '"LAPINFRA_SSH_PORT=2222"' in text and '"LAPINFRA_SSH_PORT=22"' in text
+        else:
+            assert "ListenAddress 0.0.0.0:2222" in text
