@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from pathlib import Path
 
 from . import services as svc
 from .deploy import MasterSession, load_local_images, start_services, stop_all, upload_secrets
@@ -89,8 +90,9 @@ def check(project) -> dict:
         return run_tool(s, ["check"])
 
 
-def restore(project, snapshot_id: str, start: bool = True) -> dict:
-    """The seed's restore.sh: stop, restore /data, start (stopping once)."""
+def restore(project, snapshot_id: str, start: bool = True, keep: tuple[str, ...] = ()) -> dict:
+    """The seed's restore.sh: stop, restore /data, start (stopping once).
+    Paths in ``keep`` (below /data) stay as they are on the node."""
     with MasterSession(project) as s:
         _prepare(s, project)
         known = {snap["id"] for snap in run_tool(s, ["list"])}
@@ -100,7 +102,7 @@ def restore(project, snapshot_id: str, start: bool = True) -> dict:
             raise LapinfraError("the backup repository holds no snapshot yet")
         stop_all(s, project.reporter)
         with project.reporter.step(f"restore {snapshot_id} into {project.env.master.name}:/data"):
-            result = run_tool(s, ["restore", snapshot_id])
+            result = run_tool(s, ["restore", snapshot_id, *[f"--keep={k}" for k in keep]])
         if start:
             release = s.read_json(RELEASE)
             if release is None:
@@ -125,6 +127,111 @@ def recover(project) -> dict:
             raise LapinfraError("the latest snapshot holds no release record; deploy instead")
         start_services(s, release, project.reporter)
         return result
+
+
+# What a fetched snapshot never replaces on the target: its own secrets, rendered
+# config, release record and host keys, DNS state (the source's addresses) and
+# the backup tool's state.
+FETCH_KEEP = ("secrets", "environment", "lapinfra", "dns", "backup")
+FETCH_MOUNT = "/run/lapinfra-fetch"
+
+
+def fetch(source, target, snapshot_id: str = "latest", restore_after: bool = True) -> dict:
+    """The seed's "fetch snapshot from production, restore snapshot": copy one snapshot
+    of ``source``'s backup repository into ``target``'s (restic copy, deduplicated,
+    re-encrypted with the target's password), then restore it on ``target``'s master,
+    keeping the target's own secrets, config and release (FETCH_KEEP)."""
+    import tempfile
+
+    if source.name == target.name:
+        raise LapinfraError(f"--from and --to are both {source.name!r}: fetch copies between two environments")
+    sides = {"from": source, "to": target}
+    with tempfile.TemporaryDirectory(prefix="lapinfra-fetch-") as tmp:
+        volumes, ssh = {}, []
+        for side, p in sides.items():
+            write_backup_known_hosts(p)
+            node = p.env.node("backup")
+            for name in ("backup_ed25519", "backup_known_hosts", "restic.password"):
+                volumes[str(p.secrets.path(name).resolve())] = {"bind": f"{FETCH_MOUNT}/{side}/{name}", "mode": "ro"}
+            ssh.append(
+                f"Host lapinfra-{side}\n  HostName {node.ip}\n  Port {node.admin_port}\n  User root\n"
+                f"  IdentityFile {FETCH_MOUNT}/{side}/backup_ed25519\n  IdentitiesOnly yes\n  BatchMode yes\n"
+                f"  UserKnownHostsFile {FETCH_MOUNT}/{side}/backup_known_hosts\n  GlobalKnownHostsFile /dev/null\n"
+                f"  StrictHostKeyChecking yes\n  ConnectTimeout 20\n  ServerAliveInterval 30\n")
+        config = Path(tmp) / "lapinfra-fetch.conf"
+        config.write_text("\n".join(ssh))
+        config.chmod(0o644)
+        volumes[str(config)] = {"bind": "/etc/ssh/ssh_config.d/lapinfra-fetch.conf", "mode": "ro"}
+        command = ["--no-cache", "-r", "sftp:lapinfra-to:/data/restic", "--password-file", f"{FETCH_MOUNT}/to/restic.password",
+                   "copy", "--from-repo", "sftp:lapinfra-from:/data/restic",
+                   "--from-password-file", f"{FETCH_MOUNT}/from/restic.password", snapshot_id]
+        with target.reporter.step(f"copy snapshot {snapshot_id} of {source.name} into {target.name}'s backup repository"):
+            out = _run_local_restic(target, command, _fetch_networking(source, target), volumes)
+    if "no matching ID found" in out:
+        raise LapinfraError(f"no snapshot {snapshot_id!r} in {source.name}'s backup repository; "
+                            f"`invoke snapshot.list --env={source.name}` shows them")
+    copied = _copied_snapshot(out)
+    if copied is None:
+        raise LapinfraError(f"restic copy did not report the copied snapshot:\n{out[-1500:]}")
+    result = {"source": source.name, "source_snapshot": copied[0], "snapshot": copied[1]}
+    if restore_after:
+        restore(target, copied[1], keep=FETCH_KEEP)
+        result["restored"] = True
+    return result
+
+
+def _fetch_networking(source, target) -> dict:
+    """Both backup nodes must be reachable: attach to both environments' docker
+    networks (the project's own); VM environments are reached from the host's."""
+    if all(p.env.provider == "docker" for p in (source, target)):
+        return {"networks": [source.env.network.name, target.env.network.name]}
+    return {"network_mode": "host"}
+
+
+def _run_local_restic(project, command: list[str], networking: dict, volumes: dict) -> str:
+    """restic in a one-off infra/backup container on the workstation; its output."""
+    import docker.errors
+
+    client = project.docker
+    networks = networking.get("networks", [])
+    container = client.containers.create(
+        "infra/backup", command, entrypoint=["restic"], volumes=volumes,
+        network=networks[0] if networks else None, network_mode=networking.get("network_mode"),
+        name=f"lapinfra-fetch-{uuid.uuid4().hex[:8]}", labels={"lapinfra.purpose": "fetch"},
+    )
+    try:
+        for name in networks[1:]:
+            client.networks.get(name).connect(container)
+        container.start()
+        code = container.wait(timeout=3600)["StatusCode"]
+        out = container.logs(stdout=True, stderr=True).decode(errors="replace")
+    except docker.errors.APIError as exc:
+        raise LapinfraError(f"cannot run the fetch container: {exc.explanation or exc}") from None
+    finally:
+        container.remove(force=True)
+    if code != 0:
+        tail = "\n".join(f"    {line}" for line in out.strip().splitlines()[-12:])
+        hint = ""
+        if "wrong password" in out:
+            hint = " (a restic.password does not open its repository)"
+        elif "Host key verification failed" in out:
+            hint = " (a backup node's host key differs from the pinned one)"
+        raise LapinfraError(f"restic copy failed (exit {code}){hint}:\n{tail}")
+    return out
+
+
+def _copied_snapshot(out: str) -> tuple[str, str] | None:
+    """(source id, target id) from restic copy's report."""
+    import re
+
+    skipped = re.search(r"skipping (?:source )?snapshot ([0-9a-f]+), was already copied to snapshot ([0-9a-f]+)", out)
+    if skipped:
+        return skipped.group(1)[:8], skipped.group(2)[:8]
+    source = re.search(r"snapshot ([0-9a-f]+) of \[", out)
+    saved = re.search(r"snapshot ([0-9a-f]+) saved", out)
+    if source and saved:
+        return source.group(1)[:8], saved.group(1)[:8]
+    return None
 
 
 def digest(project, snapshot_id: str, path: str) -> dict:

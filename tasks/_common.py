@@ -17,9 +17,12 @@ ENV_HELP = "environment (environments/<env>/); one --env applies to every task o
 
 def task(*args, help=None, **kwargs):
     """invoke's @task, documenting --env and turning LapinfraError into one line and exit 1."""
-    help = {"env": ENV_HELP, **(help or {})}
-
     def wrap(body):
+        import inspect
+
+        params = inspect.signature(body).parameters
+        helps = {**({"env": ENV_HELP} if "env" in params else {}), **(help or {})}
+
         @functools.wraps(body)
         def run(c, *a, **kw):
             try:
@@ -27,7 +30,7 @@ def task(*args, help=None, **kwargs):
             except LapinfraError as exc:
                 raise Exit(f"error: {exc}", code=1) from None
 
-        return invoke_task(*args, help=help, **kwargs)(run)
+        return invoke_task(*args, help=helps, **kwargs)(run)
 
     return wrap
 

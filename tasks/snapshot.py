@@ -44,6 +44,23 @@ def restore(c, env=None, snapshot="", no_start=False):
     _backup().restore(project(env), snapshot, start=not no_start)
 
 
+@task(help={"from_": "the environment whose snapshot is fetched (e.g. prod)",
+            "to": "the environment prepared from it (default: test)",
+            "snapshot": "snapshot id in the source's repository, or latest (default)",
+            "no_restore": "only copy the snapshot into the target's backup repository"})
+def fetch(c, from_="", to="test", snapshot="latest", no_restore=False):
+    """The seed's "prepare a test node": copy a snapshot of --from's backup into --to's, then restore it there."""
+    if not from_:
+        from invoke import Exit
+
+        raise Exit("usage: invoke snapshot.fetch --from=ENV [--to=ENV] [--snapshot ID|latest] [--no-restore]", code=2)
+    source, target = project(from_), project(to)
+    result = _backup().fetch(source, target, snapshot, restore_after=not no_restore)
+    done = "restored on" if result.get("restored") else "copied into the backup repository of"
+    target.reporter.info(f"snapshot {result['source_snapshot']} of {source.name} is {result['snapshot']} of {target.name}, {done} "
+                         f"{target.name} (kept {target.name}'s own {', '.join(_backup().FETCH_KEEP)})")
+
+
 @task()
 def status(c, env=None):
     """Show the last scheduled backup: when, outcome, snapshot, next run."""
@@ -63,6 +80,6 @@ def recover(c, env=None):
     _backup().recover(project(env))
 
 
-ns = Collection("snapshot", create, list_)
+ns = Collection("snapshot", create, list_, fetch)
 backup_ns = Collection("backup", status, check)
 dr_ns = Collection("dr", recover)

@@ -13,6 +13,8 @@ from tests.conftest import ROOT
 
 # The environment the e2e tier brings up and destroys (a docker-provider one).
 ENV = os.environ.get("LAPINFRA_E2E_ENV", "test")
+# A second one, promoted from ENV (production's stand-in): promotion and fetch tests.
+TARGET = os.environ.get("LAPINFRA_E2E_TARGET", "staging")
 
 
 def invoke(*args, check=True, cwd=ROOT, timeout=1800):
@@ -22,8 +24,8 @@ def invoke(*args, check=True, cwd=ROOT, timeout=1800):
     return run
 
 
-def node_sh(command, check=True):
-    return invoke("node.ssh", f"--env={ENV}", "--", command, check=check)
+def node_sh(command, check=True, env=ENV):
+    return invoke("node.ssh", f"--env={env}", "--", command, check=check)
 
 
 @pytest.fixture(scope="session")
@@ -36,3 +38,13 @@ def infra():
         yield first
     finally:
         invoke("node.down", f"--env={ENV}", check=False)
+
+
+@pytest.fixture(scope="session")
+def target(infra):
+    """The second environment (staging), brought up once after the first; destroyed at the end."""
+    invoke("node.down", f"--env={TARGET}", check=False)
+    try:
+        yield invoke("up", f"--env={TARGET}")
+    finally:
+        invoke("node.down", f"--env={TARGET}", check=False)
