@@ -95,11 +95,17 @@ def restore(project, snapshot_id: str, start: bool = True, keep: tuple[str, ...]
     Paths in ``keep`` (below /data) stay as they are on the node."""
     with MasterSession(project) as s:
         _prepare(s, project)
-        known = {snap["id"] for snap in run_tool(s, ["list"])}
+        snaps = run_tool(s, ["list"])
+        known = {snap["id"]: snap for snap in snaps}
         if snapshot_id != "latest" and snapshot_id not in known:
             raise LapinfraError(f"no snapshot {snapshot_id!r} in the backup repository; `invoke snapshot.list --env={project.name}` shows them")
         if not known:
             raise LapinfraError("the backup repository holds no snapshot yet")
+        chosen = known[snapshot_id] if snapshot_id != "latest" else max(snaps, key=lambda snap: snap["time"])
+        origin = dict(t.split("=", 1) for t in chosen.get("tags", []) if "=" in t).get("env", project.name)
+        if origin != project.name and not keep:
+            raise LapinfraError(f"snapshot {chosen['id']} holds {origin}'s data (its secrets and config too): "
+                                f"`invoke snapshot.fetch --from={origin} --to={project.name} --snapshot {chosen['id']}` restores it safely")
         stop_all(s, project.reporter)
         with project.reporter.step(f"restore {snapshot_id} into {project.env.master.name}:/data"):
             result = run_tool(s, ["restore", snapshot_id, *[f"--keep={k}" for k in keep]])

@@ -83,6 +83,7 @@ def backup_service(env) -> Service:
             "BACKUP_REPOSITORY": backup_repository(env.node("backup")),
             "BACKUP_INTERVAL": str(env.backup.interval_minutes * 60),
             "BACKUP_KEEP": env.backup.forget_flags(),
+            "BACKUP_ENV": env.name,
         },
     )
 

@@ -1,6 +1,7 @@
 """snapshot.fetch: prepare the test environment from a snapshot of production's stand-in (staging)."""
 import json
 import os
+import re
 import uuid
 
 import pytest
@@ -34,12 +35,19 @@ def test_fetch_brings_production_data_to_test_and_keeps_tests_own_config(infra, 
     own_before = node_sh(OWN).stdout
 
     run = invoke("snapshot.fetch", f"--from={source}", f"--to={ENV}", "--snapshot", snap["id"])
-    assert f"snapshot {snap['id']} of {source}" in run.stderr + run.stdout
+    said = re.search(rf"snapshot {snap['id']} of {source} is (\w+) of {ENV}", run.stderr + run.stdout)
+    assert said, run.stderr
 
     got = _maven(ENV, "GET", path, auth=False)
     assert got.status_code == 200 and got.content == payload, "the artifact written on the source is on test"
     assert node_sh(OWN).stdout == own_before, "test's secrets, config and release record are its own"
     invoke("test", f"--env={ENV}")
+
+    # the copy is staging's data: a plain restore of it on test is refused, nothing stops
+    running = node_sh("docker ps -q --filter name=infra_ | sort").stdout
+    plain = invoke("restore", f"--env={ENV}", "--snapshot", said.group(1), check=False)
+    assert plain.returncode == 1 and f"snapshot.fetch --from={source}" in plain.stderr, plain.stderr
+    assert node_sh("docker ps -q --filter name=infra_ | sort").stdout == running
 
 
 def test_fetch_of_an_unknown_snapshot_changes_nothing(infra, target):
