@@ -10,14 +10,11 @@ from functools import cached_property
 from pathlib import Path
 
 from . import config
+from .envname import resolve_env
 from .images import ImageGraph
 from .report import Reporter
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def resolve_env(name: str | None) -> str:
-    return name or os.environ.get("LAPINFRA_ENV") or config.DEFAULT_ENV
 
 
 class Project:
