@@ -6,9 +6,12 @@ import subprocess
 import tempfile
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .config import BaseImage
 from .errors import LapinfraError
+
+if TYPE_CHECKING:  # pydantic is slow to import; the annotations alone need it
+    from .config import BaseImage
 
 
 def exists(client, tag: str) -> bool:

@@ -20,10 +20,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .envname import DEFAULT_ENV, NAME  # noqa: F401 - DEFAULT_ENV is part of this module's interface
 from .errors import ConfigError
-
-NAME = r"^[a-z][a-z0-9-]{0,30}$"
-DEFAULT_ENV = "test"
 
 
 class Strict(BaseModel):

@@ -145,6 +145,7 @@ class Builder:
 
     def __init__(self, client, graph: ImageGraph, reporter, jobs: int = 2):
         self.client, self.graph, self.reporter, self.jobs = client, graph, reporter, jobs
+        self.base_image_id = ""  # the base image id the last plan's hashes were computed from
 
     def base_id(self) -> str:
         import docker.errors
@@ -164,7 +165,7 @@ class Builder:
 
     def plan(self, names: list[str] | None = None, force: bool = False) -> list[tuple[str, str, bool]]:
         """(name, hash, stale) for each image in build order; pure apart from reading labels."""
-        base = self.base_id()
+        base = self.base_image_id = self.base_id()
         wanted = set(names or self.graph.specs)
         out = []
         for level in self.graph.order():

@@ -9,20 +9,19 @@ import os
 from functools import cached_property
 from pathlib import Path
 
-from . import config
+from . import buildstamp, config
+from .envname import resolve_env
 from .images import ImageGraph
 from .report import Reporter
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def resolve_env(name: str | None) -> str:
-    return name or os.environ.get("LAPINFRA_ENV") or config.DEFAULT_ENV
-
-
 class Project:
     def __init__(self, env: str | None = None, root: Path = ROOT, reporter: Reporter | None = None):
         self.root = Path(root)
+        # before reading anything: the stats a build's stamp records (lapinfra/buildstamp.py)
+        self.inputs = buildstamp.Inputs.take(self.root, resolve_env(env))
         self.env = config.load(self.root, resolve_env(env))
         self.reporter = reporter or Reporter()
         self.build_dir = self.root / "build" / self.env.name
@@ -56,6 +55,7 @@ class Project:
                 from .errors import ConfigError
 
                 raise ConfigError(f"environments/{self.name}/env.yml", f"build.extra_ca_certs[{i}]", f"no such file {path}")
+            self.inputs.add_extra_ca(name, path)
             out += path.read_bytes()
         return out
 

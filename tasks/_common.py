@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from invoke import Exit, task as invoke_task
 
 from lapinfra.errors import LapinfraError
-from lapinfra.project import Project
+
+if TYPE_CHECKING:
+    from lapinfra.project import Project
 
 # The checkout that holds this tasks/ folder: a copy of the repository is a project of its own.
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,6 +39,10 @@ def task(*args, help=None, **kwargs):
 
 
 @functools.lru_cache(maxsize=None)
-def project(env: str | None) -> Project:
+def project(env: str | None) -> "Project":
     """One Project per environment and command line, shared by its tasks."""
+    # imported here: pydantic, rich and friends cost a third of a second, and
+    # `invoke --list` or a no-op `invoke build` (lapinfra/buildstamp.py) need none of them
+    from lapinfra.project import Project
+
     return Project(env, root=ROOT)
