@@ -101,11 +101,11 @@ def restore(project, snapshot_id: str, start: bool = True, keep: tuple[str, ...]
             raise LapinfraError(f"no snapshot {snapshot_id!r} in the backup repository; `invoke snapshot.list --env={project.name}` shows them")
         if not known:
             raise LapinfraError("the backup repository holds no snapshot yet")
-        chosen = known[snapshot_id] if snapshot_id != "latest" else max(snaps, key=lambda snap: snap["time"])
-        origin = dict(t.split("=", 1) for t in chosen.get("tags", []) if "=" in t).get("env", project.name)
+        origin = project.name if snapshot_id == "latest" else \
+            dict(t.split("=", 1) for t in known[snapshot_id].get("tags", []) if "=" in t).get("env", project.name)
         if origin != project.name and not keep:
-            raise LapinfraError(f"snapshot {chosen['id']} holds {origin}'s data (its secrets and config too): "
-                                f"`invoke snapshot.fetch --from={origin} --to={project.name} --snapshot {chosen['id']}` restores it safely")
+            raise LapinfraError(f"snapshot {snapshot_id} holds {origin}'s data (its secrets and config too): "
+                                f"`invoke snapshot.fetch --from={origin} --to={project.name} --snapshot {snapshot_id}` restores it safely")
         stop_all(s, project.reporter)
         with project.reporter.step(f"restore {snapshot_id} into {project.env.master.name}:/data"):
             result = run_tool(s, ["restore", snapshot_id, *[f"--keep={k}" for k in keep]])
@@ -136,9 +136,9 @@ def recover(project) -> dict:
 
 
 # What a fetched snapshot never replaces on the target: its own secrets, rendered
-# config, release record and host keys, DNS state (the source's addresses) and
-# the backup tool's state.
-FETCH_KEEP = ("secrets", "environment", "lapinfra", "dns", "backup")
+# config, release record and host keys, DNS state (the source's addresses), its
+# registry (the images of the release it runs) and the backup tool's state.
+FETCH_KEEP = ("secrets", "environment", "lapinfra", "dns", "registry", "backup")
 FETCH_MOUNT = "/run/lapinfra-fetch"
 
 

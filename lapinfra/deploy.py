@@ -332,7 +332,11 @@ def load_local_images(s: MasterSession, images: dict, reporter) -> None:
         except docker.errors.ImageNotFound:
             pass
         with reporter.step(f"load infra/{name} onto the node (docker save | docker load)"):
-            s.docker.api.load_image(image.save(named=True))
+            # the engine reports each image as it loads it: reading that stream to
+            # its end is what waits for the load
+            for chunk in s.docker.api.load_image(image.save(named=True)):
+                if isinstance(chunk, dict) and chunk.get("error"):
+                    raise LapinfraError(f"docker load of infra/{name} on the node failed: {chunk['error']}")
 
 
 def registry_has(s: MasterSession, repository: str) -> bool:
