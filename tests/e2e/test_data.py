@@ -112,17 +112,16 @@ def _labels():
 def test_an_interrupted_snapshot_leaves_the_repository_usable(clients):
     import subprocess
     import sys
-    import time
 
     node_sh("head -c 200M /dev/urandom > /data/interrupt.bin")
     try:
         proc = subprocess.Popen([sys.executable, "-m", "invoke", "snapshot.create", f"--env={ENV}", "--label", "interrupted"],
                                 cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not node_sh("docker ps -q --filter name=lapinfra-backup-snapshot").stdout.strip():
-            time.sleep(0.5)
-        time.sleep(3)  # restic is scanning/uploading now
-        node_sh("docker kill $(docker ps -q --filter name=lapinfra-backup-snapshot)")
+        # kill the tool container as soon as it logs the start of `restic backup`: mid-upload
+        # of the 200 MB, whatever the machine's speed (polled on the node, every 0.1 s)
+        node_sh("for i in $(seq 1 900); do c=$(docker ps -q --filter name=lapinfra-backup-snapshot);"
+                " if [ -n \"$c\" ] && docker logs \"$c\" 2>&1 | grep -q 'lapbackup: restic backup'; then"
+                " docker kill \"$c\"; exit 0; fi; sleep 0.1; done; echo 'restic backup never started'; exit 1")
         assert proc.wait(60) != 0
     finally:
         node_sh("rm -f /data/interrupt.bin")
