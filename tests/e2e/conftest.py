@@ -49,8 +49,3 @@ def target(infra):
     finally:
         invoke("node.down", f"--env={TARGET}", check=False)
 
-
-def pytest_collection_modifyitems(items):
-    """Tests that prepare ENV from another environment's data run last: whatever they
-    leave on ENV (another environment's repositories, tickets) is nobody else's input."""
-    items.sort(key=lambda item: item.path.name == "test_fetch.py")
