@@ -25,5 +25,5 @@ ns.add_task(snapshot.restore)
 ns.add_task(images.build)
 ns.add_task(render.render)
 ns.add_task(verify.test)
-for name in ("up", "deploy", "start", "stop", "restart"):
+for name in ("up", "deploy", "start", "stop", "restart", "plan", "releases", "rollback", "unlock"):
     ns.add_task(getattr(deploy, name))

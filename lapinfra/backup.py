@@ -90,9 +90,10 @@ def check(project) -> dict:
         return run_tool(s, ["check"])
 
 
-def restore(project, snapshot_id: str, start: bool = True, keep: tuple[str, ...] = ()) -> dict:
+def restore(project, snapshot_id: str, start: bool = True, keep: tuple[str, ...] = (), foreign: bool = False) -> dict:
     """The seed's restore.sh: stop, restore /data, start (stopping once).
-    Paths in ``keep`` (below /data) stay as they are on the node."""
+    Paths in ``keep`` (below /data) and the audit logs stay as they are on the node;
+    ``foreign`` allows another environment's snapshot (snapshot.fetch)."""
     with MasterSession(project) as s:
         _prepare(s, project)
         snaps = run_tool(s, ["list"])
@@ -103,12 +104,12 @@ def restore(project, snapshot_id: str, start: bool = True, keep: tuple[str, ...]
             raise LapinfraError("the backup repository holds no snapshot yet")
         origin = project.name if snapshot_id == "latest" else \
             dict(t.split("=", 1) for t in known[snapshot_id].get("tags", []) if "=" in t).get("env", project.name)
-        if origin != project.name and not keep:
+        if origin != project.name and not foreign:
             raise LapinfraError(f"snapshot {snapshot_id} holds {origin}'s data (its secrets and config too): "
                                 f"`invoke snapshot.fetch --from={origin} --to={project.name} --snapshot {snapshot_id}` restores it safely")
         stop_all(s, project.reporter)
         with project.reporter.step(f"restore {snapshot_id} into {project.env.master.name}:/data"):
-            result = run_tool(s, ["restore", snapshot_id, *[f"--keep={k}" for k in keep]])
+            result = run_tool(s, ["restore", snapshot_id, *[f"--keep={k}" for k in (*keep, *svc.AUDIT_LOGS)]])
         if start:
             release = s.read_json(RELEASE)
             if release is None:
@@ -181,7 +182,7 @@ def fetch(source, target, snapshot_id: str = "latest", restore_after: bool = Tru
         raise LapinfraError(f"restic copy did not report the copied snapshot:\n{out[-1500:]}")
     result = {"source": source.name, "source_snapshot": copied[0], "snapshot": copied[1]}
     if restore_after:
-        restore(target, copied[1], keep=FETCH_KEEP)
+        restore(target, copied[1], keep=FETCH_KEEP, foreign=True)
         result["restored"] = True
     return result
 

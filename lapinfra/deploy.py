@@ -93,6 +93,21 @@ class MasterSession(contextlib.ExitStack):
         result = self.conn.run(f"cat {path}", hide=True, warn=True)
         return json.loads(result.stdout) if result.ok and result.stdout.strip() else None
 
+    def read_jsonl(self, path: str) -> list[dict]:
+        """A JSON-lines log on the node (an absent file is empty; a torn last line is skipped)."""
+        result = self.conn.run(f"cat {path}", hide=True, warn=True)
+        out = []
+        for line in result.stdout.splitlines() if result.ok else []:
+            with contextlib.suppress(json.JSONDecodeError):
+                out.append(json.loads(line))
+        return out
+
+    def append_jsonl(self, path: str, entry: dict) -> None:
+        """Append one line to a JSON-lines log on the node (O_APPEND: lines never interleave)."""
+        self.conn.run(f"mkdir -p {Path(path).parent}", hide=True)
+        with self.conn.sftp().open(path, "a") as f:
+            f.write(json.dumps(entry, sort_keys=True) + "\n")
+
 
 # ---- stop ---------------------------------------------------------------------------
 
@@ -246,6 +261,7 @@ class DeployResult:
     pushed: list[str] = field(default_factory=list)
     containers: dict[str, str] = field(default_factory=dict)
     config_changed: list[str] = field(default_factory=list)
+    verified: bool = False       # the suite ran on the target as part of the deploy (and passed)
 
 
 def config_files(project) -> dict[str, bytes]:
@@ -266,33 +282,55 @@ def config_hashes(project, files: dict[str, bytes]) -> dict[str, str]:
     return out
 
 
-def deploy(project) -> DeployResult:
+def host_images(project) -> dict:
+    """The workstation's built image of every service, by image name."""
+    return {s.image: _host_image(project.docker, s.image) for s in svc.services(project.env)}
+
+
+def release_record(project, release: str, images: dict, files: dict[str, bytes]) -> dict:
+    from .backup import write_backup_known_hosts
+
+    write_backup_known_hosts(project)   # a secret of the backup container, part of its config hash
+    return {
+        "release": release,
+        "images": {n: {"repository": f"infra/{release}/{n}", "id": img.id} for n, img in images.items()},
+        "config": config_hashes(project, files),
+        "deployed_by": getpass.getuser(),
+        "deployed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def push_release(s: "MasterSession", project, record: dict, images: dict, files: dict[str, bytes], result: "DeployResult") -> None:
+    """Everything a release needs on the node before its containers change: config,
+    secrets, the node's own images, the registry running, the images in it."""
     env, reporter = project.env, project.reporter
+    with reporter.step("upload config, secrets and the registry CA"):
+        result.config_changed = s.sync(files, svc.ENV_DIR)
+        upload_secrets(s, project, svc.services(env))
+    load_local_images(s, {n: i for n, i in images.items() if n in _local_images(env)}, reporter)
+    ensure_network(s.docker)
+    kwargs = svc.run_kwargs(svc.by_name(env, "registry"), "infra/registry", env, record["config"]["registry"], images["registry"].id)
+    result.containers["registry"] = reconcile(s.docker, kwargs, reporter)
+    wait_registry(s)
+    result.pushed = _push_missing(s, project.docker, images, record["release"], reporter)
+
+
+def activate(s: "MasterSession", record: dict, reporter) -> dict[str, str]:
+    """Make ``record`` the node's release and reconcile its containers."""
+    s.put(f"{svc.STATE_DIR}/release.json", json.dumps(record, indent=2).encode())
+    return start_services(s, record, reporter)
+
+
+def deploy(project) -> DeployResult:
+    """A plain deploy (no gate, snapshot or suite): see lapinfra/promote.py for the safe one."""
     release = release_id(project.root)
-    host = project.docker
-    images = {s.image: _host_image(host, s.image) for s in svc.services(env)}
+    images = host_images(project)
     files = config_files(project)
     result = DeployResult(release)
+    record = release_record(project, release, images, files)
     with MasterSession(project) as s:
-        with reporter.step("upload config, secrets and the registry CA"):
-            result.config_changed = s.sync(files, svc.ENV_DIR)
-            upload_secrets(s, project, svc.services(env))
-        load_local_images(s, {n: i for n, i in images.items() if n in _local_images(env)}, reporter)
-        record = {
-            "release": release,
-            "images": {n: {"repository": f"infra/{release}/{n}", "id": img.id} for n, img in images.items()},
-            "config": config_hashes(project, files),
-            "deployed_by": getpass.getuser(),
-            "deployed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        }
-        svc_registry = svc.by_name(env, "registry")
-        ensure_network(s.docker)
-        kwargs = svc.run_kwargs(svc_registry, "infra/registry", env, record["config"]["registry"], images["registry"].id)
-        result.containers["registry"] = reconcile(s.docker, kwargs, reporter)
-        wait_registry(s)
-        result.pushed = _push_missing(s, host, images, release, reporter)
-        s.put(f"{svc.STATE_DIR}/release.json", json.dumps(record, indent=2).encode())
-        result.containers.update(start_services(s, record, reporter))
+        push_release(s, project, record, images, files, result)
+        result.containers.update(activate(s, record, project.reporter))
     return result
 
 
@@ -340,20 +378,45 @@ def load_local_images(s: MasterSession, images: dict, reporter) -> None:
 
 
 def registry_has(s: MasterSession, repository: str) -> bool:
-    r = requests.head(
-        f"https://127.0.0.1:{s.registry_port}/v2/{repository}/manifests/latest",
-        auth=_auth_tuple(s), verify=str(s.p.secrets.path("ca.crt")), timeout=10,
-        headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"},
-    )
-    return r.status_code == 200
+    return _registry(s, "HEAD", f"{repository}/manifests/latest", headers={"Accept": MANIFEST_V2}).status_code == 200
+
+
+MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
+
+
+def _registry(s: MasterSession, method: str, path: str, **kw):
+    return requests.request(method, f"https://127.0.0.1:{s.registry_port}/v2/{path}", auth=_auth_tuple(s),
+                            verify=str(s.p.secrets.path("ca.crt")), timeout=60, **kw)
+
+
+def copy_in_registry(s: MasterSession, source: str, target: str) -> bool:
+    """Give an image already in the registry a second repository name without uploading it:
+    mount its blobs from ``source`` into ``target`` and put the same manifest there."""
+    got = _registry(s, "GET", f"{source}/manifests/latest", headers={"Accept": MANIFEST_V2})
+    if got.status_code != 200 or got.headers.get("Content-Type") != MANIFEST_V2:
+        return False
+    manifest = got.json()
+    for blob in [manifest["config"], *manifest["layers"]]:
+        mounted = _registry(s, "POST", f"{target}/blobs/uploads/", params={"mount": blob["digest"], "from": source})
+        if mounted.status_code != 201:
+            return False
+    put = _registry(s, "PUT", f"{target}/manifests/latest", data=got.content, headers={"Content-Type": MANIFEST_V2})
+    return put.status_code == 201
 
 
 def _push_missing(s: MasterSession, host, images: dict, release: str, reporter) -> list[str]:
+    # images the node's current release already has in the registry, by image id
+    current = s.read_json(f"{svc.STATE_DIR}/release.json") or {"images": {}}
+    present = {image["id"]: image["repository"] for image in current["images"].values()}
     pushed = []
     for name, image in images.items():
         repository = f"infra/{release}/{name}"
         if registry_has(s, repository):
             reporter.info(f"{repository}: already in the node's registry")
+            continue
+        source = present.get(image.id)
+        if source and source != repository and registry_has(s, source) and copy_in_registry(s, source, repository):
+            reporter.info(f"{repository}: same image as {source}, tagged in the registry (nothing uploaded)")
             continue
         target = f"127.0.0.1:{s.registry_port}/{repository}"
         with reporter.step(f"push {repository}"):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import time
 from dataclasses import dataclass
@@ -87,7 +88,10 @@ def render_all(project) -> Rendered:
     j = jinja(root)
     state_file = out_dir / "state" / "serial.json"
     state = json.loads(state_file.read_text()) if state_file.exists() else {"hash": "", "serial": 0}
-    content_hash = hashlib.sha256(json.dumps(_render(j, project, 0), sort_keys=True).encode()).hexdigest()
+    # the serial moves only when a file that carries it (the zone) changes, not when any file does
+    at0, at1 = _render(j, project, 0), _render(j, project, 1)
+    serial_bearing = {rel: text for rel, text in at0.items() if at1[rel] != text}
+    content_hash = hashlib.sha256(json.dumps(serial_bearing, sort_keys=True).encode()).hexdigest()
     serial = state["serial"]
     if content_hash != state["hash"]:
         serial = max(serial + 1, int(time.strftime("%y%m%d%H%M")))
@@ -98,7 +102,9 @@ def render_all(project) -> Rendered:
     for path, text in files.items():
         if not path.exists() or path.read_text() != text:
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            tmp.write_text(text)
+            os.replace(tmp, path)    # atomic: a deploy reading the folder never sees half a file
             changed.append(path)
     _remove_stale(out_dir / "rendered", set(files))
     return Rendered(files, changed)

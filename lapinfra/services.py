@@ -24,6 +24,8 @@ NETWORK = "infra"                    # the node's network of infrastructure cont
 # recreated or restarted backend must come back on the address it had.
 NETWORK_SUBNET = ipaddress.IPv4Network("172.31.254.0/24")
 SPEC_LABEL = "lapinfra.spec"
+# The audit logs below /data that no restore rewinds (lapinfra/promote.py, lapinfra/verify.py).
+AUDIT_LOGS = ("lapinfra/releases.jsonl", "lapinfra/verified.jsonl")
 PREFIX = "infra_"
 
 

@@ -1,29 +1,55 @@
-"""deploy, start, stop, restart and up: the seed's scripts as tasks."""
+"""deploy, start, stop, restart, up, and promotion's plan, releases, rollback and unlock."""
+import json
+
 from tasks._common import project, task
-from tasks.images import base, build
+from tasks.images import BUILT, base, build
 from tasks.node import up as node_up
 from tasks.render import render
 from tasks.verify import test
 
+# Environments a deploy on this command line already verified (the suite ran as its last step).
+VERIFIED: set = set()
 
-@task(pre=[build, render])
-def deploy(c, env=None):
-    """Push changed images as infra/<commit>/<name> through an SSH tunnel and start them."""
-    from lapinfra import deploy as deploying
 
-    p = project(env)
-    result = deploying.deploy(p)
+def _report(p, result) -> None:
     changed = {k: v for k, v in result.containers.items() if v != "kept"}
     p.reporter.info(f"release {result.release}: pushed {len(result.pushed)} images, "
-                    f"containers changed: {', '.join(f'{k} {v}' for k, v in changed.items()) or 'none'}")
+                    f"containers changed: {', '.join(f'{k} {v}' for k, v in changed.items()) or 'none'}"
+                    + ("; verified" if result.verified else ""))
+
+
+@task(pre=[build, render], help={"force": "skip the gate (deploy images not verified on the source environment); recorded"})
+def deploy(c, env=None, force=False):
+    """Deploy the built release: gate, lock, snapshot, push, git, start, verify; roll back on failure."""
+    from lapinfra import promote
+
+    p = project(env)
+    result = promote.deploy(p, force=force)
+    if result.verified:
+        VERIFIED.add(env)
+    _report(p, result)
 
 
 @task()
 def start(c, env=None):
-    """The seed's start: the registry first, then the release's containers from it."""
+    """The seed's start: the registry first, then the release's containers from it.
+    After `build` on the same line (`invoke build start`, the seed's buildAndStart) it
+    deploys the new build to an environment that is not a promotion target."""
     from lapinfra import deploy as deploying
 
-    deploying.start(project(env))
+    p = project(env)
+    if env in BUILT:
+        if p.env.promoted_from:
+            from invoke import Exit
+
+            raise Exit(f"error: {p.name} is promoted from {p.env.promoted_from}: `invoke build deploy --env={p.name}` "
+                       f"(gated on the suite) instead of build start", code=1)
+        from lapinfra import promote
+
+        render(c, env=env)
+        _report(p, promote.deploy(p))
+        return
+    deploying.start(p)
 
 
 @task()
@@ -39,7 +65,66 @@ def restart(c, env=None):
     """stop, then start."""
 
 
-@task(pre=[base, build, render, node_up, deploy, test])
+@task(pre=[base, build, render, node_up, deploy])
 def up(c, env=None):
     """The main job: base image, builds, nodes, deploy and verification, one command."""
+    if env not in VERIFIED:
+        test(c, env=env)
     project(env).reporter.info("infrastructure is up and verified")
+
+
+@task(pre=[render], help={"json": "print JSON"})
+def plan(c, env=None, json_=False):
+    """What a deploy would do (images to push, containers to recreate or keep, config diff); changes nothing."""
+    from lapinfra import promote
+
+    p = project(env)
+    out = promote.plan(p)
+    if json_:
+        print(json.dumps(out, indent=2))
+        return
+    print(f"release {out['release']} onto {p.name} (now running {out.get('current') or 'nothing'})")
+    print(f"gate: {out['gate']}")
+    push = [n for n, v in out["images"].items() if v == "push"]
+    print(f"images to push ({len(push)}): {', '.join(push) or 'none'}")
+    for name, action in out["containers"].items():
+        print(f"  {action:9} {name}")
+    print(f"config files that differ: {len(out['config'])}")
+    for rel, change in out["config"].items():
+        print(f"  {change['change']:7} {rel}")
+        print("".join(f"    {line}" for line in change["diff"].splitlines(True)), end="")
+
+
+@task(help={"json": "print JSON"})
+def releases(c, env=None, json_=False):
+    """The environment's deploys and rollbacks (the audit log): commit, images, snapshot, who, when, suite, outcome."""
+    from lapinfra import promote
+
+    entries = promote.releases(project(env))
+    if json_:
+        print(json.dumps(entries, indent=2))
+        return
+    for e in entries:
+        suite = e.get("suite") or {}
+        suite_text = ("passed" if suite.get("passed") else "failed") if suite else "-"
+        gate = e.get("gate") or {}
+        print(f"{e.get('at', '')[:19]:20} {e.get('outcome', ''):12} {e.get('release', '-'):24} "
+              f"snapshot {e.get('snapshot') or '-':9} suite {suite_text:6} {'forced ' if gate.get('forced') else ''}by {e.get('by', '-')}"
+              + (f"  [{e.get('step')}: {e.get('error')}]" if e.get("error") else ""))
+
+
+@task(help={"to": "release to go back to (default: the one before the current)"})
+def rollback(c, env=None, to=""):
+    """Go back to an earlier release, images and data (the snapshot taken before it was replaced)."""
+    from lapinfra import promote
+
+    entry = promote.rollback(project(env), to or None)
+    project(env).reporter.info(f"{entry['release']} runs again (snapshot {entry['snapshot']})")
+
+
+@task(help={"force": "break the lock even when its holder looks alive"})
+def unlock(c, env=None, force=False):
+    """Break a stale deploy lock (one left by a killed deploy)."""
+    from lapinfra import promote
+
+    promote.unlock(project(env), force=force)

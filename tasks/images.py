@@ -12,6 +12,10 @@ from invoke import Collection
 from lapinfra import buildstamp
 from tasks._common import ROOT, project, task
 
+# Environments whose `build` ran on this command line: `invoke build start` is
+# the seed's buildAndStart (tasks/deploy.py).
+BUILT: set = set()
+
 
 def _say(message: str) -> None:
     """What the Reporter prints for info lines, without loading rich."""
@@ -41,6 +45,7 @@ def build(c, env=None, force=False, only=""):
         for tag in seen.tags:
             _say(f"{tag}: up to date")
         _say(f"built 0 of {len(seen.tags)} images (all up to date)")
+        BUILT.add(env)
         return
     from lapinfra.images import Builder
 
@@ -52,6 +57,7 @@ def build(c, env=None, force=False, only=""):
         buildstamp.record(p, builder, results)
     built = [r.tag for r in results if r.built]
     p.reporter.info(f"built {len(built)} of {len(results)} images" + (f": {', '.join(built)}" if built else " (all up to date)"))
+    BUILT.add(env)
 
 
 @task(name="list")

@@ -1,0 +1,85 @@
+"""The verification suite (infra_tests/) as a library call, and the record of its runs.
+
+Every run is appended to ``/data/lapinfra/verified.jsonl`` on the environment's
+master: the release and the image ids (config digests) that were running, the
+outcome, who and when. Promotion's gate reads the source environment's record:
+only images that passed there may be deployed to the target.
+"""
+from __future__ import annotations
+
+import getpass
+import socket
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+
+from . import services as svc
+
+VERIFIED = f"{svc.STATE_DIR}/verified.jsonl"
+RELEASE = f"{svc.STATE_DIR}/release.json"
+
+
+def run_suite(project, k: str = "") -> tuple[bool, dict]:
+    """Run infra_tests/ against ``project``'s environment; (passed, counts from the JUnit XML)."""
+    junit = project.build_dir / "junit.xml"
+    junit.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "pytest", str(project.root / "infra_tests"), "-p", "no:cacheprovider",
+           f"--lapinfra-env={project.name}", f"--lapinfra-root={project.root}", f"--junitxml={junit}", "-q",
+           "-c", str(project.root / "infra_tests" / "pytest.ini")]
+    if k:
+        cmd += ["-k", k]
+    started = time.monotonic()
+    project.reporter.info(f"verification suite on {project.name} ...")
+    code = subprocess.call(cmd, cwd=project.root)
+    counts = junit_counts(junit) if junit.exists() else {}
+    took = time.monotonic() - started
+    if code == 0:
+        project.reporter.info(f"verification suite on {project.name}: passed, {counts.get('tests', 0)} checks ({took:.1f}s)")
+    else:
+        project.reporter.warn(f"verification suite on {project.name}: FAILED, {counts.get('failures', 0) + counts.get('errors', 0)} "
+                              f"of {counts.get('tests', 0)} checks ({took:.1f}s; report: {junit})")
+    return code == 0, counts
+
+
+def junit_counts(path) -> dict:
+    root = ET.parse(path).getroot()
+    suites = [root] if root.tag == "testsuite" else list(root)
+    out = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+    for suite in suites:
+        for key in out:
+            out[key] += int(suite.get(key, 0))
+    return out
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def who() -> str:
+    return f"{getpass.getuser()}@{socket.gethostname()}"
+
+
+def record_run(project, passed: bool, counts: dict, partial: bool) -> dict | None:
+    """Append this run to the master's verified.jsonl; the entry, or None when nothing is deployed."""
+    from .deploy import MasterSession
+
+    with MasterSession(project) as s:
+        release = s.read_json(RELEASE)
+        if release is None:
+            return None
+        entry = {
+            "release": release["release"],
+            "images": {name: image["id"] for name, image in release["images"].items()},
+            "passed": passed,
+            "partial": partial,      # run with -k: never counts for the gate
+            "counts": counts,
+            "by": who(),
+            "at": now(),
+        }
+        s.append_jsonl(VERIFIED, entry)
+        return entry
+
+
+def runs(session) -> list[dict]:
+    return session.read_jsonl(VERIFIED)
