@@ -125,8 +125,9 @@ def update_message(zone: str, key: dns.tsig.Key, records: dict[str, str | None],
     return message
 
 
-def send(message: dns.message.Message, server: str, port: int = PORT, timeout: float = TIMEOUT) -> int:
-    """Send a signed message over TCP; the response's rcode. Refusals raise LapinfraError."""
+def send(message: dns.message.Message, server: str, port: int | None = None, timeout: float = TIMEOUT) -> int:
+    """Send a signed message over TCP (to port 53 unless told); the response's rcode. Refusals raise LapinfraError."""
+    port = port or PORT
     where = f"{server}:{port}"
     try:
         response = dns.query.tcp(message, server, port=port, timeout=timeout)
@@ -137,6 +138,8 @@ def send(message: dns.message.Message, server: str, port: int = PORT, timeout: f
         raise LapinfraError(f"the DNS server at {where} refused the update: wrong TSIG key? ({_tsig_error(exc)})") from None
     except (dns.tsig.BadSignature, dns.message.UnknownTSIGKey, dns.tsig.BadKey, dns.tsig.BadAlgorithm):
         raise LapinfraError(f"the answer of the DNS server at {where} is not signed with the environment's TSIG key") from None
+    except dns.exception.FormError as exc:  # among them: an unsigned answer to a signed update
+        raise LapinfraError(f"the answer of the DNS server at {where} is not usable: {exc}") from None
     except dns.exception.Timeout:
         raise Unreachable(f"no answer from the DNS server at {where} within {timeout:.0f}s: is the infrastructure started?") from None
     except OSError as exc:
@@ -185,7 +188,7 @@ def registered(project) -> dict[str, list[str]]:
         query = dns.message.make_query(zone, dns.rdatatype.AXFR)
         query.use_tsig(key)
         try:
-            dns.query.inbound_xfr(_server(project), data, query=query, timeout=TIMEOUT, lifetime=TIMEOUT * 3)
+            dns.query.inbound_xfr(_server(project), data, query=query, port=PORT, timeout=TIMEOUT, lifetime=TIMEOUT * 3)
         except dns.exception.DNSException as exc:
             raise LapinfraError(f"zone transfer of {zone} from {_server(project)} failed: {exc}") from None
         except OSError as exc:
