@@ -21,16 +21,7 @@ import pytest
 
 from lapinfra import config, ddns, deploy, render
 from lapinfra.errors import ConfigError, LapinfraError
-from lapinfra.project import Project
-from lapinfra.report import Recorder
 from tests.conftest import ROOT
-
-
-@pytest.fixture
-def project(tree):
-    p = Project("test", root=tree, reporter=Recorder())
-    p.secrets.ensure()
-    return p
 
 
 def fresh_key(name="lapinfra-test"):

@@ -9,13 +9,6 @@ from lapinfra.project import Project
 from lapinfra.report import Recorder
 
 
-@pytest.fixture
-def project(tree):
-    p = Project("test", root=tree, reporter=Recorder())
-    p.secrets.ensure()
-    return p
-
-
 def test_zone_holds_every_record_of_the_environment(project):
     out = render.render_all(project)
     zone = out.files[project.build_dir / "rendered/dns/db.zone"]
