@@ -349,3 +349,73 @@ def test_a_configured_name_inside_a_dynamic_zone_is_refused(tree):
 
 def test_the_seed_carries_base_registry_and_backup(project):
     assert deploy.seed_tags(project.env) == ["infra/base", "infra/backup", "infra/registry"]
+
+
+# ---- seeding (the engines are stand-ins) --------------------------------------------------------------------
+
+class FakeImage:
+    def __init__(self, id_, tags):
+        self.id, self.tags, self.saved = id_, tags, []
+
+    def save(self, named=False):
+        assert named in self.tags, f"docker save {named} of an image tagged {self.tags}"
+        self.saved.append(named)
+        return iter([b"tar"])
+
+
+class FakeEngine:
+    """The node's engine (docker SDK shape): images by tag, and what docker load received."""
+
+    def __init__(self, images, load_reply=({"stream": "Loaded image"},)):
+        import types
+
+        self.by_tag, self.loaded, self.load_reply = dict(images), [], load_reply
+        self.images = types.SimpleNamespace(get=self._get)
+        self.api = types.SimpleNamespace(load_image=self._load)
+
+    def _get(self, tag):
+        import docker.errors
+
+        if tag not in self.by_tag:
+            raise docker.errors.ImageNotFound(tag)
+        return self.by_tag[tag]
+
+    def _load(self, archive):
+        self.loaded.append(b"".join(archive))
+        return iter(self.load_reply)
+
+
+def _session(project, node_images, host_images, **kwargs):
+    import types
+
+    project.docker = FakeEngine(host_images)          # the workstation's engine
+    return types.SimpleNamespace(docker=FakeEngine(node_images, **kwargs), env=project.env, p=project)
+
+
+def test_seed_loads_what_the_node_lacks_or_holds_differently_under_the_asked_tag(project):
+    base = FakeImage("sha256:b", ["debian:bookworm-slim", "infra/base:latest"])    # a pulled base: another first tag
+    registry, backup = FakeImage("sha256:r", ["infra/registry:latest"]), FakeImage("sha256:k", ["infra/backup:latest"])
+    s = _session(project, {"infra/registry": FakeImage("sha256:r", []), "infra/backup": FakeImage("sha256:old", [])},
+                 {"infra/base": base, "infra/registry": registry, "infra/backup": backup})
+    assert deploy.seed(s, project) == ["infra/backup", "infra/base"]
+    assert base.saved == ["infra/base:latest"] and backup.saved == ["infra/backup:latest"] and registry.saved == []
+    assert len(s.docker.loaded) == 2
+
+
+def test_seed_of_an_image_not_built_names_the_build(project):
+    s = _session(project, {}, {})
+    with pytest.raises(LapinfraError, match=r"image infra/base is missing: run `invoke build`"):
+        deploy.seed(s, project)
+
+
+def test_a_failed_docker_load_is_an_error(project):
+    s = _session(project, {}, {"infra/backup": FakeImage("sha256:k", ["infra/backup:latest"])},
+                 load_reply=({"error": "no space left on device"},))
+    with pytest.raises(LapinfraError, match="docker load of infra/backup on the node failed: no space left"):
+        deploy.seed(s, project, ["infra/backup"])
+
+
+def test_start_refuses_a_node_kept_image_that_is_missing_and_names_node_seed(project):
+    s = _session(project, {}, {})
+    with pytest.raises(LapinfraError, match=r"infra/registry is not on master: `invoke node.seed --env=test`"):
+        deploy._require_seeded(s, "infra/registry")
