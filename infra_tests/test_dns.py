@@ -4,7 +4,6 @@ import dns.message
 import dns.query
 import dns.rcode
 import dns.rdatatype
-import dns.tsigkeyring
 import dns.update
 
 
@@ -26,6 +25,14 @@ def test_zone_is_authoritative_with_soa(master_ip, env):
     assert answer.answer[0][0].mname.to_text() == f"ns.{env.domain}."
 
 
+def test_dynamic_zones_are_served_and_delegated(master_ip, env):
+    """host., node., pc.<domain>: zones of their own (names registered by `invoke dns.register`)."""
+    for zone in env.dynamic_zones:
+        answer = _ask(master_ip, zone, "SOA")
+        assert answer.rcode() == dns.rcode.NOERROR and answer.flags & dns.flags.AA, zone
+        assert answer.answer[0][0].mname.to_text() == f"ns.{env.domain}.", zone
+
+
 def test_outside_name_is_not_answered(master_ip):
     """No recursion: the network rule forbids reaching the internet."""
     answer = _ask(master_ip, "example.com")
@@ -42,9 +49,7 @@ def test_unsigned_dynamic_update_is_refused(master_ip, env):
 
 
 def test_signed_dynamic_update_is_accepted(master_ip, env, project):
-    text = project.secrets.path("tsig.key").read_text()
-    secret = text.split('secret "')[1].split('"')[0]
-    keyring = dns.tsigkeyring.from_text({project.secrets.tsig_key_name: ("hmac-sha256", secret)})
+    keyring = project.secrets.tsig_key()
     name = "verify-suite-probe"
     add = dns.update.UpdateMessage(env.domain, keyring=keyring)
     add.replace(name, 60, "A", "127.0.0.8")

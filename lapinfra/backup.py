@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 
 from . import services as svc
-from .deploy import MasterSession, load_local_images, start_services, stop_all, upload_secrets
+from .deploy import MasterSession, seed, start_services, stop_all, upload_secrets
 from .errors import LapinfraError
 from .nodes import Nodes
 
@@ -35,9 +35,10 @@ def write_backup_known_hosts(project) -> None:
         project.secrets._write("backup_known_hosts", content)
 
 
-def _prepare(s: MasterSession, project) -> None:
+def _prepare(s: MasterSession, project, seed_all: bool = False) -> None:
+    """The backup tool's secrets and image on the master (with ``seed_all`` every image of deploy.seed_tags)."""
     upload_secrets(s, project, [svc.backup_service(project.env)])
-    load_local_images(s, {"backup": project.docker.images.get("infra/backup")}, project.reporter)
+    seed(s, project, None if seed_all else ["infra/backup"])
 
 
 def run_tool(s: MasterSession, args: list[str]) -> object:
@@ -124,9 +125,7 @@ def recover(project) -> dict:
     if nodes.state(project.env.master) == "absent":
         nodes.up(project.env.master.name)
     with MasterSession(project) as s:
-        _prepare(s, project)
-        registry = {"registry": project.docker.images.get("infra/registry")}
-        load_local_images(s, registry, project.reporter)
+        _prepare(s, project, seed_all=True)
         with project.reporter.step("restore the latest snapshot into the new master's /data"):
             result = run_tool(s, ["restore", "latest"])
         release = s.read_json(RELEASE)

@@ -50,7 +50,7 @@ def _try_pull(client, spec: BaseImage, reporter) -> bool:
         worker.start()
         worker.join(spec.pull_timeout)
     if "image" in outcome:
-        outcome["image"].tag(*_split(spec.tag))
+        outcome["image"].tag(*split_tag(spec.tag))
         return True
     reporter.warn(f"cannot pull {spec.pull} ({outcome.get('error', 'timed out')}); building it with debootstrap")
     return False
@@ -69,11 +69,11 @@ def _debootstrap(client, spec: BaseImage) -> None:
             tail = "\n".join((run.stdout + run.stderr).splitlines()[-15:])
             raise LapinfraError(f"debootstrap of {spec.suite} failed:\n{tail}")
         subprocess.run(["tar", "-C", str(rootfs), "-cf", str(tarball), "."], check=True)
-        repo, tag = _split(spec.tag)
+        repo, tag = split_tag(spec.tag)
         client.api.import_image(src=str(tarball), repository=repo, tag=tag, changes=['CMD ["/bin/bash"]'])
 
 
-def _split(tag: str) -> tuple[str, str]:
+def split_tag(tag: str) -> tuple[str, str]:
     if ":" in tag.rsplit("/", 1)[-1]:
         repo, t = tag.rsplit(":", 1)
         return repo, t

@@ -46,6 +46,13 @@ class Registry(Strict):
     user: str = Field("infra", pattern=NAME)
 
 
+# The seed's names of hosts, nodes and workstations (<x>.host.<domain>,
+# <x>.node.<domain>, <first>-<last>[-<specifier>].pc.<domain>) are not rendered:
+# each is a zone of its own that takes TSIG-signed dynamic updates
+# (`invoke dns.register`, lapinfra/ddns.py) and keeps them in /data/dns/dynamic/.
+DYNAMIC_ZONES = ("host", "node", "pc")
+
+
 class Dns(Strict):
     # name relative to the domain -> role of the node that serves it
     names: dict[str, Literal["master", "backup"]]
@@ -56,6 +63,10 @@ class Dns(Strict):
         for name in names:
             if not re.fullmatch(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*", name):
                 raise ValueError(f"{name!r} is not a valid DNS name")
+            zone = name.rsplit(".", 1)[-1]
+            if zone in DYNAMIC_ZONES:
+                raise ValueError(f"{name!r} falls into the dynamic zone {zone}.<domain>, whose names are registered "
+                                 f"with `invoke dns.register`, not configured")
         return names
 
 
@@ -180,12 +191,26 @@ class Environment(Strict):
         return self.node("master")
 
     @property
-    def dns_records(self) -> dict[str, str]:
-        """Every fully qualified name the environment serves -> its IPv4 address."""
+    def zone_records(self) -> dict[str, str]:
+        """The names rendered into the domain's own zone -> their IPv4 addresses."""
         records = {f"{name}.{self.domain}": str(self.node(role).ip) for name, role in self.dns.names.items()}
         records[f"{self.lb.name}.{self.domain}"] = str(self.master.ip)
-        records.update({f"{n.name}.node.{self.domain}": str(n.ip) for n in self.nodes})
         return dict(sorted(records.items()))
+
+    @property
+    def node_records(self) -> dict[str, str]:
+        """<node>.node.<domain> -> the node's address: registered in the dynamic zone
+        node.<domain> when the infrastructure starts (lapinfra/ddns.register_nodes)."""
+        return {f"{n.name}.node.{self.domain}": str(n.ip) for n in self.nodes}
+
+    @property
+    def dynamic_zones(self) -> list[str]:
+        return [f"{zone}.{self.domain}" for zone in DYNAMIC_ZONES]
+
+    @property
+    def dns_records(self) -> dict[str, str]:
+        """Every fully qualified name the environment serves -> its IPv4 address."""
+        return dict(sorted({**self.zone_records, **self.node_records}.items()))
 
     def as_json(self) -> dict[str, Any]:
         data = self.model_dump(mode="json")

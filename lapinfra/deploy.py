@@ -3,12 +3,17 @@
 - stop:   remove every ``infra_*`` container (selected through the Docker API).
 - start:  the seed's startNoStop: the registry first, then pull the release's
           images from it and start the other containers. Reads the release
-          record on the node, so it works from the node's state alone.
-- deploy: upload the rendered config and secrets, make sure the registry image
-          is on the node (``docker save | docker load``, the seed's seeding path),
-          push the images the node's registry lacks as ``infra/<commit>/<name>``
-          through an SSH tunnel, record the release, then start. Containers whose
-          spec (image id, config, secrets, ports, mounts) is unchanged keep running.
+          record on the node, so it works from the node's state alone (and the
+          images the node keeps itself, see seed). Then the nodes' names are
+          (re)registered in the DNS (lapinfra/ddns.py).
+- seed:   the seed's first installation: the base, registry and backup images
+          carried from the workstation (``docker save | docker load``), each
+          only when the node's copy differs; `invoke node.seed`, and the first
+          step of deploy and dr.recover.
+- deploy: upload the rendered config and secrets, seed, push the images the
+          node's registry lacks as ``infra/<commit>/<name>`` through an SSH
+          tunnel, record the release, then start. Containers whose spec (image
+          id, config, secrets, ports, mounts) is unchanged keep running.
 """
 from __future__ import annotations
 
@@ -23,7 +28,8 @@ from pathlib import Path
 
 import requests
 
-from . import services as svc
+from . import ddns, services as svc
+from .base import split_tag
 from .errors import LapinfraError
 from .gitinfo import release_id
 from .nodes import DOCKER_API_PORT, Nodes
@@ -147,7 +153,9 @@ def start_services(s: MasterSession, release: dict, reporter) -> dict[str, str]:
     for service in svc.services(s.env):
         image = release["images"][service.image]
         ref = f"infra/{service.image}" if service.local_image else f"{s.registry_host}/{image['repository']}:latest"
-        if not service.local_image:
+        if service.local_image:
+            _require_seeded(s, ref)
+        else:
             _pull_if_missing(s, ref, image["id"], reporter)
         kwargs = svc.run_kwargs(service, ref, s.env, release["config"].get(service.name, ""), image["id"])
         outcome[service.name] = reconcile(s.docker, kwargs, reporter)
@@ -157,7 +165,20 @@ def start_services(s: MasterSession, release: dict, reporter) -> dict[str, str]:
     if changed:
         with reporter.step(f"health checks of {len(changed)} started containers"):
             wait_healthy(s.docker, changed)
+    ddns.register_nodes(s.p)
     return outcome
+
+
+def _require_seeded(s: MasterSession, ref: str) -> None:
+    """An image the node keeps itself must be there: the engine would otherwise try
+    to pull it from Docker Hub, which a node that never reached a registry cannot."""
+    import docker.errors
+
+    try:
+        s.docker.images.get(ref)
+    except docker.errors.ImageNotFound:
+        raise LapinfraError(f"{ref} is not on {s.env.master.name}: `invoke node.seed --env={s.env.name}` carries it "
+                            "there from this machine (docker save | docker load)") from None
 
 
 def wait_healthy(client, names: list[str], timeout: float = 180) -> None:
@@ -284,7 +305,7 @@ def config_hashes(project, files: dict[str, bytes]) -> dict[str, str]:
 
 def host_images(project) -> dict:
     """The workstation's built image of every service, by image name."""
-    return {s.image: _host_image(project.docker, s.image) for s in svc.services(project.env)}
+    return {s.image: _host_image(project.docker, f"infra/{s.image}") for s in svc.services(project.env)}
 
 
 def release_record(project, release: str, images: dict, files: dict[str, bytes]) -> dict:
@@ -307,7 +328,7 @@ def push_release(s: "MasterSession", project, record: dict, images: dict, files:
     with reporter.step("upload config, secrets and the registry CA"):
         result.config_changed = s.sync(files, svc.ENV_DIR)
         upload_secrets(s, project, svc.services(env))
-    load_local_images(s, {n: i for n, i in images.items() if n in _local_images(env)}, reporter)
+    seed(s, project)
     ensure_network(s.docker)
     kwargs = svc.run_kwargs(svc.by_name(env, "registry"), "infra/registry", env, record["config"]["registry"], images["registry"].id)
     result.containers["registry"] = reconcile(s.docker, kwargs, reporter)
@@ -334,17 +355,13 @@ def deploy(project) -> DeployResult:
     return result
 
 
-def _host_image(host, name: str):
+def _host_image(host, tag: str):
     import docker.errors
 
     try:
-        return host.images.get(f"infra/{name}")
+        return host.images.get(tag)
     except docker.errors.ImageNotFound:
-        raise LapinfraError(f"image infra/{name} is missing: run `invoke build`") from None
-
-
-def _local_images(env) -> set[str]:
-    return {s.image for s in svc.services(env) if s.local_image}
+        raise LapinfraError(f"image {tag} is missing: run `invoke build`") from None
 
 
 def upload_secrets(s: MasterSession, project, services) -> None:
@@ -359,22 +376,52 @@ def upload_secrets(s: MasterSession, project, services) -> None:
     s.sync({"ca.crt": project.secrets.path("ca.crt").read_bytes()}, f"/etc/docker/certs.d/{s.registry_host}")
 
 
-def load_local_images(s: MasterSession, images: dict, reporter) -> None:
-    """The images a node keeps itself (registry, backup): ``docker save | docker load``, the seed's path."""
+def seed_tags(env) -> list[str]:
+    """What a master keeps in its own engine, carried from the workstation: the base
+    image, and the images of the services that do not come from the registry (the
+    registry itself; the backup tool, which a brand-new master restores with)."""
+    return [env.base_image.tag, *sorted({f"infra/{s.image}" for s in svc.services(env) if s.local_image})]
+
+
+def seed(s: MasterSession, project, tags: list[str] | None = None) -> list[str]:
+    """The seed's first installation (``docker save | ssh node docker load``): the
+    images of ``tags`` (default: seed_tags) from the workstation's engine onto the
+    master's, each only when the node's copy differs. Returns the tags loaded.
+    deploy, dr.recover and `invoke node.seed` all take this path."""
+    images = {tag: _host_image(project.docker, tag) for tag in (tags or seed_tags(project.env))}
+    return load_local_images(s, images, project.reporter)
+
+
+def seed_node(project) -> list[str]:
+    """`invoke node.seed`: seed the master, so that it needs no registry to start."""
+    with MasterSession(project) as s:
+        loaded = seed(s, project)
+    project.reporter.info(f"{project.env.master.name} holds {', '.join(seed_tags(project.env))}"
+                          f" ({len(loaded)} loaded, {len(seed_tags(project.env)) - len(loaded)} already there)")
+    return loaded
+
+
+def load_local_images(s: MasterSession, images: dict, reporter) -> list[str]:
+    """``docker save | docker load`` of each tag -> image whose copy on the node differs; the tags loaded."""
     import docker.errors
 
-    for name, image in sorted(images.items()):
+    loaded = []
+    for tag, image in sorted(images.items()):
         try:
-            if s.docker.images.get(f"infra/{name}").id == image.id:
+            if s.docker.images.get(tag).id == image.id:
                 continue
         except docker.errors.ImageNotFound:
             pass
-        with reporter.step(f"load infra/{name} onto the node (docker save | docker load)"):
+        with reporter.step(f"load {tag} onto the node (docker save | docker load)"):
+            # saved under this tag: an image's first tag may be another one (a pulled base image)
+            archive = image.save(named=":".join(split_tag(tag)))
             # the engine reports each image as it loads it: reading that stream to
             # its end is what waits for the load
-            for chunk in s.docker.api.load_image(image.save(named=True)):
+            for chunk in s.docker.api.load_image(archive):
                 if isinstance(chunk, dict) and chunk.get("error"):
-                    raise LapinfraError(f"docker load of infra/{name} on the node failed: {chunk['error']}")
+                    raise LapinfraError(f"docker load of {tag} on the node failed: {chunk['error']}")
+        loaded.append(tag)
+    return loaded
 
 
 def registry_has(s: MasterSession, repository: str) -> bool:

@@ -18,6 +18,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from . import ddns
 from .errors import LapinfraError, NodeError
 
 HOST_KEY_PUB = "/data/lapinfra/ssh/ssh_host_ed25519_key.pub"  # kept on /data: survives node recreation
@@ -89,6 +90,8 @@ class Nodes:
                 self._pin_host_key(node)
                 self.wait_ssh(node)
         self.write_ssh_config()
+        # a node that comes up registers its name, where the master's DNS already runs
+        ddns.register_nodes(self.p, expect_down=True)
 
     def down(self, name: str | None = None, keep_data: bool = False) -> None:
         todo = self.select(name)

@@ -59,7 +59,8 @@ def context(project, serial: int) -> dict:
     return {
         "env": env,
         "env_name": env.name,
-        "dns_records": env.dns_records,
+        "zone_records": env.zone_records,
+        "dynamic_zones": env.dynamic_zones,
         "serial": serial,
         "tsig_key_name": project.secrets.tsig_key_name,
         "vhosts": services.vhosts(env),
@@ -132,8 +133,9 @@ def _remove_stale(folder: Path, keep: set[Path]) -> None:
 
 # ---- validation -------------------------------------------------------------
 
-def check_zone(zone_text: str, origin: str, expected: dict[str, str]) -> None:
-    """The rendered zone parses and holds exactly the expected A records."""
+def check_zone(zone_text: str, origin: str, expected: dict[str, str], delegated: list[str] = ()) -> None:
+    """The rendered zone parses, holds exactly the expected A records and delegates
+    each zone of ``delegated`` (with no A records hidden below a delegation)."""
     try:
         zone = dns.zone.from_text(zone_text, origin=origin + ".", relativize=False, check_origin=True)
     except Exception as exc:  # noqa: BLE001 - dnspython raises many kinds
@@ -144,15 +146,28 @@ def check_zone(zone_text: str, origin: str, expected: dict[str, str]) -> None:
     missing = {n: a for n, a in expected.items() if found.get(n) != [a]}
     if missing:
         raise LapinfraError(f"rendered zone for {origin} lacks or misstates: " + ", ".join(f"{n} -> {a}" for n, a in sorted(missing.items())))
+    cuts = {name.to_text().rstrip(".") for name, _ in zone.iterate_rdatasets(dns.rdatatype.NS)} - {origin}
+    if set(delegated) - cuts:
+        raise LapinfraError(f"rendered zone for {origin} does not delegate " + ", ".join(sorted(set(delegated) - cuts)))
+    hidden = sorted(n for n in found if any(n.endswith("." + cut) for cut in cuts))
+    if hidden:
+        raise LapinfraError(f"rendered zone for {origin} has records below a delegation, which it cannot serve: {', '.join(hidden)}")
+
+
+DYNAMIC_TEMPLATE = "dynamic.zone"  # rendered/dns/: the empty start of every dynamic zone
 
 
 def validate(project, rendered: Rendered) -> list[str]:
     """Check rendered output with the real tools; return what was checked."""
     checked = []
-    zone = project.build_dir / "rendered" / "dns" / "db.zone"
+    env = project.env
+    dns_dir = project.build_dir / "rendered" / "dns"
+    zone = dns_dir / "db.zone"
     if zone in rendered.files:
-        check_zone(rendered.files[zone], project.env.domain, project.env.dns_records)
-        checked.append("zone records (dnspython)")
+        check_zone(rendered.files[zone], env.domain, env.zone_records, env.dynamic_zones)
+        for dynamic in env.dynamic_zones:
+            check_zone(rendered.files[dns_dir / DYNAMIC_TEMPLATE], dynamic, {})
+        checked.append("zone records and delegations, dynamic zones (dnspython)")
         _named_checks(project)
         checked.append("named-checkconf, named-checkzone (in infra/dns)")
     vagrantfile = project.build_dir / "Vagrantfile"
@@ -164,10 +179,19 @@ def validate(project, rendered: Rendered) -> list[str]:
     return checked
 
 
+def named_check_command(env, folder: str = "/env/dns") -> str:
+    """The shell command that checks the rendered DNS configuration with bind9's tools.
+    The dynamic zones' NS (ns.<domain>) is outside them: `-i local` keeps
+    named-checkzone from looking it up through the resolver."""
+    checks = [f"named-checkconf {folder}/named.conf", f"named-checkzone {env.domain} {folder}/db.zone"]
+    checks += [f"named-checkzone -i local {zone} {folder}/{DYNAMIC_TEMPLATE}" for zone in env.dynamic_zones]
+    return " && ".join(checks)
+
+
 def _named_checks(project) -> None:
     import docker.errors
 
-    command = ["sh", "-c", f"(named-checkconf /env/dns/named.conf && named-checkzone {project.env.domain} /env/dns/db.zone) 1>&2"]
+    command = ["sh", "-c", f"({named_check_command(project.env)}) 1>&2"]
     try:
         project.docker.containers.run(
             "infra/dns", command, entrypoint=[], remove=True, network_disabled=True,

@@ -10,16 +10,23 @@ import base64
 import datetime as dt
 import ipaddress
 import os
+import re
 import secrets as pysecrets
 from pathlib import Path
 
 import bcrypt
+import dns.tsig
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import NameOID
 
 from .config import Environment
+from .errors import LapinfraError
+
+# named.conf includes tsig.key as it is, so the key's name and algorithm in that
+# file are what every signed update must use (lapinfra/ddns.py reads them back).
+TSIG_ALGORITHM = "hmac-sha256"
 
 
 class Secret:
@@ -42,6 +49,13 @@ class Secret:
     __format__ = lambda self, spec: "***"  # noqa: E731
 
 
+class TsigKey(dns.tsig.Key):
+    """dnspython's TSIG key, whose repr would show the secret: this one does not."""
+
+    def __repr__(self) -> str:
+        return f"TsigKey({self.name.to_text(omit_final_dot=True)!r}, {self.algorithm.to_text(omit_final_dot=True)}, ***)"
+
+
 class SecretStore:
     """The secrets folder of one environment."""
 
@@ -59,6 +73,17 @@ class SecretStore:
 
     def read(self, name: str) -> Secret:
         return Secret(self.path(name).read_text().strip())
+
+    def tsig_key(self) -> TsigKey:
+        """The environment's TSIG key (for dnspython) as named.conf knows it."""
+        if not self.path("tsig.key").is_file():
+            raise LapinfraError(f"no TSIG key {self.path('tsig.key')}: the environment's secrets folder is the one its deploy used")
+        text = self.read("tsig.key").reveal()
+        found = re.search(r'key\s+"([^"]+)"\s*\{[^}]*algorithm\s+([\w-]+);[^}]*secret\s+"([^"]+)";', text)
+        if found is None:
+            raise LapinfraError(f"{self.path('tsig.key')} is not a BIND key file (key \"NAME\" {{ algorithm ...; secret \"...\"; }};)")
+        name, algorithm, secret = found.groups()
+        return TsigKey(name, secret, algorithm)
 
     @property
     def registry_password(self) -> Secret:
@@ -129,7 +154,7 @@ class SecretStore:
 
     def _tsig(self) -> dict[str, str]:
         secret = base64.b64encode(pysecrets.token_bytes(32)).decode()
-        body = f'key "{self.tsig_key_name}" {{\n\talgorithm hmac-sha256;\n\tsecret "{secret}";\n}};\n'
+        body = f'key "{self.tsig_key_name}" {{\n\talgorithm {TSIG_ALGORITHM};\n\tsecret "{secret}";\n}};\n'
         return {"tsig.key": body}
 
     def _registry_password(self) -> dict[str, str]:

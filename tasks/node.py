@@ -5,6 +5,7 @@ from invoke import Collection, Exit
 
 from lapinfra.invoke_ext import remainder
 from tasks._common import project, task
+from tasks.images import build
 from tasks.render import render
 
 
@@ -36,6 +37,14 @@ def status(c, env=None):
         print(f"{row['name']:12} {row['role']:8} {row['ip']:16} {row['state']:12} ssh: {row['ssh']}")
 
 
+@task(pre=[build])
+def seed(c, env=None):
+    """Carry the base, registry and backup images onto the master (docker save | docker load): the first install's path."""
+    from lapinfra import deploy as deploying
+
+    deploying.seed_node(project(env))
+
+
 @task(help={"node": "node name (default: the master)"})
 def ssh(c, env=None, node=None):
     """Run the command after `--` on the master (or --node) over SSH; exit with its code."""
@@ -50,4 +59,4 @@ def ssh(c, env=None, node=None):
         raise Exit(code=code)
 
 
-ns = Collection("node", up, down, status, ssh)
+ns = Collection("node", up, down, status, seed, ssh)

@@ -12,3 +12,14 @@ def tree(tmp_path):
     for folder in ("environments", "nodes", "images"):
         shutil.copytree(ROOT / folder, tmp_path / folder)
     return tmp_path
+
+
+@pytest.fixture
+def project(tree):
+    """The test environment of such a copy, with its secrets, reporting into a Recorder."""
+    from lapinfra.project import Project
+    from lapinfra.report import Recorder
+
+    p = Project("test", root=tree, reporter=Recorder())
+    p.secrets.ensure()
+    return p

@@ -9,33 +9,26 @@ from lapinfra.project import Project
 from lapinfra.report import Recorder
 
 
-@pytest.fixture
-def project(tree):
-    p = Project("test", root=tree, reporter=Recorder())
-    p.secrets.ensure()
-    return p
-
-
 def test_zone_holds_every_record_of_the_environment(project):
     out = render.render_all(project)
     zone = out.files[project.build_dir / "rendered/dns/db.zone"]
-    render.check_zone(zone, "internal", project.env.dns_records)  # raises on any gap
+    render.check_zone(zone, "internal", project.env.zone_records)  # raises on any gap
 
 
 def test_an_empty_zone_fails_the_check(project):
     with pytest.raises(LapinfraError, match="does not parse|lacks"):
-        render.check_zone("", "internal", project.env.dns_records)
+        render.check_zone("", "internal", project.env.zone_records)
 
 
 def test_a_zone_template_that_loses_records_fails(project, tree):
     """The original's defect: a template change that renders a zone without its records."""
     tpl = tree / "images/dns/templates/db.zone.j2"
     text = tpl.read_text()
-    assert "in dns_records" in text
-    tpl.write_text(text.replace("in dns_records", "in {}"))
+    assert "in zone_records" in text
+    tpl.write_text(text.replace("in zone_records", "in {}"))
     out = render.render_all(project)
     with pytest.raises(LapinfraError):
-        render.check_zone(out.files[project.build_dir / "rendered/dns/db.zone"], "internal", project.env.dns_records)
+        render.check_zone(out.files[project.build_dir / "rendered/dns/db.zone"], "internal", project.env.zone_records)
 
 
 def test_named_conf_is_authoritative_only(project):
