@@ -276,6 +276,9 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3, help="timed repetitions of each snapshot/copy (default 3)")
     ap.add_argument("--write", metavar="PATH", help="write the results into the '## Snapshots' section of PATH")
     ap.add_argument("--raw", metavar="PATH", help="also save the raw measurements as JSON")
+    ap.add_argument("--extra-mb", type=int, default=0, metavar="MB",
+                    help="first add this much synthetic artifact data (random 64 MiB files in /data/bench/artifacts,"
+                         " snapshotted once untimed), to see how both methods grow with the size of /data")
     args = ap.parse_args()
     if args.env == "test":
         sys.exit("refusing --env test: the e2e tests use it; every snapshot pauses its containers")
@@ -285,6 +288,13 @@ def main() -> None:
     b = Bench(args.env)
     changed, unchanged, tars, before, after = [], [], [], {}, {}
     try:
+        info["extra_mb"] = args.extra_mb
+        if args.extra_mb:
+            files = max(1, args.extra_mb // 64)
+            print(f"adding {files * 64} MiB of synthetic artifacts to /data/bench/artifacts, then one untimed snapshot", flush=True)
+            b.master(f"mkdir -p {BENCH_DIR}/artifacts && for i in $(seq 1 {files}); do"
+                     f" head -c 67108864 /dev/urandom > {BENCH_DIR}/artifacts/a$i.bin; done")
+            b.snapshot("bench-seed")
         info["data_bytes"] = int(b.master("du -sb /data").split()[0])
         info["registry_bytes"] = int(b.master("du -sb /data/registry").split()[0])
         info["tar_bytes_expected"] = int(b.master(
@@ -334,8 +344,12 @@ def main() -> None:
     report = render(info, changed, unchanged, tars, before, after)
     print("\n" + report)
     if args.write:
-        write_section(Path(args.write), 'Snapshots', report)
+        write_section(Path(args.write), heading(info), report)
         print(f"written to {args.write}")
+
+
+def heading(info) -> str:
+    return "Snapshots" if not info.get("extra_mb") else f"Snapshots of a larger /data (+{info['extra_mb'] / 1000:.0f} GB of artifacts)"
 
 
 def render(info, changed, unchanged, tars, before, after) -> str:
@@ -362,12 +376,14 @@ def render(info, changed, unchanged, tars, before, after) -> str:
     bd, ad = med(before["digest"], "cli"), med(after["digest"], "cli")
     bdt, adt = med(before["digest"], "tool"), med(after["digest"], "tool")
     lines = [
-        "## Snapshots",
+        f"## {heading(info)}",
         "",
         "`invoke snapshot.create` runs restic on the master (a one-off `infra/backup` container)",
         "and stores into the repository on the backup node over sftp; restic uploads only chunks the",
         "repository lacks. The baseline a user would otherwise run copies the whole tree every time.",
-        f"Measured on the `{info['env']}` environment's real /data, in one run, {ran} of each",
+        (f"Measured on the `{info['env']}` environment's real /data, in one run, {ran} of each" if not info.get("extra_mb") else
+         f"Measured on the `{info['env']}` environment's /data plus {info['extra_mb']} MB of synthetic artifacts"
+         f" (random, incompressible 64 MiB files, as a company's Maven/artifact repositories and registry grow), {ran} of each"),
         "taken round-robin (write 1 MiB, snapshot; snapshot again with nothing changed; full tar),",
         "wall-clock seconds as a user runs them (`python -m invoke ...`: Python start-up, SSH and",
         "the tunnel to the master's Docker API included) and from the inside (restic's backup",
