@@ -239,8 +239,10 @@ def reconcile(client, kwargs: dict, reporter) -> str:
     except docker.errors.NotFound:
         current = None
     if current is not None and current.labels.get(svc.SPEC_LABEL) == wanted:
-        if current.status == "running":
-            reporter.info(f"{name}: unchanged, kept running")
+        # paused: a snapshot (the scheduled one may run at any time) holds it for a
+        # moment and unpauses it itself; starting it would be refused
+        if current.status in ("running", "paused"):
+            reporter.info(f"{name}: unchanged, kept running" + (" (paused by a snapshot)" if current.status == "paused" else ""))
             return "kept"
         current.start()
         reporter.info(f"{name}: started")
