@@ -344,19 +344,6 @@ def activate(s: "MasterSession", record: dict, reporter) -> dict[str, str]:
     return start_services(s, record, reporter)
 
 
-def deploy(project) -> DeployResult:
-    """A plain deploy (no gate, snapshot or suite): see lapinfra/promote.py for the safe one."""
-    release = release_id(project.root)
-    images = host_images(project)
-    files = config_files(project)
-    result = DeployResult(release)
-    record = release_record(project, release, images, files)
-    with MasterSession(project) as s:
-        push_release(s, project, record, images, files, result)
-        result.containers.update(activate(s, record, project.reporter))
-    return result
-
-
 def _host_image(host, tag: str):
     import docker.errors
 

@@ -298,9 +298,7 @@ def deploy(project, force: bool = False) -> DeployResult:
 
 
 def _record_suite(s: MasterSession, record: dict, passed: bool, counts: dict) -> None:
-    s.append_jsonl(verify.VERIFIED, {
-        "release": record["release"], "images": {n: i["id"] for n, i in record["images"].items()},
-        "passed": passed, "partial": False, "counts": counts, "by": verify.who(), "at": verify.now()})
+    s.append_jsonl(verify.VERIFIED, verify.run_entry(record, passed, counts))
 
 
 # ---- releases and rollback --------------------------------------------------------

@@ -68,17 +68,22 @@ def record_run(project, passed: bool, counts: dict, partial: bool) -> dict | Non
         release = s.read_json(RELEASE)
         if release is None:
             return None
-        entry = {
-            "release": release["release"],
-            "images": {name: image["id"] for name, image in release["images"].items()},
-            "passed": passed,
-            "partial": partial,      # run with -k: never counts for the gate
-            "counts": counts,
-            "by": who(),
-            "at": now(),
-        }
+        entry = run_entry(release, passed, counts, partial)
         s.append_jsonl(VERIFIED, entry)
         return entry
+
+
+def run_entry(release: dict, passed: bool, counts: dict, partial: bool = False) -> dict:
+    """One line of verified.jsonl for the release record ``release``."""
+    return {
+        "release": release["release"],
+        "images": {name: image["id"] for name, image in release["images"].items()},
+        "passed": passed,
+        "partial": partial,      # run with -k: never counts for the gate
+        "counts": counts,
+        "by": who(),
+        "at": now(),
+    }
 
 
 def runs(session) -> list[dict]:
