@@ -14,10 +14,10 @@ from invoke import Collection
 
 __path__ = [str(Path(__file__).resolve().with_name("tasks"))]
 
-from tasks import config, deploy, dns, images, node, render, secrets, snapshot, verify  # noqa: E402
+from tasks import app, config, deploy, dns, images, node, render, secrets, snapshot, verify  # noqa: E402
 
 ns = Collection()
-for module in (config, dns, images, node, secrets, snapshot):
+for module in (app, config, dns, images, node, secrets, snapshot):
     ns.add_collection(module.ns)
 ns.add_collection(snapshot.backup_ns)
 ns.add_collection(snapshot.dr_ns)

@@ -36,6 +36,15 @@ def pytest_generate_tests(metafunc):
     if "service" in metafunc.fixturenames:
         names = [s.name for s in services.services(env)]
         metafunc.parametrize("service", names)
+    if "app" in metafunc.fixturenames:
+        metafunc.parametrize("app", sorted(env.routed_apps))
+
+
+def pytest_ignore_collect(collection_path, config):
+    """The swarm's checks belong to environments with worker nodes only."""
+    if collection_path.name == "test_swarm.py":
+        return not _project(config).env.workers
+    return None
 
 
 @pytest.fixture(scope="session")

@@ -92,6 +92,29 @@ class LoadBalancer(Strict):
     backends: int = Field(2, ge=2, le=8)
 
 
+class AppHealth(Strict):
+    cmd: list[str] = Field(min_length=1, description="run inside the replica; exit 0 means healthy")
+    interval: int = Field(2, ge=1, description="seconds")
+    timeout: int = Field(2, ge=1, description="seconds")
+    retries: int = Field(3, ge=1)
+    start_period: int = Field(2, ge=0, description="seconds")
+
+
+class AppUpdate(Strict):
+    parallelism: int = Field(1, ge=1, description="replicas replaced at a time")
+    delay: int = Field(1, ge=0, description="seconds between batches")
+    monitor: int = Field(10, ge=1, description="seconds a new replica must stay healthy, else the update rolls back")
+
+
+class App(Strict):
+    """apps/<name>/app.yml: an application run as a swarm service on the worker nodes."""
+    image: str = Field(pattern=r"^[a-z0-9][a-z0-9._/-]*(:[A-Za-z0-9._-]+)?$", description="an image of the workstation's engine")
+    replicas: int = Field(2, ge=1, le=32)
+    port: int = Field(ge=1, le=65535, description="the port each replica serves HTTP on")
+    health: AppHealth
+    update: AppUpdate = AppUpdate()
+
+
 class Retention(Strict):
     within: str = Field("1d", pattern=r"^\d+[hdwmy]$")
     daily: int = Field(7, ge=0)
@@ -112,6 +135,15 @@ class Backup(Strict):
 class Network(Strict):
     name: str = Field(pattern=r"^[a-z][a-z0-9_.-]{1,62}$")
     subnet: ipaddress.IPv4Network
+    # The seed's DHCP range: where nodes without a fixed address (workers) get theirs.
+    # Fixed addresses stay outside it. Default: the upper half of the subnet.
+    dynamic: ipaddress.IPv4Network | None = None
+
+    @property
+    def dynamic_range(self) -> ipaddress.IPv4Network:
+        if self.dynamic is not None:
+            return self.dynamic
+        return list(self.subnet.subnets(prefixlen_diff=1))[1] if self.subnet.prefixlen < 30 else self.subnet
 
 
 # On the master, port 22 belongs to the git server (`git clone git@git.internal:...`),
@@ -123,7 +155,7 @@ MASTER_SERVICE_PORTS = {22: "the git server", 53: "DNS", 80: "the HTTP proxy", 3
 class Node(Strict):
     name: str = Field(pattern=NAME)
     role: Literal["master", "worker", "backup"]
-    ip: ipaddress.IPv4Address
+    ip: ipaddress.IPv4Address | None = Field(None, description="fixed address; only a worker may go without one (dynamic, from network.dynamic)")
     memory: int = Field(2048, ge=256, description="MiB, VM providers only")
     cpus: int = Field(2, ge=1)
     ssh_port: int | None = Field(None, ge=1, le=65535, description="the node's admin sshd; default 2222 on the master (whose port 22 is the git server's), 22 elsewhere")
@@ -133,9 +165,16 @@ class Node(Strict):
         return self.ssh_port or (MASTER_SSH_PORT if self.role == "master" else 22)
 
     @property
+    def dynamic(self) -> bool:
+        """No fixed address: the node gets one when it starts (the seed's worker nodes)."""
+        return self.ip is None
+
+    @property
     def ssh_host(self) -> str:
-        """The node's name in known_hosts files (OpenSSH's [host]:port form off port 22)."""
-        return str(self.ip) if self.admin_port == 22 else f"[{self.ip}]:{self.admin_port}"
+        """The node's name in known_hosts files: OpenSSH's [host]:port form off port 22;
+        a node without a fixed address is known by its name (ssh's HostKeyAlias)."""
+        host = self.name if self.dynamic else str(self.ip)
+        return host if self.admin_port == 22 else f"[{host}]:{self.admin_port}"
 
 
 class Environment(Strict):
@@ -156,33 +195,58 @@ class Environment(Strict):
     dns: Dns
     node_image: str = "lapinfra/node"
     nodes: list[Node]
+    apps: dict[str, App] = Field(default_factory=dict, description="apps/<name>/app.yml, run on the workers")
 
     @model_validator(mode="after")
     def _consistent(self) -> "Environment":
         if self.provider == "docker" and self.network is None:
             raise ConfigError("", "network", "the docker provider needs a network (name, subnet)")
         _unique(self.nodes, "name")
-        _unique(self.nodes, "ip")
+        _unique([n for n in self.nodes if not n.dynamic], "ip", self.nodes)
         roles = [n.role for n in self.nodes]
         for role in ("master", "backup"):
             if roles.count(role) != 1:
                 raise ConfigError("", "nodes", f"exactly one node with role {role!r} is needed, found {roles.count(role)}")
         if self.cd.repository not in self.git.repositories:
             raise ConfigError("", "cd.repository", f"{self.cd.repository!r} is not one of git.repositories {self.git.repositories}")
+        for i, node in enumerate(self.nodes):
+            if node.dynamic and node.role != "worker":
+                raise ConfigError("", f"nodes[{i}].ip", f"the {node.role} node needs a fixed address (only workers may take a dynamic one)")
         if self.network is not None:
-            for i, node in enumerate(self.nodes):
-                if node.ip not in self.network.subnet or node.ip in (
-                    self.network.subnet.network_address,
-                    self.network.subnet.broadcast_address,
-                    next(self.network.subnet.hosts()),
-                ):
-                    raise ConfigError("", f"nodes[{i}].ip", f"{node.ip} is not a usable address in {self.network.subnet} (the first host is the gateway)")
+            self._check_addresses(self.network)
+        taken = {*self.dns.names, self.lb.name, *DYNAMIC_ZONES}
+        for name in self.apps:
+            if not re.fullmatch(NAME, name) or name in taken:
+                raise ConfigError("", f"apps.{name}", f"{name!r} cannot name an application (served as {name}.{self.domain}): "
+                                  "lower-case letters, digits and dashes, and none of the names the infrastructure uses")
         for i, node in enumerate(self.nodes):
             if node.role == "master" and node.admin_port in MASTER_SERVICE_PORTS:
                 raise ConfigError("", f"nodes[{i}].ssh_port", f"port {node.admin_port} on the master belongs to {MASTER_SERVICE_PORTS[node.admin_port]}; pick another (default {MASTER_SSH_PORT})")
         return self
 
+    def _check_addresses(self, net: Network) -> None:
+        dynamic = net.dynamic_range
+        if not dynamic.subnet_of(net.subnet):
+            raise ConfigError("", "network.dynamic", f"{dynamic} is not inside the subnet {net.subnet}")
+        for i, node in enumerate(self.nodes):
+            if node.dynamic:
+                continue
+            if node.ip not in net.subnet or node.ip in (net.subnet.network_address, net.subnet.broadcast_address, next(net.subnet.hosts())):
+                raise ConfigError("", f"nodes[{i}].ip", f"{node.ip} is not a usable address in {net.subnet} (the first host is the gateway)")
+            if node.ip in dynamic:
+                raise ConfigError("", f"nodes[{i}].ip", f"{node.ip} lies in the dynamic range {dynamic} (network.dynamic), "
+                                  "which nodes without a fixed address take theirs from; pick one outside it")
+
     # ---- derived values ---------------------------------------------------
+    @property
+    def workers(self) -> list[Node]:
+        return [n for n in self.nodes if n.role == "worker"]
+
+    @property
+    def routed_apps(self) -> dict[str, App]:
+        """The applications the load balancer serves: all of apps/, where there are workers to run them."""
+        return dict(sorted(self.apps.items())) if self.workers else {}
+
     def node(self, role: str) -> Node:
         return next(n for n in self.nodes if n.role == role)
 
@@ -195,13 +259,16 @@ class Environment(Strict):
         """The names rendered into the domain's own zone -> their IPv4 addresses."""
         records = {f"{name}.{self.domain}": str(self.node(role).ip) for name, role in self.dns.names.items()}
         records[f"{self.lb.name}.{self.domain}"] = str(self.master.ip)
+        for name in self.routed_apps:   # the load balancer on the master routes each to its replicas
+            records[f"{name}.{self.domain}"] = str(self.master.ip)
         return dict(sorted(records.items()))
 
     @property
     def node_records(self) -> dict[str, str]:
-        """<node>.node.<domain> -> the node's address: registered in the dynamic zone
-        node.<domain> when the infrastructure starts (lapinfra/ddns.register_nodes)."""
-        return {f"{n.name}.node.{self.domain}": str(n.ip) for n in self.nodes}
+        """<node>.node.<domain> -> the fixed address of each node that has one: registered
+        in the dynamic zone node.<domain> when the infrastructure starts, together with the
+        addresses dynamic nodes have at that moment (lapinfra/ddns.register_nodes)."""
+        return {f"{n.name}.node.{self.domain}": str(n.ip) for n in self.nodes if not n.dynamic}
 
     @property
     def dynamic_zones(self) -> list[str]:
@@ -218,19 +285,25 @@ class Environment(Strict):
         return data
 
 
-def _unique(nodes: list[Node], attr: str) -> None:
+def _unique(nodes: list[Node], attr: str, all_nodes: list[Node] | None = None) -> None:
+    index = (all_nodes or nodes).index
     seen: dict[Any, int] = {}
-    for i, node in enumerate(nodes):
+    for node in nodes:
         value = getattr(node, attr)
         if value in seen:
-            raise ConfigError("", f"nodes[{i}].{attr}", f"duplicate {attr} {value} (also nodes[{seen[value]}])")
-        seen[value] = i
+            raise ConfigError("", f"nodes[{index(node)}].{attr}", f"duplicate {attr} {value} (also nodes[{seen[value]}])")
+        seen[value] = index(node)
 
 
 # ---- loading -----------------------------------------------------------------
 
 def environment_names(root: Path) -> list[str]:
     return sorted(p.parent.name for p in (root / "environments").glob("*/env.yml"))
+
+
+def app_files(root: Path) -> list[Path]:
+    """apps/<name>/app.yml: the applications, the same for every environment."""
+    return sorted(Path(root, "apps").glob("*/app.yml"))
 
 
 def layer_files(root: Path, env: str) -> list[Path]:
@@ -251,6 +324,9 @@ def load(root: Path, env: str) -> Environment:
             _merge(merged, _read_yaml(path, rel), origin, rel, ())
         elif path.name != "base.yml" and path.parent.name == "nodes":
             raise ConfigError(rel, "", "missing: every environment needs a nodes file")
+    for path in app_files(root):
+        rel = str(path.relative_to(root))
+        _merge(merged, {"apps": {path.parent.name: _read_yaml(path, rel)}}, origin, rel, ())
     try:
         return Environment.model_validate(merged)
     except ConfigError as cause:  # raised by the cross-field checks, without a file

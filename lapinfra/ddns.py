@@ -104,8 +104,11 @@ def address_for(env, name: Name, ip: str | None) -> str:
         return parse_ip(ip)
     if name.kind == "node":
         for node in env.nodes:
-            if node.name == name.label:
+            if node.name == name.label and not node.dynamic:
                 return str(node.ip)
+            if node.name == name.label:
+                raise LapinfraError(f"{name} has no fixed address in nodes/{env.name}.yml (it registers the one it holds "
+                                    "whenever the infrastructure starts): give one with --ip")
         known = ", ".join(n.name for n in env.nodes)
         raise LapinfraError(f"{name} is no node of nodes/{env.name}.yml (nodes: {known}): give its address with --ip")
     raise LapinfraError(f"{name} needs an address: --ip A (only the environment's nodes have a default)")
@@ -204,10 +207,13 @@ def register_nodes(project, expect_down: bool = False, timeout: float = 5.0) -> 
     infrastructure starts and when nodes come up: a DNS server that is not running
     yet or refuses is a warning (with ``expect_down``, not running is just said),
     never a failure."""
+    from .nodes import Nodes
+
     env = project.env
     zone = f"node.{env.domain}"
+    records = {**env.node_records, **Nodes(project).dynamic_records()}
     try:
-        send(update_message(zone, project.secrets.tsig_key(), dict(env.node_records)), _server(project), timeout=timeout)
+        send(update_message(zone, project.secrets.tsig_key(), records), _server(project), timeout=timeout)
     except LapinfraError as exc:
         later = f"the next `invoke start --env={env.name}` or deploy registers them"
         if expect_down and isinstance(exc, Unreachable):
@@ -215,5 +221,5 @@ def register_nodes(project, expect_down: bool = False, timeout: float = 5.0) -> 
         else:
             project.reporter.warn(f"node names not registered in {zone} ({exc}); {later}")
         return False
-    project.reporter.info(f"registered in {zone}: " + ", ".join(f"{n} -> {a}" for n, a in env.node_records.items()))
+    project.reporter.info(f"registered in {zone}: " + ", ".join(f"{n} -> {a}" for n, a in records.items()))
     return True

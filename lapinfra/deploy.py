@@ -148,8 +148,12 @@ def start(project) -> dict[str, str]:
 
 
 def start_services(s: MasterSession, release: dict, reporter) -> dict[str, str]:
+    from . import apps, swarm
+
     outcome = {}
     ensure_network(s.docker)
+    if s.env.workers:   # before the proxy, which joins the applications' network
+        swarm.ensure(s.p, s.docker)
     for service in svc.services(s.env):
         image = release["images"][service.image]
         ref = f"infra/{service.image}" if service.local_image else f"{s.registry_host}/{image['repository']}:latest"
@@ -159,12 +163,17 @@ def start_services(s: MasterSession, release: dict, reporter) -> dict[str, str]:
             _pull_if_missing(s, ref, image["id"], reporter)
         kwargs = svc.run_kwargs(service, ref, s.env, release["config"].get(service.name, ""), image["id"])
         outcome[service.name] = reconcile(s.docker, kwargs, reporter)
+        if svc.APPS_NETWORK in service.networks and swarm.connect_to_apps(s.docker, service.container):
+            reporter.info(f"{service.container}: joined {svc.APPS_NETWORK} (the applications' replicas)")
         if service.name == "registry":
             wait_registry(s)
     changed = [svc.PREFIX + name for name, action in outcome.items() if action != "kept"]
     if changed:
         with reporter.step(f"health checks of {len(changed)} started containers"):
             wait_healthy(s.docker, changed)
+    if s.env.workers:
+        for name in apps.restore_services(s, reporter):
+            reporter.info(f"app {name}: service created again from {apps.RECORD}")
     ddns.register_nodes(s.p)
     return outcome
 
@@ -413,8 +422,8 @@ def load_local_images(s: MasterSession, images: dict, reporter) -> list[str]:
     return loaded
 
 
-def registry_has(s: MasterSession, repository: str) -> bool:
-    return _registry(s, "HEAD", f"{repository}/manifests/latest", headers={"Accept": MANIFEST_V2}).status_code == 200
+def registry_has(s: MasterSession, repository: str, tag: str = "latest") -> bool:
+    return _registry(s, "HEAD", f"{repository}/manifests/{tag}", headers={"Accept": MANIFEST_V2}).status_code == 200
 
 
 MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
@@ -454,14 +463,19 @@ def _push_missing(s: MasterSession, host, images: dict, release: str, reporter) 
         if source and source != repository and registry_has(s, source) and copy_in_registry(s, source, repository):
             reporter.info(f"{repository}: same image as {source}, tagged in the registry (nothing uploaded)")
             continue
-        target = f"127.0.0.1:{s.registry_port}/{repository}"
-        with reporter.step(f"push {repository}"):
-            image.tag(target, "latest")
-            try:
-                for chunk in host.images.push(target, tag="latest", auth_config=s.auth(), stream=True, decode=True):
-                    if "error" in chunk:
-                        raise LapinfraError(f"push of {repository} failed: {chunk['error']}")
-            finally:
-                host.images.remove(f"{target}:latest", noprune=True)
+        push_image(s, host, image, repository, "latest", reporter)
         pushed.append(name)
     return pushed
+
+
+def push_image(s: MasterSession, host, image, repository: str, tag: str, reporter) -> None:
+    """One image of the workstation's engine into the node's registry, through the tunnel."""
+    target = f"127.0.0.1:{s.registry_port}/{repository}"
+    with reporter.step(f"push {repository}:{tag}"):
+        image.tag(target, tag)
+        try:
+            for chunk in host.images.push(target, tag=tag, auth_config=s.auth(), stream=True, decode=True):
+                if "error" in chunk:
+                    raise LapinfraError(f"push of {repository}:{tag} failed: {chunk['error']}")
+        finally:
+            host.images.remove(f"{target}:{tag}", noprune=True)

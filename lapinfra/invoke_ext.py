@@ -47,6 +47,7 @@ class EnvExecutor(Executor):
 
     def normalize(self, tasks):
         _remember_remainder(self)
+        _help_asked(list(tasks))
         self.env = chosen_env(list(tasks))
         return super().normalize(tasks)
 
@@ -62,3 +63,14 @@ def remainder(c) -> str:
 def _remember_remainder(executor: EnvExecutor) -> None:
     core = getattr(executor, "core", None)
     executor.config.lapinfra_remainder = getattr(core, "remainder", "") if core is not None else ""
+
+
+def _help_asked(contexts: list[Any]) -> None:
+    """invoke hands `--help` after a task with a positional argument (`invoke app.deploy
+    --help`) to that argument: show the task's help, as asked, instead of running it."""
+    import os
+    import sys
+
+    for ctx in contexts:
+        if isinstance(ctx, ParserContext) and any(a.value in ("--help", "-h") for a in ctx.positional_args):
+            os.execv(sys.executable, [sys.executable, "-m", "invoke", "--help", ctx.name])

@@ -74,9 +74,19 @@ class Nodes:
             subnets = [c.get("Subnet") for c in (existing.attrs.get("IPAM", {}).get("Config") or [])]
             if str(net.subnet) not in subnets:
                 raise NodeError(f"docker network {net.name} exists with subnets {subnets}, not {net.subnet}: remove it or change network.subnet")
+            ranges = [c.get("IPRange") for c in (existing.attrs.get("IPAM", {}).get("Config") or [])]
+            if str(net.dynamic_range) not in ranges:
+                existing.reload()
+                if existing.containers:
+                    raise NodeError(f"docker network {net.name} hands out dynamic addresses from {ranges}, not {net.dynamic_range}: "
+                                    f"`invoke node.down --env={self.env.name}` first")
+                existing.remove()
+                raise docker.errors.NotFound("recreated with the dynamic range")
         except docker.errors.NotFound:
-            ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=str(net.subnet))])
-            self.p.docker.networks.create(net.name, driver="bridge", ipam=ipam, labels={"lapinfra.env": self.env.name})
+            # ip_range: the seed's DHCP range, where nodes without a fixed address get theirs
+            pool = docker.types.IPAMPool(subnet=str(net.subnet), iprange=str(net.dynamic_range))
+            self.p.docker.networks.create(net.name, driver="bridge", ipam=docker.types.IPAMConfig(pool_configs=[pool]),
+                                          labels={"lapinfra.env": self.env.name})
 
     def up(self, name: str | None = None) -> None:
         self.ensure_network()
@@ -90,6 +100,12 @@ class Nodes:
                 self._pin_host_key(node)
                 self.wait_ssh(node)
         self.write_ssh_config()
+        if self.env.workers and self.state(self.env.master) == "running":
+            from . import swarm
+
+            # the master manages the swarm, the workers join it (lapinfra/swarm.py)
+            for name, action in swarm.ensure(self.p).items():
+                self.p.reporter.info(f"swarm: {name}: {action}")
         # a node that comes up registers its name, where the master's DNS already runs
         ddns.register_nodes(self.p, expect_down=True)
 
@@ -130,6 +146,34 @@ class Nodes:
         except docker.errors.NotFound:
             return "absent"
 
+    def address(self, node) -> str | None:
+        """The node's address: its fixed one, else (a dynamic worker) the one it holds on
+        the environment's network now; None when it does not run."""
+        if not node.dynamic:
+            return str(node.ip)
+        if self.env.provider != "docker":
+            return None
+        import docker.errors
+
+        try:
+            container = self.p.docker.containers.get(self.container_name(node))
+        except docker.errors.NotFound:
+            return None
+        network = (container.attrs["NetworkSettings"].get("Networks") or {}).get(self.env.network.name) or {}
+        return network.get("IPAddress") or None
+
+    def dynamic_records(self) -> dict[str, str]:
+        """<node>.node.<domain> -> the current address of every running node without a fixed one."""
+        out = {}
+        for node in [n for n in self.env.nodes if n.dynamic]:
+            try:
+                ip = self.address(node)
+            except LapinfraError:   # no Docker engine answers: such a node cannot run either
+                ip = None
+            if ip:
+                out[f"{node.name}.node.{self.env.domain}"] = ip
+        return out
+
     def status(self) -> list[dict]:
         rows = []
         for node in self.env.nodes:
@@ -137,7 +181,8 @@ class Nodes:
             ssh = "-"
             if state == "running":
                 ssh = "ok" if self._ssh_ok(node) else "no answer"
-            rows.append({"name": node.name, "role": node.role, "ip": str(node.ip), "state": state, "ssh": ssh})
+            ip = self.address(node) if state == "running" else (str(node.ip) if node.ip else None)
+            rows.append({"name": node.name, "role": node.role, "ip": ip or "dynamic", "state": state, "ssh": ssh})
         return rows
 
     # ---- host keys and connections ---------------------------------------------------
@@ -166,11 +211,17 @@ class Nodes:
         return self.known_hosts.read_text().splitlines() if self.known_hosts.exists() else []
 
     def write_ssh_config(self) -> None:
-        """An ssh_config for plain `ssh -F build/<env>/ssh_config master` and testinfra."""
+        """An ssh_config for plain `ssh -F build/<env>/ssh_config master` and testinfra.
+        A node without a fixed address gets the one it holds now, and its pinned key
+        is looked up by its name (HostKeyAlias), whatever address it has."""
         blocks = []
         for node in self.env.nodes:
+            ip = self.address(node)
+            if ip is None:
+                continue
+            alias = f"  HostKeyAlias {node.name}\n" if node.dynamic else ""
             blocks.append(
-                f"Host {node.name} {node.ip}\n  HostName {node.ip}\n  Port {node.admin_port}\n  User root\n"
+                f"Host {node.name} {ip}\n  HostName {ip}\n  Port {node.admin_port}\n  User root\n{alias}"
                 f"  IdentityFile {self.p.secrets.path('admin_ed25519').resolve()}\n  IdentitiesOnly yes\n"
                 f"  UserKnownHostsFile {self.known_hosts.resolve()}\n  StrictHostKeyChecking yes\n"
                 f"  PasswordAuthentication no\n  LogLevel ERROR\n"
@@ -183,11 +234,11 @@ class Nodes:
             if self._ssh_ok(node):
                 return
             time.sleep(1)
-        raise NodeError(f"node {node.name} ({node.ip}): no SSH login within {timeout:.0f}s")
+        raise NodeError(f"node {node.name} ({self.address(node) or 'no address'}): no SSH login within {timeout:.0f}s")
 
     def _ssh_ok(self, node) -> bool:
         try:
-            with socket.create_connection((str(node.ip), node.admin_port), timeout=2):
+            with socket.create_connection((self.address(node), node.admin_port), timeout=2):
                 pass
             with self.connect(node) as conn:
                 return conn.run("true", hide=True, warn=True).ok
@@ -200,16 +251,21 @@ class Nodes:
         from fabric import Config, Connection
 
         node = node or self.env.master
-        if not self.known_hosts.exists() or f"{node.ssh_host} " not in self.known_hosts.read_text():
-            raise NodeError(f"no pinned host key for {node.name} ({node.ip}) in {self.known_hosts}: is the node up? (`invoke node.up --env={self.env.name}`)")
+        ip = self.address(node)
+        if ip is None or not self.known_hosts.exists() or f"{node.ssh_host} " not in self.known_hosts.read_text():
+            raise NodeError(f"no pinned host key for {node.name} ({ip or 'not running'}) in {self.known_hosts}: is the node up? (`invoke node.up --env={self.env.name}`)")
         conn = Connection(
-            str(node.ip), port=node.admin_port, user="root", connect_timeout=10,
+            ip, port=node.admin_port, user="root", connect_timeout=10,
             # commands on nodes never read the workstation's stdin (also under pytest or CI)
             config=Config(overrides={"run": {"in_stream": False}}),
             connect_kwargs={"key_filename": str(self.p.secrets.path("admin_ed25519")), "look_for_keys": False, "allow_agent": False},
         )
         conn.client = paramiko.SSHClient()
         conn.client.load_host_keys(str(self.known_hosts))
+        if node.dynamic:  # pinned under its name (HostKeyAlias): trusted at the address it holds now
+            keys = conn.client.get_host_keys()
+            for key_type, key in (keys.lookup(node.ssh_host) or {}).items():
+                keys.add(ip if node.admin_port == 22 else f"[{ip}]:{node.admin_port}", key_type, key)
         conn.client.set_missing_host_key_policy(paramiko.RejectPolicy())
         return conn
 

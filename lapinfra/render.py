@@ -65,13 +65,14 @@ def context(project, serial: int) -> dict:
         "tsig_key_name": project.secrets.tsig_key_name,
         "vhosts": services.vhosts(env),
         "lb": services.load_balancer(env),
+        "apps": [{"name": name, "host": f"{name}.{env.domain}", "port": app.port} for name, app in env.routed_apps.items()],
         "provider": env.provider,
         "network_name": env.network.name if env.network else "",
         "bridge": env.bridge,
         "node_image": env.node_image,
         "nodes": [
             {
-                "name": n.name, "role": n.role, "ip": str(n.ip), "memory": n.memory, "cpus": n.cpus, "ssh_port": n.admin_port,
+                "name": n.name, "role": n.role, "ip": str(n.ip) if n.ip else "", "memory": n.memory, "cpus": n.cpus, "ssh_port": n.admin_port,
                 "container_name": f"lapinfra-{env.name}-{n.name}",
                 "data_volume": f"lapinfra-{env.name}-{n.name}-data",
                 "docker_volume": f"lapinfra-{env.name}-{n.name}-docker",

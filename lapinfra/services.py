@@ -27,6 +27,9 @@ SPEC_LABEL = "lapinfra.spec"
 # The audit logs below /data that no restore rewinds (lapinfra/promote.py, lapinfra/verify.py).
 AUDIT_LOGS = ("lapinfra/releases.jsonl", "lapinfra/verified.jsonl")
 PREFIX = "infra_"
+# The swarm's overlay network of the applications (lapinfra/swarm.py, lapinfra/apps.py);
+# infra_proxy joins it where the environment has workers, to reach each replica.
+APPS_NETWORK = "lapinfra_apps"
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,7 @@ class Service:
     local_image: bool = False                      # from the node's own copy (loaded by save|load, not pulled)
     volumes: dict = field(default_factory=dict)    # extra node path -> container path
     environment: dict = field(default_factory=dict)
+    networks: tuple = ()                           # further networks, joined once it runs (the apps' overlay)
 
     @property
     def image(self) -> str:
@@ -67,7 +71,7 @@ def services(env) -> list[Service]:
         Service("maven", "repository", http=80, secrets={"htpasswd": "maven.htpasswd"}),
         Service("artifact", "repository", http=80, secrets={"htpasswd": "artifact.htpasswd"}),
         *apps,
-        Service("proxy", ports={"80/tcp": (ip, 80)}),
+        Service("proxy", ports={"80/tcp": (ip, 80)}, networks=(APPS_NETWORK,) if env.workers else ()),
         backup_service(env),
     ]
 

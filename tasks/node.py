@@ -32,9 +32,20 @@ def down(c, env=None, node=None, keep_data=False):
 
 @task()
 def status(c, env=None):
-    """Show each node's role, address, state and whether SSH answers."""
-    for row in Nodes(project(env)).status():
+    """Show each node's role, address, state and whether SSH answers; with workers, the swarm's view."""
+    p = project(env)
+    rows = Nodes(p).status()
+    for row in rows:
         print(f"{row['name']:12} {row['role']:8} {row['ip']:16} {row['state']:12} ssh: {row['ssh']}")
+    if p.env.workers:
+        from lapinfra import swarm
+
+        master = next(r for r in rows if r["role"] == "master")
+        members = swarm.status(p) if master["ssh"] == "ok" else []
+        print(f"\nswarm (from the manager, {p.env.master.name}):" if members else "\nswarm: no manager answers (is the master up?)")
+        for m in members:
+            print(f"  {m['hostname']:12} {m['role']:8} {m['state']:8} availability: {m['availability']:7} {m['address']}"
+                  + ("  leader" if m["leader"] else ""))
 
 
 @task(pre=[build])

@@ -9,7 +9,7 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture
 def tree(tmp_path):
     """A copy of the project's configuration files, free to break."""
-    for folder in ("environments", "nodes", "images"):
+    for folder in ("environments", "nodes", "images", "apps"):
         shutil.copytree(ROOT / folder, tmp_path / folder)
     return tmp_path
 

@@ -25,11 +25,15 @@ esac
 
 [ -s "$CONF" ] || die "$CONF missing or empty (environment volume not mounted?)"
 if [ "${1:-serve}" = check ]; then
+    /usr/local/bin/upstreams once
     nginx -t -q -c "$CONF" || die "nginx -t -c $CONF failed"
     log "$CONF is valid"
     exit 0
 fi
 
+# The applications' replicas (swarm services on the workers): written once before
+# nginx reads its configuration, then kept current in the background.
+/usr/local/bin/upstreams once
 waited=0
 until out=$(nginx -t -q -c "$CONF" 2>&1); do
     case "$out" in
@@ -50,4 +54,7 @@ until out=$(nginx -t -q -c "$CONF" 2>&1); do
 done
 if [ "$waited" -gt 0 ]; then log "upstreams resolved after ${waited}s"; fi
 
+if [ -s /env/proxy/apps ]; then
+    /usr/local/bin/upstreams watch &
+fi
 exec nginx -c "$CONF" -g 'daemon off;'

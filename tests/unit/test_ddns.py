@@ -265,11 +265,16 @@ def test_no_server_is_unreachable(project):
 
 
 def test_register_nodes_sends_every_node_and_never_fails(project, server, monkeypatch):
+    from lapinfra.nodes import Nodes
+
+    # worker1 has no fixed address: it is registered with the one it holds (here: a stand-in)
+    monkeypatch.setattr(Nodes, "dynamic_records", lambda self: {"worker1.node.internal": "172.28.10.130"})
     s = server(key=project.secrets.tsig_key())
     assert ddns.register_nodes(project) is True
     (got,) = s.received
     added = {r.name.to_text(): r[0].address for r in got.sections[2] if r.deleting is None}
-    assert added == {"backup.node.internal.": "172.28.10.20", "master.node.internal.": "172.28.10.10"}
+    assert added == {"backup.node.internal.": "172.28.10.20", "master.node.internal.": "172.28.10.10",
+                     "worker1.node.internal.": "172.28.10.130", "worker2.node.internal.": "172.28.10.31"}
     assert got.sections[0][0].name.to_text() == "node.internal."
 
     monkeypatch.setattr(ddns, "PORT", _closed_port())
@@ -306,7 +311,7 @@ def test_the_domains_zone_delegates_the_dynamic_zones_and_holds_no_node_names(pr
     for cut in ("host", "node", "pc"):
         assert [r.target.to_text() for r in zone.find_rdataset(f"{cut}.internal.", "NS")] == ["ns.internal."]
     assert not [n for n in zone.nodes if n.to_text().endswith(".node.internal.")]
-    assert set(env.node_records) == {"master.node.internal", "backup.node.internal"}
+    assert set(env.node_records) == {"master.node.internal", "backup.node.internal", "worker2.node.internal"}  # fixed addresses
     assert env.dns_records == {**env.zone_records, **env.node_records}
 
 

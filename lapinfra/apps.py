@@ -1,0 +1,218 @@
+"""Applications: apps/<name>/app.yml run as swarm services on the worker nodes.
+
+`invoke app.deploy NAME` pushes the app's image into the environment's registry as
+``apps/<name>:<image id>`` and creates or updates the swarm service ``<name>``:
+
+- replicas on workers only (constraint node.role==worker, lapinfra/swarm.py), each replica
+  named ``<node>-<slot>`` (its host name), on the overlay network the load balancer
+  is attached to; endpoint mode dnsrr, so ``tasks.<name>`` resolves to each replica's
+  own address (nginx keeps sessions on one replica: images/proxy/upstreams);
+- pulled from ``docker.<domain>:<port>`` over TLS with the environment's CA (which
+  every node trusts) and the registry's credentials, handed to the workers by the
+  manager (the X-Registry-Auth of the service);
+- rolling updates one replica at a time, the new one started before the old one
+  stops; a new replica that fails its health check within ``update.monitor``
+  seconds makes the swarm roll the whole service back by itself, and the deploy
+  exits 1 saying so.
+
+What is deployed is recorded in /data/lapinfra/apps.json on the master (backed up with
+/data), so `invoke start` brings back an app whose service is gone (a master rebuilt
+by dr.recover) from the node's state alone.
+"""
+from __future__ import annotations
+
+import getpass
+import json
+import time
+
+from . import services as svc
+from . import swarm
+from .errors import LapinfraError
+
+RECORD = f"{svc.STATE_DIR}/apps.json"
+NS = 1_000_000_000
+
+
+def service_spec(env, name: str, image_ref: str) -> dict:
+    """Keyword arguments of docker's services.create for one application (pure data)."""
+    from docker.types import EndpointSpec, Healthcheck, RollbackConfig, ServiceMode, UpdateConfig
+
+    app = env.apps[name]
+    h, u = app.health, app.update
+    return {
+        "image": image_ref,
+        "name": name,
+        "mode": ServiceMode("replicated", replicas=app.replicas),
+        "networks": [swarm.APPS_NETWORK],
+        "constraints": ["node.role==worker"],
+        "hostname": "{{.Node.Hostname}}-{{.Task.Slot}}",
+        "healthcheck": Healthcheck(test=["CMD", *h.cmd], interval=h.interval * NS, timeout=h.timeout * NS,
+                                   retries=h.retries, start_period=h.start_period * NS),
+        "update_config": UpdateConfig(parallelism=u.parallelism, delay=u.delay * NS, failure_action="rollback",
+                                      monitor=u.monitor * NS, max_failure_ratio=0, order="start-first"),
+        "rollback_config": RollbackConfig(parallelism=u.parallelism, delay=u.delay * NS, failure_action="pause",
+                                          monitor=u.monitor * NS, order="start-first"),
+        "endpoint_spec": EndpointSpec(mode="dnsrr"),
+        "labels": {"lapinfra.env": env.name, "lapinfra.app": name},
+    }
+
+
+def _app(env, name: str):
+    if not env.workers:
+        raise LapinfraError(f"nodes/{env.name}.yml declares no worker nodes: applications run on workers (role: worker)")
+    if name not in env.apps:
+        known = ", ".join(sorted(env.apps)) or "none"
+        raise LapinfraError(f"apps/{name}/app.yml: no such application; applications: {known}")
+    return env.apps[name]
+
+
+def deploy(project, name: str, image: str | None = None, timeout: float = 300) -> dict:
+    """Push the app's image and roll the service to it; raise when the swarm rolled it back."""
+    from .deploy import MasterSession, _host_image, push_image, registry_has, wait_registry
+
+    env, reporter = project.env, project.reporter
+    app = _app(env, name)
+    host_image = _host_image(project.docker, image or app.image)
+    tag = host_image.id.split(":")[-1][:12]
+    with MasterSession(project) as s:
+        swarm.ensure(project, s.docker)
+        wait_registry(s)
+        if registry_has(s, f"apps/{name}", tag):
+            reporter.info(f"apps/{name}:{tag}: already in the registry")
+        else:
+            push_image(s, project.docker, host_image, f"apps/{name}", tag, reporter)
+        ref = f"{s.registry_host}/apps/{name}:{tag}"
+        outcome = apply(s, name, ref, reporter, timeout)
+        if outcome != "unchanged" or name not in read_record(s):
+            record = read_record(s)
+            record[name] = {"image": ref, "source": image or app.image, "id": host_image.id,
+                            "replicas": app.replicas, "by": getpass.getuser(), "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            s.put(RECORD, json.dumps(record, indent=2, sort_keys=True).encode(), mode=0o644)
+    return {"app": name, "image": ref, "outcome": outcome}
+
+
+def apply(s, name: str, ref: str, reporter, timeout: float = 300) -> str:
+    """Create the service, update it, or leave it; wait until it converged. Returns
+    created, updated or unchanged; raises when the update was rolled back."""
+    import docker.errors
+
+    s.docker.login(username=s.auth()["username"], password=s.auth()["password"], registry=s.registry_host)
+    spec = service_spec(s.env, name, ref)
+    try:
+        service = s.docker.services.get(name)
+    except docker.errors.NotFound:
+        with reporter.step(f"app {name}: create {s.env.apps[name].replicas} replicas of {ref}"):
+            service = s.docker.services.create(**spec)
+            wait_converged(service, s.env.apps[name].replicas, timeout)
+        return "created"
+    current = service.attrs["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"].split("@")[0]
+    replicas = service.attrs["Spec"]["Mode"].get("Replicated", {}).get("Replicas")
+    if current == ref and replicas == s.env.apps[name].replicas:
+        reporter.info(f"app {name}: already runs {ref}")
+        wait_converged(service, replicas, timeout)
+        return "unchanged"
+    with reporter.step(f"app {name}: rolling update to {ref}"):
+        before = (service.attrs.get("UpdateStatus") or {}).get("StartedAt")
+        service.update(**spec)
+        wait_update(service, before, timeout)
+        wait_converged(service, s.env.apps[name].replicas, timeout)
+    return "updated"
+
+
+def wait_update(service, before: str | None, timeout: float) -> None:
+    """Until the swarm finished the update that started after ``before`` (the previous
+    update's start); a rollback is an error that says why."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        service.reload()
+        status = service.attrs.get("UpdateStatus") or {}
+        state = status.get("State") if status.get("StartedAt") != before else None
+        if state == "completed":
+            return
+        if state in ("rollback_completed", "rollback_paused", "paused"):
+            why = status.get("Message", "")
+            failed = _failed_tasks(service)
+            raise LapinfraError(f"app {service.name}: the update failed and the swarm "
+                                f"{'rolled it back' if state == 'rollback_completed' else 'stopped it (' + state + ')'}: "
+                                f"{why}" + (f"; failed replicas: {failed}" if failed else ""))
+        time.sleep(1)
+    raise LapinfraError(f"app {service.name}: the update did not finish within {timeout:.0f}s; see `invoke app.status`")
+
+
+def wait_converged(service, replicas: int, timeout: float) -> None:
+    """Until ``replicas`` tasks of the service's current spec run (healthy, where checked)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        running = [t for t in service.tasks(filters={"desired-state": "running"}) if t["Status"]["State"] == "running"]
+        if len(running) >= replicas:
+            return
+        if time.monotonic() > deadline:
+            raise LapinfraError(f"app {service.name}: {len(running)} of {replicas} replicas run after {timeout:.0f}s"
+                                + (f"; failed: {_failed_tasks(service)}" if _failed_tasks(service) else ""))
+        time.sleep(1)
+
+
+def _failed_tasks(service) -> str:
+    failed = [t for t in service.tasks() if t["Status"]["State"] in ("failed", "rejected")]
+    return "; ".join(sorted({f"{t['Status'].get('Err') or t['Status'].get('Message', '')}" for t in failed})[:3])
+
+
+def read_record(s) -> dict:
+    return s.read_json(RECORD) or {}
+
+
+def restore_services(s, reporter) -> list[str]:
+    """Services of recorded apps that the swarm lacks (a master rebuilt by dr.recover) are created again."""
+    import docker.errors
+
+    created = []
+    for name, entry in sorted(read_record(s).items()):
+        if name not in s.env.apps:
+            continue
+        try:
+            s.docker.services.get(name)
+        except docker.errors.NotFound:
+            apply(s, name, entry["image"], reporter)
+            created.append(name)
+    return created
+
+
+def remove(project, name: str) -> None:
+    import docker.errors
+
+    from .deploy import MasterSession
+
+    _app(project.env, name)
+    with MasterSession(project) as s:
+        try:
+            s.docker.services.get(name).remove()
+        except docker.errors.NotFound:
+            project.reporter.info(f"app {name}: no service on {project.env.master.name}")
+        record = read_record(s)
+        if record.pop(name, None) is not None:
+            s.put(RECORD, json.dumps(record, indent=2, sort_keys=True).encode(), mode=0o644)
+
+
+def status(project) -> list[dict]:
+    """Each deployed app: image, replicas running of wanted, and where they run."""
+    import docker.errors
+
+    from .deploy import MasterSession
+
+    rows = []
+    with MasterSession(project) as s:
+        node_names = {n.id: n.attrs["Description"]["Hostname"] for n in s.docker.nodes.list()} if project.env.workers else {}
+        for name, entry in sorted(read_record(s).items()):
+            try:
+                service = s.docker.services.get(name)
+            except docker.errors.NotFound:
+                rows.append({"app": name, "image": entry["image"], "running": 0, "replicas": entry["replicas"], "nodes": [], "update": "service missing"})
+                continue
+            tasks = [t for t in service.tasks(filters={"desired-state": "running"}) if t["Status"]["State"] == "running"]
+            rows.append({
+                "app": name, "image": service.attrs["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"].split("@")[0],
+                "running": len(tasks), "replicas": service.attrs["Spec"]["Mode"].get("Replicated", {}).get("Replicas"),
+                "nodes": sorted(node_names.get(t.get("NodeID"), "?") for t in tasks),
+                "update": (service.attrs.get("UpdateStatus") or {}).get("State", "-"),
+            })
+    return rows
