@@ -28,9 +28,17 @@ def node_sh(command, check=True, env=ENV):
     return invoke("node.ssh", f"--env={env}", "--", command, check=check)
 
 
+# A developer's inner loop: LAPINFRA_E2E_REUSE=1 runs the tests against the test
+# environment that is up already (`./lap up`), and leaves it up. CI never sets it.
+REUSE = os.environ.get("LAPINFRA_E2E_REUSE") == "1"
+
+
 @pytest.fixture(scope="session")
 def infra():
     """The test environment, brought up once by `invoke up`; destroyed at the end."""
+    if REUSE:
+        yield invoke("node.status", f"--env={ENV}")
+        return
     # Leftovers of an earlier run (another checkout's nodes of the same names) go first.
     invoke("node.down", f"--env={ENV}", check=False)
     try:

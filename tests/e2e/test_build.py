@@ -24,8 +24,8 @@ def test_build_failure_names_the_image_and_shows_the_log_tail(infra, tmp_path):
 def test_node_status_shows_every_node_running_with_ssh(infra):
     from tests.e2e.conftest import ENV, invoke
 
-    out = invoke("node.status", f"--env={ENV}").stdout
+    out = invoke("node.status", f"--env={ENV}").stdout.split("\nswarm")[0]   # the swarm's view: tests/e2e/test_swarm.py
     lines = {line.split()[0]: line for line in out.splitlines() if line.strip()}
-    assert set(lines) == {"master", "backup"}
+    assert set(lines) == {"master", "backup", "worker1", "worker2"}
     for line in lines.values():
         assert "running" in line and "ssh: ok" in line

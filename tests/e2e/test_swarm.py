@@ -43,7 +43,7 @@ def get(env):
 @pytest.fixture(scope="module")
 def deployed(env):
     run = invoke("app.deploy", APP, f"--env={ENV}")
-    assert f"app {APP}: created" in run.stderr or f"app {APP}: updated" in run.stderr, run.stderr[-2000:]
+    assert f"served as {APP}.{env.domain}" in run.stderr, run.stderr[-2000:]
     return run
 
 

@@ -134,3 +134,35 @@ def test_a_dynamic_worker_vm_asks_the_lans_dhcp(tree):
     assert 'type: "dhcp"' in worker and '"public_network"' in worker
     run = subprocess.run(["ruby", "-c", str(p.build_dir / "Vagrantfile")], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
+
+
+class FakeService:
+    """A swarm service whose UpdateStatus moves through the given states, one per reload."""
+
+    def __init__(self, statuses, tasks=()):
+        self.name = "hello"
+        self._statuses, self._tasks, self.attrs = list(statuses), list(tasks), {}
+
+    def reload(self):
+        if self._statuses:
+            self.attrs = {"UpdateStatus": self._statuses.pop(0)}
+
+    def tasks(self, filters=None):
+        return self._tasks
+
+
+def test_an_update_waits_for_its_own_outcome_not_the_previous_one(monkeypatch):
+    monkeypatch.setattr(apps.time, "sleep", lambda s: None)
+    previous = {"State": "completed", "StartedAt": "t1"}
+    service = FakeService([previous, previous, {"State": "updating", "StartedAt": "t2"}, {"State": "completed", "StartedAt": "t2"}])
+    apps.wait_update(service, before="t1", timeout=10)
+    assert service._statuses == []        # read until the new update completed
+
+
+def test_a_rolled_back_update_is_an_error_that_says_why(monkeypatch):
+    monkeypatch.setattr(apps.time, "sleep", lambda s: None)
+    failed = {"Status": {"State": "failed", "Err": "task: non-zero exit (137): dockerexec: unhealthy container"}}
+    service = FakeService([{"State": "updating", "StartedAt": "t2"},
+                           {"State": "rollback_completed", "StartedAt": "t2", "Message": "rollback completed"}], [failed])
+    with pytest.raises(LapinfraError, match="rolled it back: rollback completed; failed replicas: .*unhealthy container"):
+        apps.wait_update(service, before=None, timeout=10)
