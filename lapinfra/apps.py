@@ -96,7 +96,7 @@ def apply(s, name: str, ref: str, reporter, timeout: float = 300) -> str:
     created, updated or unchanged; raises when the update was rolled back."""
     import docker.errors
 
-    s.docker.login(username=s.auth()["username"], password=s.auth()["password"], registry=s.registry_host)
+    _login(s)
     spec = service_spec(s.env, name, ref)
     try:
         service = s.docker.services.get(name)
@@ -162,7 +162,9 @@ def read_record(s) -> dict:
 
 
 def restore_services(s, reporter) -> list[str]:
-    """Services of recorded apps that the swarm lacks (a master rebuilt by dr.recover) are created again."""
+    """Services of recorded apps that the swarm lacks (a master rebuilt by dr.recover) are
+    created again; the swarm brings their replicas up on its own time (the infrastructure's
+    start never waits for workers, which may be down)."""
     import docker.errors
 
     created = []
@@ -172,9 +174,17 @@ def restore_services(s, reporter) -> list[str]:
         try:
             s.docker.services.get(name)
         except docker.errors.NotFound:
-            apply(s, name, entry["image"], reporter)
+            _login(s)
+            s.docker.services.create(**service_spec(s.env, name, entry["image"]))
             created.append(name)
     return created
+
+
+def _login(s) -> None:
+    """The registry's credentials in the manager's client: the swarm hands them to the
+    workers with the service (X-Registry-Auth), so that they can pull."""
+    auth = s.auth()
+    s.docker.login(username=auth["username"], password=auth["password"], registry=s.registry_host)
 
 
 def remove(project, name: str) -> None:

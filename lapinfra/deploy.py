@@ -172,8 +172,13 @@ def start_services(s: MasterSession, release: dict, reporter) -> dict[str, str]:
         with reporter.step(f"health checks of {len(changed)} started containers"):
             wait_healthy(s.docker, changed)
     if s.env.workers:
-        for name in apps.restore_services(s, reporter):
-            reporter.info(f"app {name}: service created again from {apps.RECORD}")
+        import docker.errors
+
+        try:
+            for name in apps.restore_services(s, reporter):
+                reporter.info(f"app {name}: service created again from {apps.RECORD}")
+        except (LapinfraError, docker.errors.DockerException) as exc:   # the infrastructure runs; the apps wait
+            reporter.warn(f"applications not brought back ({exc}); `invoke app.status --env={s.env.name}`")
     ddns.register_nodes(s.p)
     return outcome
 

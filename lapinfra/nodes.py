@@ -64,6 +64,8 @@ class Nodes:
         return run.stdout
 
     def ensure_network(self) -> None:
+        """The environment's docker network: its subnet, and its dynamic range (ip_range,
+        the seed's DHCP range) where nodes without a fixed address get theirs."""
         import docker.errors
 
         net = self.env.network
@@ -71,22 +73,23 @@ class Nodes:
             return
         try:
             existing = self.p.docker.networks.get(net.name)
-            subnets = [c.get("Subnet") for c in (existing.attrs.get("IPAM", {}).get("Config") or [])]
-            if str(net.subnet) not in subnets:
-                raise NodeError(f"docker network {net.name} exists with subnets {subnets}, not {net.subnet}: remove it or change network.subnet")
-            ranges = [c.get("IPRange") for c in (existing.attrs.get("IPAM", {}).get("Config") or [])]
-            if str(net.dynamic_range) not in ranges:
-                existing.reload()
-                if existing.containers:
-                    raise NodeError(f"docker network {net.name} hands out dynamic addresses from {ranges}, not {net.dynamic_range}: "
-                                    f"`invoke node.down --env={self.env.name}` first")
-                existing.remove()
-                raise docker.errors.NotFound("recreated with the dynamic range")
         except docker.errors.NotFound:
-            # ip_range: the seed's DHCP range, where nodes without a fixed address get theirs
-            pool = docker.types.IPAMPool(subnet=str(net.subnet), iprange=str(net.dynamic_range))
-            self.p.docker.networks.create(net.name, driver="bridge", ipam=docker.types.IPAMConfig(pool_configs=[pool]),
-                                          labels={"lapinfra.env": self.env.name})
+            existing = None
+        if existing is not None:
+            pools = existing.attrs.get("IPAM", {}).get("Config") or []
+            if str(net.subnet) not in [c.get("Subnet") for c in pools]:
+                raise NodeError(f"docker network {net.name} exists with subnets {[c.get('Subnet') for c in pools]}, "
+                                f"not {net.subnet}: remove it or change network.subnet")
+            if str(net.dynamic_range) in [c.get("IPRange") for c in pools]:
+                return
+            existing.reload()
+            if existing.containers:
+                raise NodeError(f"docker network {net.name} hands out dynamic addresses from {[c.get('IPRange') for c in pools]}, "
+                                f"not {net.dynamic_range}: `invoke node.down --env={self.env.name}` first")
+            existing.remove()   # unused: made again with the dynamic range
+        pool = docker.types.IPAMPool(subnet=str(net.subnet), iprange=str(net.dynamic_range))
+        self.p.docker.networks.create(net.name, driver="bridge", ipam=docker.types.IPAMConfig(pool_configs=[pool]),
+                                      labels={"lapinfra.env": self.env.name})
 
     def up(self, name: str | None = None) -> None:
         self.ensure_network()
