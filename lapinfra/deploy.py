@@ -214,11 +214,17 @@ def wait_healthy(client, names: list[str], timeout: float = 180) -> None:
         time.sleep(2)
 
 
+def named_networks(client, name: str) -> list:
+    """The engine's networks called exactly ``name``: its name filter also matches parts of
+    names ("infra" finds the swarm's "lapinfra_apps")."""
+    return [net for net in client.networks.list(names=[name]) if net.name == name]
+
+
 def ensure_network(client) -> None:
     """The node's network on which infrastructure containers reach each other by name."""
     import docker.types
 
-    for net in client.networks.list(names=[svc.NETWORK]):
+    for net in named_networks(client, svc.NETWORK):
         subnets = [c.get("Subnet") for c in (net.attrs.get("IPAM", {}).get("Config") or [])]
         if str(svc.NETWORK_SUBNET) in subnets:
             return

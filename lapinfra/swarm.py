@@ -158,7 +158,9 @@ def _forget_replaced(manager, project) -> None:
 
 def ensure_apps_network(manager) -> None:
     """The attachable overlay network of the applications (and of infra_proxy)."""
-    if not manager.networks.list(names=[APPS_NETWORK]):
+    from .deploy import named_networks
+
+    if not named_networks(manager, APPS_NETWORK):
         manager.networks.create(APPS_NETWORK, driver="overlay", attachable=True, scope="swarm",
                                 labels={"lapinfra": "apps"})
 

@@ -21,7 +21,9 @@ class Engine:
         self.swarm = SimpleNamespace(init=self._init, leave=self._leave, join=self._join, reload=lambda: None,
                                      attrs={"JoinTokens": {"Worker": TOKEN}})
         self.nodes = SimpleNamespace(list=self._list, get=lambda i: self._list_by_id()[i])
-        self.networks = SimpleNamespace(list=lambda names: [n for n in names if n in self.network_names],
+        # the engine's name filter matches parts of names, as Docker's does
+        self.networks = SimpleNamespace(list=lambda names: [SimpleNamespace(name=n) for n in sorted(self.network_names)
+                                                            if any(want in n for want in names)],
                                         create=lambda name, **kw: (self.calls.append(("network", name, kw["driver"])),
                                                                    self.network_names.add(name)))
 

@@ -1,4 +1,6 @@
 """Worker nodes and applications, without Docker: configuration, rendering, the service spec."""
+from types import SimpleNamespace
+
 import pytest
 
 from lapinfra import apps, config, ddns, render, services
@@ -166,3 +168,27 @@ def test_a_rolled_back_update_is_an_error_that_says_why(monkeypatch):
                            {"State": "rollback_completed", "StartedAt": "t2", "Message": "rollback completed"}], [failed])
     with pytest.raises(LapinfraError, match="rolled it back: rollback completed; failed replicas: .*unhealthy container"):
         apps.wait_update(service, before=None, timeout=10)
+
+
+def test_the_nodes_infra_network_is_told_apart_from_the_swarms_lapinfra_apps():
+    """Docker's name filter "infra" also returns "lapinfra_apps": that overlay network must
+    neither be taken for the infra network nor removed (it broke deploys once the swarm ran)."""
+    from lapinfra import deploy
+
+    class Net:
+        def __init__(self, name, subnet):
+            self.name, self.attrs = name, {"IPAM": {"Config": [{"Subnet": subnet}]}}
+
+        @property
+        def containers(self):
+            raise AssertionError(f"{self.name} inspected")
+
+        def remove(self):
+            raise AssertionError(f"{self.name} removed")
+
+    class Client:
+        networks = SimpleNamespace(list=lambda names: [Net("lapinfra_apps", "172.29.1.0/24"), Net("infra", str(services.NETWORK_SUBNET))],
+                                   create=lambda *a, **kw: pytest.fail("created again"))
+
+    deploy.ensure_network(Client())
+    assert [n.name for n in deploy.named_networks(Client(), "infra")] == ["infra"]
