@@ -132,6 +132,11 @@ class Backup(Strict):
         return f"--keep-within {k.within} --keep-daily {k.daily} --keep-weekly {k.weekly} --keep-monthly {k.monthly} --keep-yearly {k.yearly}"
 
 
+class Verify(Strict):
+    disruptive: bool | None = Field(None, description="run the suite's disruptive checks (they stop a service for a moment); "
+                                    "default: true, false on a protected environment")
+
+
 class Network(Strict):
     name: str = Field(pattern=r"^[a-z][a-z0-9_.-]{1,62}$")
     subnet: ipaddress.IPv4Network
@@ -185,6 +190,8 @@ class Environment(Strict):
     network: Network | None = None
     bridge: str = Field("", description="host interface to bridge VMs to (virtualbox)")
     promoted_from: str | None = None
+    protected: bool = Field(False, description="destructive commands ask for confirmation (refuse without --yes when there is no terminal)")
+    verify: Verify = Verify()
     base_image: BaseImage = BaseImage()
     build: Build = Build()
     registry: Registry = Registry()
@@ -238,6 +245,11 @@ class Environment(Strict):
                                   "which nodes without a fixed address take theirs from; pick one outside it")
 
     # ---- derived values ---------------------------------------------------
+    @property
+    def disruptive_checks(self) -> bool:
+        """Whether the verification suite may stop or break something for a moment."""
+        return (not self.protected) if self.verify.disruptive is None else self.verify.disruptive
+
     @property
     def workers(self) -> list[Node]:
         return [n for n in self.nodes if n.role == "worker"]
