@@ -2,10 +2,20 @@
 
 Every check probes the environment from the workstation over the node's network,
 the way a user would: DNS queries to the master's bind9, HTTPS to the registry,
-and SSH (testinfra) only to look at the node's containers.
+and SSH (testinfra) only to look at the node's files.
+
+Speed: `invoke test` runs the checks in several processes at once (pytest-xdist).
+Each process opens one SSH connection to the master (pinned host key) that
+every testinfra call reuses, and reads the state of every container in one
+Docker API call. Checks marked ``disruptive`` (they stop a service for a moment)
+run only where ``verify.disruptive`` allows it (not on a protected environment),
+and never while a check they would disturb runs (a lock file shared by the
+processes: ``undisturbed`` / ``disrupting``).
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 from pathlib import Path
 
@@ -40,6 +50,70 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("app", sorted(env.routed_apps))
 
 
+# Modules whose checks a disruptive check would turn red: they wait for it (``undisturbed``),
+# so they come last, when it is over.
+DISTURBED_MODULES = ("test_node.py", "test_lb.py")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Disruptive checks only where verify.disruptive allows them. Order: the disruptive and the
+    slow checks first (the processes then finish together), the checks they disturb last."""
+    env = _project(config).env
+    disruptive = [item for item in items if item.get_closest_marker("disruptive")]
+    if disruptive and not env.disruptive_checks:
+        config.hook.pytest_deselected(items=disruptive)
+        items[:] = [item for item in items if item not in disruptive]
+        disruptive = []
+
+    slow = [item for item in items if item in disruptive or item.get_closest_marker("slow")]
+    disturbed = [item for item in items if item.path.name in DISTURBED_MODULES and item not in slow]
+    fast = [item for item in items if item not in slow and item not in disturbed]
+    # xdist hands each process two checks to begin with (--maxschedchunk 1, lapinfra/verify.py):
+    # one slow check each, so that no process starts with two
+    head = [item for pair in zip(slow, fast) for item in pair]
+    items[:] = head + slow[len(fast):] + fast[len(slow):] + disturbed
+
+
+@contextlib.contextmanager
+def _flock(project, name: str, exclusive: bool):
+    """An advisory lock shared by the suite's processes (and by two runs on one checkout)."""
+    folder = project.build_dir / "verify-locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f"{name}.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+@pytest.fixture
+def undisturbed(project):
+    """Held by a check that a disruptive check would turn red: the two never overlap."""
+    with _flock(project, "disruption", exclusive=False):
+        yield
+
+
+@pytest.fixture
+def disrupting(project):
+    """Held by a disruptive check for as long as it has something stopped or broken."""
+    with _flock(project, "disruption", exclusive=True):
+        yield
+
+
+@pytest.fixture
+def restic_turn(project):
+    """One backup-tool call of the suite at a time (restic check locks the repository exclusively)."""
+    with _flock(project, "restic", exclusive=True):
+        yield
+
+
+def pytest_report_header(config):
+    env = _project(config).env
+    return f"lapinfra: verifying {env.name} (disruptive checks: {'yes' if env.disruptive_checks else 'no, verify.disruptive is off'})"
+
+
 def pytest_ignore_collect(collection_path, config):
     """The swarm's checks belong to environments with worker nodes only."""
     if collection_path.name == "test_swarm.py":
@@ -63,13 +137,40 @@ def master_ip(env) -> str:
 
 
 @pytest.fixture(scope="session")
-def node(project):
-    """testinfra host for the master node, over SSH with the pinned host key."""
-    import testinfra
+def connection(project):
+    """One SSH connection to the master (only the pinned host key is trusted), reused."""
+    conn = Nodes(project).connect()
+    conn.open()
+    yield conn
+    conn.close()
 
-    nodes = Nodes(project)
-    nodes.write_ssh_config()
-    return testinfra.get_host(f"ssh://{project.env.master.name}", ssh_config=str(nodes.ssh_config))
+
+@pytest.fixture(scope="session")
+def node(project, connection):
+    """testinfra host for the master node, over that one SSH connection."""
+    import testinfra.host
+    from testinfra.backend.paramiko import ParamikoBackend
+
+    backend = ParamikoBackend(f"paramiko://{project.env.master.name}")
+    backend.client = connection.client   # testinfra's own client would accept any host key
+    return testinfra.host.Host(backend)
+
+
+@pytest.fixture(scope="session")
+def engine(project):
+    """The master's Docker API (through an SSH tunnel)."""
+    from lapinfra import swarm
+
+    with swarm.engine(project, project.env.master) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def containers(engine, project) -> dict[str, dict]:
+    """Every container on the master (name -> the engine's summary: State, Status), in one API
+    call, never while a disruptive check has something stopped."""
+    with _flock(project, "disruption", exclusive=False):
+        return {c["Names"][0].lstrip("/"): c for c in engine.api.containers(all=True)}
 
 
 @pytest.fixture(scope="session")

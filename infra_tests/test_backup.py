@@ -30,12 +30,27 @@ def test_latest_scheduled_snapshot_is_younger_than_twice_the_interval(status, en
     assert status["snapshot"]
 
 
-def test_backup_repository_passes_its_integrity_check(project):
+@pytest.mark.slow
+def test_backup_repository_passes_its_integrity_check(restic_turn, project):
     result = backup.check(project)
     assert result["ok"], result.get("output")
 
 
-def test_a_file_from_the_latest_snapshot_equals_the_master(project, node):
-    stored = backup.digest(project, "latest", STABLE_FILE)
+def snapshot_of_release(snapshots: list[dict], env: str, release: str) -> dict | None:
+    """The newest of the environment's own snapshots taken while ``release`` ran (tagged
+    commit=<release> by the backup tool); a deploy's own pre-deploy snapshot is tagged
+    with the release before it, and a fetched one with its source environment."""
+    ours = [s for s in snapshots if {f"env={env}", f"commit={release}"} <= set(s.get("tags", []))]
+    return max(ours, key=lambda s: s["time"]) if ours else None
+
+
+@pytest.mark.slow
+def test_a_snapshot_of_the_running_release_holds_its_config(restic_turn, project, node, release):
+    """Judged by a snapshot of the running release, never by whichever is latest: right after a
+    deploy the latest can be the deploy's own, taken before the new config was written. When
+    no snapshot was taken since the release was activated, the check takes one itself."""
+    snap = snapshot_of_release(backup.snapshots(project), project.name, release["release"]) \
+        or backup.snapshot(project, label="verify")
+    stored = backup.digest(project, snap["id"], STABLE_FILE)
     on_master = node.check_output(f"sha256sum /data/{STABLE_FILE}").split()[0]
-    assert stored["sha256"] == on_master
+    assert stored["sha256"] == on_master, f"{STABLE_FILE} in snapshot {snap['id']} differs from the master's"

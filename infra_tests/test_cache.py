@@ -84,6 +84,7 @@ def test_report_page_answers(proxy, admin_auth):
     assert "Apt-Cacher NG" in r.text
 
 
+@pytest.mark.slow
 def test_second_apt_get_update_is_served_from_the_cache(proxy, admin_auth, apt_client):
     _apt_get_update(apt_client, proxy)
     hits_first, misses_first = _request_counts(proxy, admin_auth)
