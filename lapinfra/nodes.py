@@ -49,10 +49,21 @@ def parse_vagrant_status(text: str) -> dict[str, str]:
     return states
 
 
-def node_state(vagrant_state: str | None) -> str:
-    """A node's state from Vagrant's: `absent` when Vagrant has no such machine, else
-    Vagrant's own word (`running`, `poweroff`, `saved`, ...)."""
-    return "absent" if vagrant_state in (None, "", "not_created") else vagrant_state
+RUNNING_ELSEWHERE = "running elsewhere"
+
+
+def vm_state(vagrant_state: str | None, answers: bool) -> str:
+    """A VM node's state. Vagrant's own word when this checkout's Vagrant has the machine
+    (`running`, `poweroff`, `saved`, ...). Otherwise (`not_created`, or ``vagrant_state``
+    None: Vagrant cannot tell here, e.g. no VirtualBox on a seed machine that is not the VM
+    host): `running elsewhere` when the node answers at its address (the VM host's or
+    another checkout's Vagrant runs it), else `absent` when Vagrant here says so, else
+    `unknown`."""
+    if vagrant_state not in (None, "", "not_created"):
+        return vagrant_state
+    if answers:
+        return RUNNING_ELSEWHERE
+    return "unknown" if vagrant_state is None else "absent"
 
 
 def managed_elsewhere(container: dict | None, vagrant_id: str | None, checkout: str) -> str | None:
@@ -130,6 +141,7 @@ class Nodes:
     def __init__(self, project):
         self.p = project
         self.env = project.env
+        self._vagrant_failure = ""   # why Vagrant could not tell the VMs' state, for the error that needs it
 
     # ---- names ----------------------------------------------------------------
     def container_name(self, node) -> str:
@@ -158,7 +170,10 @@ class Nodes:
     # ---- vagrant ----------------------------------------------------------------
     def vagrant(self, *args: str) -> str:
         env = dict(os.environ, VAGRANT_CWD=str(self.p.build_dir), VAGRANT_NO_COLOR="1", VAGRANT_CHECKPOINT_DISABLE="1")
-        run = subprocess.run(["vagrant", *args], env=env, capture_output=True, text=True)
+        try:
+            run = subprocess.run(["vagrant", *args], env=env, capture_output=True, text=True)
+        except FileNotFoundError:
+            raise NodeError(f"vagrant is not installed here (`./lap` installs it); needed for `vagrant {args[0]}`") from None
         if run.returncode != 0:
             tail = "\n".join((run.stdout + run.stderr).strip().splitlines()[-20:])
             raise NodeError(f"vagrant {' '.join(args)} failed (in {self.p.build_dir}):\n{tail}")
@@ -241,12 +256,12 @@ class Nodes:
             raise NodeError(other_checkout_message(self.env.name, checkout, found))
 
     def _refuse_vms_running_elsewhere(self, todo) -> None:
-        """Before `vagrant up` of VMs this checkout's Vagrant does not have: a node that
-        answers at its fixed address runs already, from another checkout or the VM host."""
+        """Before `vagrant up` of VMs: a node that this checkout's Vagrant does not have but
+        that answers at its fixed address runs already; a second one must not be started."""
         states = self.states(todo)
-        answering = [n for n in todo if states[n.name] == "absent" and not n.dynamic and self._answers(n)]
-        if answering:
-            where = ", ".join(f"{n.name} ({n.ip}:{n.admin_port})" for n in answering)
+        elsewhere = [n for n in todo if states[n.name] == RUNNING_ELSEWHERE]
+        if elsewhere:
+            where = ", ".join(f"{n.name} ({n.ip}:{n.admin_port})" for n in elsewhere)
             raise NodeError(f"node.up --env={self.env.name}: {where} answer(s), but this checkout's Vagrant "
                             f"({self.p.build_dir}/.vagrant) has no such VM: they run from another checkout or the VM host. "
                             f"Manage them there (`vagrant status` in its {self.p.build_dir.relative_to(self.p.root)}), "
@@ -334,15 +349,32 @@ class Nodes:
 
     def state(self, node) -> str:
         """`running`, `absent`, or the provider's word for another state (Docker's `exited`,
-        Vagrant's `poweroff`, ...)."""
-        return self.states([node])[node.name]
+        Vagrant's `poweroff`, ...); a VM that only answers is `running elsewhere`. A VM whose
+        state cannot be known here is an error that says where to look."""
+        state = self.states([node])[node.name]
+        if state == "unknown":
+            raise NodeError(f"node {node.name}: Vagrant cannot tell its state here ({self._vagrant_failure}) and it does "
+                            f"not answer at {node.ip or 'its DHCP address'}:{node.admin_port}. Start it where its VMs run: on the VM host, "
+                            f"`vagrant up {node.name}` in its copy of {self.p.build_dir.relative_to(self.p.root)} "
+                            f"(docs/setup.md, step 3), then pin its key; or run this command on the VM host")
+        return state
 
     def states(self, nodes) -> dict[str, str]:
         """The state of each node, from where the nodes are: the local Docker engine for
-        container nodes, Vagrant (one `vagrant status`) for VMs."""
+        container nodes, Vagrant (one `vagrant status`) for VMs, and for VMs that Vagrant
+        here does not have, whether they answer at their address (vm_state)."""
         if self.env.provider != "docker":
-            found = self.vagrant_states([n.name for n in nodes])
-            return {n.name: node_state(found.get(n.name)) for n in nodes}
+            try:
+                found = self.vagrant_states([n.name for n in nodes])
+            except NodeError as exc:   # e.g. no VirtualBox here: only whether they answer is known
+                self._vagrant_failure = " ".join(str(exc).splitlines()[1:])[-300:] or str(exc)
+                found = None
+            out = {}
+            for node in nodes:
+                said = None if found is None else found.get(node.name, "not_created")
+                not_here = said in (None, "not_created")
+                out[node.name] = vm_state(said, not_here and not node.dynamic and self._answers(node))
+            return out
         import docker.errors
 
         out = {}
@@ -392,9 +424,9 @@ class Nodes:
         for node in self.env.nodes:
             state = states[node.name]
             ssh = "-"
-            if state == "running":
+            if state in ("running", RUNNING_ELSEWHERE):
                 ssh = "ok" if self._ssh_ok(node) else "no answer"
-            ip = self.address(node) if state == "running" else (str(node.ip) if node.ip else None)
+            ip = self.address(node) if state in ("running", RUNNING_ELSEWHERE) else (str(node.ip) if node.ip else None)
             rows.append({"name": node.name, "role": node.role, "ip": ip or "dynamic", "state": state, "ssh": ssh})
         return rows
 

@@ -17,7 +17,7 @@ import pytest
 
 from lapinfra import backup, ddns, render, swarm
 from lapinfra.errors import NodeError
-from lapinfra.nodes import Nodes, down_plan, managed_elsewhere, node_state, parse_vagrant_status
+from lapinfra.nodes import Nodes, down_plan, managed_elsewhere, parse_vagrant_status, vm_state
 from lapinfra.project import Project
 from lapinfra.report import Recorder
 
@@ -40,9 +40,12 @@ def test_vagrants_machine_readable_status_gives_each_machines_state():
     assert parse_vagrant_status(VAGRANT_STATUS) == {"master": "running", "backup": "poweroff"}
 
 
-def test_a_machine_vagrant_has_not_created_is_absent():
-    assert node_state("not_created") == "absent" and node_state(None) == "absent"
-    assert node_state("running") == "running" and node_state("poweroff") == "poweroff"
+def test_a_vms_state_is_vagrants_word_else_whether_it_answers():
+    assert vm_state("running", answers=False) == "running" and vm_state("poweroff", answers=True) == "poweroff"
+    assert vm_state("not_created", answers=False) == "absent"
+    assert vm_state("not_created", answers=True) == "running elsewhere"   # another checkout's or the VM host's
+    assert vm_state(None, answers=True) == "running elsewhere"            # Vagrant cannot tell here (no VirtualBox)
+    assert vm_state(None, answers=False) == "unknown"
 
 
 # ---- a stand-in `vagrant`: a small executable first on PATH -----------------------------
@@ -173,6 +176,28 @@ def test_dr_recover_on_virtualbox_keeps_a_master_vm_that_runs(prod, vagrant, ses
     with pytest.raises(Recovered):
         backup.recover(prod)
     assert [c for c in vagrant.calls() if c[0] == "up"] == []
+
+
+def test_dr_recover_from_a_seed_machine_without_virtualbox_uses_the_master_the_vm_host_started(prod, vagrant, monkeypatch,
+                                                                                              session_reached):
+    monkeypatch.setenv("FAKE_VAGRANT_FAIL", "status:Vagrant could not detect VirtualBox! Make sure VirtualBox is installed.")
+    monkeypatch.setattr(Nodes, "_answers", lambda self, node: node.name == "master")
+    with pytest.raises(Recovered):
+        backup.recover(prod)
+    assert [c for c in vagrant.calls() if c[0] == "up"] == []
+    rows = {r["name"]: r for r in Nodes(prod).status()}
+    assert rows["master"]["state"] == "running elsewhere" and rows["master"]["ssh"] == "ok"
+    assert rows["backup"]["state"] == "unknown"
+
+
+def test_dr_recover_where_vagrant_cannot_tell_and_the_master_is_gone_says_where_to_start_it(prod, vagrant, monkeypatch,
+                                                                                           session_reached):
+    monkeypatch.setenv("FAKE_VAGRANT_FAIL", "status:Vagrant could not detect VirtualBox! Make sure VirtualBox is installed.")
+    with pytest.raises(NodeError) as err:
+        backup.recover(prod)
+    message = str(err.value)
+    assert "could not detect VirtualBox" in message and "192.168.0.10:2222" in message
+    assert "on the VM host, `vagrant up master`" in message
 
 
 def test_a_vm_that_answers_but_that_vagrant_here_does_not_have_is_not_started_twice(prod, vagrant, monkeypatch):
