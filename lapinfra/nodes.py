@@ -106,34 +106,38 @@ class DownPlan:
     kept: list[tuple[str, str]] = field(default_factory=list)   # (volume or VM, why)
 
 
-def down_plan(todo, provider: str, volumes, keep_data: bool = False, destroy_backups: bool = False) -> DownPlan:
+KEPT_BACKUP = "the backup repository; `--destroy-backups` removes it"
+KEPT_DATA = "its /data (--keep-data)"
+KEPT_BACKUP_VM = "its disk holds the backup repository; `--destroy-backups` destroys it"
+KEPT_DATA_VM = "its disk holds its /data (--keep-data), which `vagrant destroy` would delete"
+NOT_OURS_VM = "it runs from the VM host or another checkout, not from this one's Vagrant: `vagrant destroy {name}` there"
+
+
+def down_plan(todo, provider: str, volumes, keep_data: bool = False, destroy_backups: bool = False,
+              states: dict[str, str] | None = None) -> DownPlan:
     """Which nodes to destroy and which volumes to remove. ``volumes(node)`` is the node's
     [data volume, docker volume]. The backup node's /data holds the backup repository
     (/data/restic): it goes only with ``destroy_backups``, whatever ``keep_data`` says;
     ``keep_data`` keeps every other node's /data. A VM's /data is on its disk, which
-    `vagrant destroy` deletes, so a VM whose /data is kept is not destroyed at all."""
+    `vagrant destroy` deletes, so a VM whose /data is kept is not destroyed at all, nor is
+    one that this checkout's Vagrant does not run (``states``: vm_state of each VM)."""
     plan = DownPlan()
     for node in todo:
-        if node.role == "backup":
-            keep = not destroy_backups
-            why = "the backup repository; `--destroy-backups` removes it"
-        else:
-            keep = keep_data
-            why = "its /data (--keep-data)"
-        if provider != "docker":
+        keep = not destroy_backups if node.role == "backup" else keep_data
+        if provider == "docker":
+            plan.destroy.append(node)
+            data, *rest = volumes(node)
             if keep:
-                plan.kept.append((f"VM {node.name}", why.replace("removes it", "destroys the VM with it")
-                                  if node.role == "backup" else f"{why}: its disk holds it, `vagrant destroy` would delete it"))
+                plan.kept.append((data, KEPT_BACKUP if node.role == "backup" else KEPT_DATA))
             else:
-                plan.destroy.append(node)
-            continue
-        plan.destroy.append(node)
-        data, *rest = volumes(node)
-        if keep:
-            plan.kept.append((data, why))
+                plan.remove_volumes.append(data)
+            plan.remove_volumes.extend(rest)
+        elif (states or {}).get(node.name) in (RUNNING_ELSEWHERE, "unknown"):
+            plan.kept.append((f"VM {node.name}", NOT_OURS_VM.format(name=node.name)))
+        elif keep:
+            plan.kept.append((f"VM {node.name}", KEPT_BACKUP_VM if node.role == "backup" else KEPT_DATA_VM))
         else:
-            plan.remove_volumes.append(data)
-        plan.remove_volumes.extend(rest)
+            plan.destroy.append(node)
     return plan
 
 
@@ -309,7 +313,9 @@ class Nodes:
         """Destroy nodes (all, or ``name``) and their volumes. The backup node's /data (the
         backup repository) is kept unless ``destroy_backups``; ``keep_data`` keeps the
         other nodes' /data. A kept volume is mounted again by the next `node.up`."""
-        plan = down_plan(self.select(name), self.env.provider, self.volumes, keep_data, destroy_backups)
+        todo = self.select(name)
+        states = self.states(todo) if self.env.provider != "docker" else None
+        plan = down_plan(todo, self.env.provider, self.volumes, keep_data, destroy_backups, states)
         if plan.destroy and (self.p.build_dir / "Vagrantfile").exists():
             with self.p.reporter.step(f"vagrant destroy {' '.join(n.name for n in plan.destroy)} ({self.env.name})"):
                 self.vagrant("destroy", "-f", *[n.name for n in plan.destroy])

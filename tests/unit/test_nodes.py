@@ -219,7 +219,7 @@ def test_node_down_on_virtualbox_keeps_the_backup_vm_whose_disk_holds_the_reposi
     vagrant.set(master="running", backup="running")
     Nodes(prod).down()
     assert [c for c in vagrant.calls() if c[0] == "destroy"] == [["destroy", "-f", "master"]]
-    assert any(line.startswith("kept VM backup: the backup repository") for line in prod.reporter.lines)
+    assert "kept VM backup: its disk holds the backup repository; `--destroy-backups` destroys it" in prod.reporter.lines
     Nodes(prod).down(destroy_backups=True)
     assert vagrant.calls()[-1] == ["destroy", "-f", "master", "backup"]
 
@@ -308,6 +308,14 @@ def test_node_down_says_whose_nodes_it_removed(project, engine):
     assert "lapinfra-test-master was managed from the checkout /srv/other-clone: removed" in project.reporter.lines
 
 
+def test_node_down_on_virtualbox_leaves_vms_that_run_from_elsewhere_to_their_vagrant(prod, vagrant, monkeypatch):
+    monkeypatch.setattr(Nodes, "_answers", lambda self, node: node.name == "master")    # Vagrant here has none
+    Nodes(prod).down(destroy_backups=True)
+    assert [c for c in vagrant.calls() if c[0] == "destroy"] == [["destroy", "-f", "backup"]]
+    assert any(line.startswith("kept VM master: it runs from the VM host or another checkout") and
+               "`vagrant destroy master` there" in line for line in prod.reporter.lines)
+
+
 def test_the_down_plan_keep_data_and_destroy_backups(project):
     env, volumes = project.env, Nodes(project).volumes
     plan = down_plan(env.nodes, "docker", volumes, keep_data=True)
@@ -394,11 +402,15 @@ class Rec
     yield Rec.new if block_given?
     self
   end
-  def respond_to_missing?(*) = true
+  def respond_to_missing?(*)
+    true
+  end
 end
 module Vagrant
   def self.require_version(*); end
-  def self.configure(_) = yield(Rec.new)
+  def self.configure(_)
+    yield Rec.new
+  end
 end
 load ARGV[0]
 puts JSON.dump($args)
