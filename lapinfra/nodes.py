@@ -12,9 +12,14 @@ other key. With a VM provider (virtualbox) the key is read through Vagrant's own
 channel (`vagrant ssh NODE -c cat ...`), never trusted on first use over the LAN.
 
 Node state comes from where the nodes are: the local Docker engine for container
-nodes, `vagrant status --machine-readable` for VMs. What to remove on
-``node.down`` and whether a node belongs to another checkout are decided by pure
-functions (`down_plan`, `managed_elsewhere`) over facts gathered first.
+nodes, `vagrant status --machine-readable` for VMs (`parse_vagrant_status`,
+`vm_state`: a VM that this checkout's Vagrant does not have but that answers at its
+address is `running elsewhere`, e.g. on the office host while this is the seed
+machine). What ``node.down`` removes and keeps (`down_plan`: the backup node's
+repository only when asked) and whether an existing node container belongs to
+another checkout (`managed_elsewhere`, from the `lapinfra.checkout` label the
+Vagrantfile sets and Vagrant's recorded machine id) are pure functions over facts
+gathered first.
 """
 from __future__ import annotations
 
