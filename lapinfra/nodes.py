@@ -98,8 +98,9 @@ def other_checkout_message(env_name: str, checkout: str, found: dict[str, str]) 
     lines += [f"  {name} {why}" for name, why in sorted(found.items())]
     there = f"in {' or '.join(owners)}" if owners else "in the checkout that made them"
     lines.append(f"Either `invoke node.down --env={env_name}` {there} and then `invoke node.up --env={env_name}` here, "
-                 f"or take them over from here: `invoke node.down --env={env_name}` removes them whichever checkout "
-                 f"made them (it keeps the backup repository; `--destroy-backups` removes it too).")
+                 f"or take them over from here: `invoke node.down --env={env_name} --destroy-backups` removes them "
+                 f"whichever checkout made them (without --destroy-backups the backup repository is kept, and it opens "
+                 f"only with that checkout's secrets/{env_name}/restic.password: copy that folder here first).")
     return "\n".join(lines)
 
 
