@@ -9,15 +9,27 @@ import pytest
 from tests.conftest import ROOT
 
 
-@pytest.fixture
-def lapbackup(tmp_path, monkeypatch):
+def load_lapbackup(tmp_path, monkeypatch, data=None):
+    """The script as a module; with ``data`` its /srv/data (and everything below) is that folder."""
     loader = importlib.machinery.SourceFileLoader("lapbackup", str(ROOT / "images/backup/lapbackup"))
     spec = importlib.util.spec_from_loader("lapbackup", loader)
     module = importlib.util.module_from_spec(spec)
     loader.exec_module(module)
     monkeypatch.setattr(module, "PAUSED_FILE", str(tmp_path / "paused.json"))
     monkeypatch.setattr(module, "log", lambda message: None)
+    if data is not None:
+        data = str(data)
+        for name, value in {"DATA": data, "STATE": f"{data}/backup", "STATUS": f"{data}/backup/status.json",
+                            "PAUSED_FILE": f"{data}/backup/paused.json", "LOCK_FILE": f"{data}/backup/lock",
+                            "SEEN_PAUSED": f"{data}/backup/paused-seen.json", "SIZES": f"{data}/backup/sizes.json",
+                            "TMP": f"{data}/.restore-tmp", "JOURNAL": f"{data}/.restore-tmp/journal.json"}.items():
+            monkeypatch.setattr(module, name, value)
     return module
+
+
+@pytest.fixture
+def lapbackup(tmp_path, monkeypatch):
+    return load_lapbackup(tmp_path, monkeypatch)
 
 
 def _engine(lapbackup, monkeypatch, unpause, paused_now):
