@@ -151,3 +151,19 @@ def test_a_restic_call_past_its_time_limit_is_stopped_and_an_error(lapbackup, mo
     assert lapbackup.restic_timeout("restore") == 1
     monkeypatch.delenv("BACKUP_RESTIC_TIMEOUT_S")
     assert lapbackup.restic_timeout("restore") > lapbackup.restic_timeout("snapshots")
+
+
+def test_a_pause_interrupted_half_way_unpauses_what_it_had_paused(lapbackup, monkeypatch, tmp_path):
+    calls = []
+
+    def docker(method, path):
+        calls.append((method, path))
+        if path == "/containers/json":
+            return 200, [{"Names": [f"/infra_{n}"], "Id": n, "State": "running"} for n in ("a", "b", "c")]
+        if path == "/containers/b/pause":
+            raise lapbackup.Terminated(15)
+        return 204, b""
+    monkeypatch.setattr(lapbackup, "docker", docker)
+    with pytest.raises(lapbackup.Terminated):
+        lapbackup.pause_all()
+    assert ("POST", "/containers/a/unpause") in calls and not (tmp_path / "paused.json").exists()
