@@ -108,7 +108,15 @@ def recover_interrupted(s: MasterSession, project) -> dict | None:
         s.docker.images.get("infra/backup")
     except docker.errors.ImageNotFound:
         return None
-    result = run_tool(s, ["recover"])
+    try:
+        result = run_tool(s, ["recover"])
+    except LapinfraError as exc:
+        if "invalid choice: 'recover'" not in str(exc):
+            raise
+        # a master's copy of the tool older than the journal: it cannot have left one
+        project.reporter.info(f"{project.env.master.name}'s backup tool predates `lapbackup recover`; "
+                              f"`invoke node.seed --env={project.name}` brings the current one")
+        return None
     for message in recovery_messages(project.name, project.env.master.name, result):
         project.reporter.warn(message)
     return result

@@ -207,3 +207,17 @@ def test_an_interrupted_tool_gets_sigterm_and_time_to_undo_before_it_is_removed(
     else:
         assert backup.run_tool(s, ["list"]) == {"ok": True}
         assert ("stop", backup.STOP_GRACE) not in container.calls
+
+
+def test_a_master_with_an_older_backup_tool_is_not_an_error_but_a_hint(project, master, monkeypatch):
+    m = master()
+
+    def old_tool(s, args):
+        raise LapinfraError("backup tool `recover` failed (exit 2):\n    lapbackup: error: argument cmd: invalid choice: 'recover' "
+                            "(choose from 'scheduler', 'snapshot')")
+    monkeypatch.setattr(backup, "run_tool", old_tool)
+    assert backup.recover_interrupted(m, project) is None
+    assert any("node.seed --env=test" in line for line in project.reporter.lines)
+    monkeypatch.setattr(backup, "run_tool", lambda s, args: (_ for _ in ()).throw(LapinfraError("backup tool `recover` failed (exit 1)")))
+    with pytest.raises(LapinfraError, match="exit 1"):
+        backup.recover_interrupted(m, project)
