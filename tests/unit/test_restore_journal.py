@@ -4,6 +4,7 @@ anything in between (the old swap lost 8 of 10 services' data when interrupted).
 import hashlib
 import os
 import types
+from pathlib import Path
 
 import pytest
 
@@ -236,3 +237,38 @@ def test_a_signal_during_the_restore_undoes_the_swap_at_once_and_unpauses(tool, 
         tool.lb.cmd_restore(restorable.args, hook)
     assert checksum(tool.data) == before and not tool.tmp.exists()
     assert [p["name"] for p in restorable.unpaused] == ["infra_git"]
+
+
+KILLER = """
+import os, signal, sys
+sys.path.insert(0, {root!r})
+from tests.unit import test_restore_journal as t
+from tests.unit.test_lapbackup import load_lapbackup
+import pytest
+mp = pytest.MonkeyPatch()
+lb = load_lapbackup(t.Path({tmp!r}), mp, {data!r})
+tool = t.types.SimpleNamespace(lb=lb, data=t.Path({data!r}), tmp=t.Path({data!r}) / ".restore-tmp")
+plan = t.prepared(tool)
+calls = []
+def hook(point):
+    calls.append(point)
+    if len(calls) == {k}:
+        os.kill(os.getpid(), signal.SIGKILL)
+lb.run_swap(plan, t.SID, hook)
+"""
+
+
+def test_a_real_sigkill_mid_swap_is_repaired_the_same_way(tool, states, tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    before, after, points = states
+    for k in (2, len(points) // 2, points.index("committed") + 1):
+        code = KILLER.format(root=str(ROOT), tmp=str(tmp_path), data=str(tool.data), k=k)
+        proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == -9, proc.stderr
+        assert tool.tmp.exists()                  # the kill left a half-done swap behind
+        tool.lb.recover_swap()
+        assert checksum(tool.data) in (before, after) and not tool.tmp.exists()
