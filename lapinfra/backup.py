@@ -6,6 +6,11 @@ over sftp, with a key the backup node accepts (``restrict``: no forwarding, no
 pty) and its host key pinned. ``infra_backup`` takes the scheduled snapshots; every command here runs
 a one-off container of the same image, so it also works while the
 infrastructure is stopped or the master is brand new.
+
+Every command that touches the master first runs ``recover_interrupted`` (a restore a kill
+interrupted is finished or undone, containers a killed snapshot left paused are unpaused);
+every command that replaces /data first takes a ``safety_snapshot`` that undoes it. No
+snapshot holds /data/secrets: they come from the workstation's secrets folder.
 """
 from __future__ import annotations
 
@@ -41,8 +46,15 @@ def _prepare(s: MasterSession, project, seed_all: bool = False) -> None:
     seed(s, project, None if seed_all else ["infra/backup"])
 
 
+TOOL_TIMEOUT = 3600      # above every restic limit in lapbackup (restore: 3000 s)
+STOP_GRACE = 60          # SIGTERM first: an interrupted restore undoes its swap at once
+
+
 def run_tool(s: MasterSession, args: list[str]) -> object:
-    """Run the backup tool once on the master; return its JSON output."""
+    """Run the backup tool once on the master; return its JSON output.
+    Interrupted (Ctrl-C, the time limit), the tool is stopped with SIGTERM and time to
+    undo what it was doing before it is removed; what a hard kill leaves, the next
+    command's recover_interrupted repairs."""
     service = svc.backup_service(s.env)
     volumes = svc.run_kwargs(service, "infra/backup", s.env, "", "")["volumes"]
     container = s.docker.containers.run(
@@ -51,11 +63,15 @@ def run_tool(s: MasterSession, args: list[str]) -> object:
         "infra/backup", args, detach=True, hostname=service.name, volumes=volumes, environment=dict(service.environment),
         name=f"lapinfra-backup-{args[0]}-{uuid.uuid4().hex[:8]}", labels={"lapinfra.purpose": "backup tool"},
     )
+    finished = False
     try:
-        code = container.wait(timeout=3600)["StatusCode"]
+        code = container.wait(timeout=TOOL_TIMEOUT)["StatusCode"]
+        finished = True
         out = container.logs(stdout=True, stderr=False).decode(errors="replace")
         err = container.logs(stdout=False, stderr=True).decode(errors="replace")
     finally:
+        if not finished:
+            _stop_gently(container)
         container.remove(force=True)
     if code != 0:
         tail = "\n".join(f"    {line}" for line in err.strip().splitlines()[-12:])
@@ -66,9 +82,111 @@ def run_tool(s: MasterSession, args: list[str]) -> object:
         raise LapinfraError(f"backup tool `{' '.join(args)}` printed no JSON: {out[-500:]!r}") from None
 
 
+def _stop_gently(container) -> None:
+    import contextlib
+
+    with contextlib.suppress(Exception):   # best effort: remove(force=True) follows
+        container.stop(timeout=STOP_GRACE)
+
+
+# ---- repairs and safety nets ----------------------------------------------------------
+
+SAFETY_TAG = "safety"
+
+
+def recover_interrupted(s: MasterSession, project) -> dict | None:
+    """Finish or undo a restore that a kill interrupted on the master and unpause what a
+    killed snapshot left paused (``lapbackup recover``), reporting what was done. None
+    when the master has no backup image (the tool never ran there: nothing to repair).
+
+    Must run first in every command that touches the master's /data: backup's own here,
+    and start and deploy (lapinfra/deploy.py, lapinfra/promote.py), after _prepare's
+    uploads of the backup tool's secrets and image."""
+    import docker.errors
+
+    try:
+        s.docker.images.get("infra/backup")
+    except docker.errors.ImageNotFound:
+        return None
+    try:
+        result = run_tool(s, ["recover"])
+    except LapinfraError as exc:
+        if "invalid choice: 'recover'" not in str(exc):
+            raise
+        # a master's copy of the tool older than the journal: it cannot have left one
+        project.reporter.info(f"{project.env.master.name}'s backup tool predates `lapbackup recover`; "
+                              f"`invoke node.seed --env={project.name}` brings the current one")
+        return None
+    for message in recovery_messages(project.name, project.env.master.name, result):
+        project.reporter.warn(message)
+    return result
+
+
+def recovery_messages(env: str, master: str, result: dict) -> list[str]:
+    """What ``lapbackup recover`` did, in words (nothing when it had nothing to do)."""
+    out = []
+    swap = result.get("swap") or {}
+    sid = swap.get("snapshot")
+    if swap.get("action") == "undone":
+        out.append(f"an interrupted restore of snapshot {sid} on {master} was undone: /data is as it was "
+                   f"before that restore (`invoke restore --env={env} --snapshot {sid}` runs it again)")
+    elif swap.get("action") == "finished":
+        out.append(f"an interrupted restore of snapshot {sid} on {master} was finished: /data is that snapshot")
+    elif swap.get("action") == "removed leftover":
+        out.append(f"removed the leftover folder of an earlier restore on {master} (/data was not changed)")
+    if result.get("unpaused"):
+        out.append(f"unpaused {', '.join(result['unpaused'])} on {master}: an interrupted snapshot had left them paused")
+    return out
+
+
+def safety_snapshot(s: MasterSession, project, purpose: str) -> str | None:
+    """A snapshot (label ``safety-<purpose>``, tag ``safety``) of the master's /data before
+    a command replaces it, and how to undo that command with it; its id. None when /data
+    holds nothing to save (no release record: a brand-new master)."""
+    release = s.read_json(RELEASE)
+    if release is None:
+        return None
+    env = project.name
+    with project.reporter.step(f"safety snapshot of {project.env.master.name}:/data before {purpose}"):
+        snap = run_tool(s, ["snapshot", "--label", f"safety-{purpose}", "--tag", SAFETY_TAG,
+                            "--tag", f"commit={release.get('release', 'none')}"])
+    project.reporter.info(f"safety snapshot {snap['id']} of {env} before {purpose}; "
+                          f"undo with `invoke restore --env={env} --snapshot {snap['id']}`")
+    return snap["id"]
+
+
+def choose_snapshot(snaps: list[dict], wanted: str, env: str, foreign: bool = False) -> str:
+    """The id of the snapshot to restore: ``latest`` is this environment's own latest,
+    resolved before a safety snapshot becomes the latest; another environment's
+    snapshot only with ``foreign`` (snapshot.fetch)."""
+    if not snaps:
+        raise LapinfraError("the backup repository holds no snapshot yet")
+    if wanted == "latest":
+        own = [snap for snap in snaps if _origin(snap, env) == env]
+        if not own:
+            raise LapinfraError(f"the backup repository holds no snapshot of {env}; `invoke snapshot.list --env={env}` shows them")
+        return max(own, key=lambda snap: snap["time"])["id"]
+    known = {snap["id"]: snap for snap in snaps}
+    if wanted not in known:
+        raise LapinfraError(f"no snapshot {wanted!r} in the backup repository; `invoke snapshot.list --env={env}` shows them")
+    origin = _origin(known[wanted], env)
+    if origin != env and not foreign:
+        raise LapinfraError(f"snapshot {wanted} holds {origin}'s data (its config too): "
+                            f"`invoke snapshot.fetch --from={origin} --to={env} --snapshot {wanted}` restores it safely")
+    return wanted
+
+
+def _origin(snap: dict, default: str) -> str:
+    """The environment a snapshot was taken of (its tag env=<name>)."""
+    return dict(t.split("=", 1) for t in snap.get("tags", []) if "=" in t).get("env", default)
+
+
+# ---- commands -------------------------------------------------------------------------
+
 def snapshot(project, label: str = "manual") -> dict:
     with MasterSession(project) as s:
         _prepare(s, project)
+        recover_interrupted(s, project)
         release = (s.read_json(RELEASE) or {}).get("release", "none")
         with project.reporter.step(f"snapshot of {project.env.master.name}:/data to {project.env.node('backup').name} ({label})"):
             return run_tool(s, ["snapshot", "--label", label, "--tag", f"commit={release}"])
@@ -91,26 +209,21 @@ def check(project) -> dict:
         return run_tool(s, ["check"])
 
 
-def restore(project, snapshot_id: str, start: bool = True, keep: tuple[str, ...] = (), foreign: bool = False) -> dict:
+def restore(project, snapshot_id: str, start: bool = True, keep: tuple[str, ...] = (), foreign: bool = False,
+            purpose: str = "restore", safety: bool = True) -> dict:
     """The seed's restore.sh: stop, restore /data, start (stopping once).
-    Paths in ``keep`` (below /data) and the audit logs stay as they are on the node;
-    ``foreign`` allows another environment's snapshot (snapshot.fetch)."""
+    Paths in ``keep`` (below /data), the audit logs and the secrets stay as they are on the
+    node; ``foreign`` allows another environment's snapshot (snapshot.fetch). A safety
+    snapshot (``safety``; labelled for ``purpose``) is taken first, when /data holds a release."""
     with MasterSession(project) as s:
         _prepare(s, project)
-        snaps = run_tool(s, ["list"])
-        known = {snap["id"]: snap for snap in snaps}
-        if snapshot_id != "latest" and snapshot_id not in known:
-            raise LapinfraError(f"no snapshot {snapshot_id!r} in the backup repository; `invoke snapshot.list --env={project.name}` shows them")
-        if not known:
-            raise LapinfraError("the backup repository holds no snapshot yet")
-        origin = project.name if snapshot_id == "latest" else \
-            dict(t.split("=", 1) for t in known[snapshot_id].get("tags", []) if "=" in t).get("env", project.name)
-        if origin != project.name and not foreign:
-            raise LapinfraError(f"snapshot {snapshot_id} holds {origin}'s data (its secrets and config too): "
-                                f"`invoke snapshot.fetch --from={origin} --to={project.name} --snapshot {snapshot_id}` restores it safely")
+        recover_interrupted(s, project)
+        sid = choose_snapshot(run_tool(s, ["list"]), snapshot_id, project.name, foreign)
+        if safety:
+            safety_snapshot(s, project, purpose)
         stop_all(s, project.reporter)
-        with project.reporter.step(f"restore {snapshot_id} into {project.env.master.name}:/data"):
-            result = run_tool(s, ["restore", snapshot_id, *[f"--keep={k}" for k in (*keep, *svc.AUDIT_LOGS)]])
+        with project.reporter.step(f"restore {sid} into {project.env.master.name}:/data"):
+            result = _restore_tool(s, sid, keep)
         if start:
             release = s.read_json(RELEASE)
             if release is None:
@@ -119,15 +232,27 @@ def restore(project, snapshot_id: str, start: bool = True, keep: tuple[str, ...]
         return result
 
 
+def _restore_tool(s: MasterSession, sid: str, keep: tuple[str, ...] = ()) -> dict:
+    return run_tool(s, ["restore", sid, *[f"--keep={k}" for k in (*keep, *svc.AUDIT_LOGS)]])
+
+
 def recover(project) -> dict:
-    """Disaster recovery: a fresh master from the backup node alone, then start."""
+    """Disaster recovery: a fresh master from the backup node alone, then start. A master
+    that still runs is snapshotted (safety), stopped, then restored; on either, the audit
+    logs stay, and every service's secrets come from the workstation (no snapshot holds them)."""
     nodes = Nodes(project)
     if nodes.state(project.env.master) == "absent":
         nodes.up(project.env.master.name)
     with MasterSession(project) as s:
         _prepare(s, project, seed_all=True)
-        with project.reporter.step("restore the latest snapshot into the new master's /data"):
-            result = run_tool(s, ["restore", "latest"])
+        recover_interrupted(s, project)
+        sid = choose_snapshot(run_tool(s, ["list"]), "latest", project.name)
+        safety_snapshot(s, project, "recover")
+        stop_all(s, project.reporter)
+        with project.reporter.step(f"restore the latest snapshot ({sid}) into {project.env.master.name}:/data"):
+            result = _restore_tool(s, sid)
+        with project.reporter.step("upload every service's secrets"):
+            upload_secrets(s, project, svc.services(project.env))
         release = s.read_json(RELEASE)
         if release is None:
             raise LapinfraError("the latest snapshot holds no release record; deploy instead")
@@ -168,11 +293,17 @@ def fetch(source, target, snapshot_id: str = "latest", restore_after: bool = Tru
         config.write_text("\n".join(ssh))
         config.chmod(0o644)
         volumes[str(config)] = {"bind": "/etc/ssh/ssh_config.d/lapinfra-fetch.conf", "mode": "ro"}
+        networking = _fetch_networking(source, target)
+        ls = ["--no-cache", "-r", "sftp:lapinfra-from:/data/restic", "--password-file", f"{FETCH_MOUNT}/from/restic.password",
+              "ls", snapshot_id, SNAPSHOT_SECRETS]
+        with target.reporter.step(f"check that snapshot {snapshot_id} of {source.name} holds none of its secrets"):
+            code, out = _run_local_restic(target, ls, networking, volumes, check=False)
+        _refuse_unfetchable(source, snapshot_id, code, out)
         command = ["--no-cache", "-r", "sftp:lapinfra-to:/data/restic", "--password-file", f"{FETCH_MOUNT}/to/restic.password",
                    "copy", "--from-repo", "sftp:lapinfra-from:/data/restic",
                    "--from-password-file", f"{FETCH_MOUNT}/from/restic.password", snapshot_id]
         with target.reporter.step(f"copy snapshot {snapshot_id} of {source.name} into {target.name}'s backup repository"):
-            out = _run_local_restic(target, command, _fetch_networking(source, target), volumes)
+            _, out = _run_local_restic(target, command, networking, volumes)
     if "no matching ID found" in out:
         raise LapinfraError(f"no snapshot {snapshot_id!r} in {source.name}'s backup repository; "
                             f"`invoke snapshot.list --env={source.name}` shows them")
@@ -181,9 +312,33 @@ def fetch(source, target, snapshot_id: str = "latest", restore_after: bool = Tru
         raise LapinfraError(f"restic copy did not report the copied snapshot:\n{out[-1500:]}")
     result = {"source": source.name, "source_snapshot": copied[0], "snapshot": copied[1]}
     if restore_after:
-        restore(target, copied[1], keep=FETCH_KEEP, foreign=True)
+        restore(target, copied[1], keep=FETCH_KEEP, foreign=True, purpose="fetch")
         result["restored"] = True
     return result
+
+
+SNAPSHOT_SECRETS = "/srv/data/secrets"   # where an older snapshot holds /data/secrets (lapbackup's view)
+
+
+def _refuse_unfetchable(source, snapshot_id: str, code: int, out: str) -> None:
+    """A snapshot that does not exist, or one taken before /data/secrets was excluded from
+    snapshots (it holds the source's keys and passwords), is not copied."""
+    if "no matching ID found" in out:
+        raise LapinfraError(f"no snapshot {snapshot_id!r} in {source.name}'s backup repository; "
+                            f"`invoke snapshot.list --env={source.name}` shows them")
+    if code != 0:
+        tail = "\n".join(f"    {line}" for line in out.strip().splitlines()[-12:])
+        raise LapinfraError(f"restic ls of {source.name}'s snapshot {snapshot_id} failed (exit {code}){_restic_hint(out)}:\n{tail}")
+    if lists_secrets(out):
+        raise LapinfraError(f"snapshot {snapshot_id} of {source.name} holds {source.name}'s secrets (it was taken before "
+                            f"secrets were left out of snapshots) and is not copied: take a new one with "
+                            f"`invoke snapshot.create --env={source.name}` and fetch that")
+
+
+def lists_secrets(out: str) -> bool:
+    """Whether restic ls's output names the secrets folder or anything in it."""
+    return any(line.strip() == SNAPSHOT_SECRETS or line.strip().startswith(SNAPSHOT_SECRETS + "/")
+               for line in out.splitlines())
 
 
 def _fetch_networking(source, target) -> dict:
@@ -194,8 +349,9 @@ def _fetch_networking(source, target) -> dict:
     return {"network_mode": "host"}
 
 
-def _run_local_restic(project, command: list[str], networking: dict, volumes: dict) -> str:
-    """restic in a one-off infra/backup container on the workstation; its output."""
+def _run_local_restic(project, command: list[str], networking: dict, volumes: dict, check: bool = True) -> tuple[int, str]:
+    """restic in a one-off infra/backup container on the workstation; its exit code and
+    output (with ``check``, an exit code other than 0 is an error)."""
     import docker.errors
 
     client = project.docker
@@ -215,15 +371,18 @@ def _run_local_restic(project, command: list[str], networking: dict, volumes: di
         raise LapinfraError(f"cannot run the fetch container: {exc.explanation or exc}") from None
     finally:
         container.remove(force=True)
-    if code != 0:
+    if code != 0 and check:
         tail = "\n".join(f"    {line}" for line in out.strip().splitlines()[-12:])
-        hint = ""
-        if "wrong password" in out:
-            hint = " (a restic.password does not open its repository)"
-        elif "Host key verification failed" in out:
-            hint = " (a backup node's host key differs from the pinned one)"
-        raise LapinfraError(f"restic copy failed (exit {code}){hint}:\n{tail}")
-    return out
+        raise LapinfraError(f"restic copy failed (exit {code}){_restic_hint(out)}:\n{tail}")
+    return code, out
+
+
+def _restic_hint(out: str) -> str:
+    if "wrong password" in out:
+        return " (a restic.password does not open its repository)"
+    if "Host key verification failed" in out:
+        return " (a backup node's host key differs from the pinned one)"
+    return ""
 
 
 def _copied_snapshot(out: str) -> tuple[str, str] | None:
