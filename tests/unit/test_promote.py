@@ -1,10 +1,4 @@
 """Promotion's decisions that need no node: the gate's match, rollback's choice of snapshot, the lock's staleness."""
-import json
-import os
-import socket
-import subprocess
-import sys
-from types import SimpleNamespace
 
 import pytest
 
@@ -52,36 +46,3 @@ def test_rollback_refuses_what_no_snapshot_holds():
         promote.rollback_target(HISTORY, "r3", "r3", "staging")
     with pytest.raises(LapinfraError, match="no earlier release"):
         promote.rollback_target(HISTORY[:1], "r1", None, "staging")
-
-
-class FakeConn:
-    """What `cat lock; echo; age` prints on the node."""
-
-    def __init__(self, holder, age):
-        self.out = json.dumps(holder) + "\n" + str(age) + "\n"
-
-    def run(self, command, **kw):
-        return SimpleNamespace(failed=False, stdout=self.out)
-
-
-def lock_state(holder, age):
-    s = SimpleNamespace(conn=FakeConn(holder, age))
-    return promote.DeployLock(s, SimpleNamespace(name="staging")).state()
-
-
-def test_a_lock_of_a_dead_local_process_is_stale():
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    holder = {"by": "x", "host": socket.gethostname(), "pid": dead.pid, "since": "t"}
-    assert "is gone" in lock_state(holder, 1)["stale"]
-
-
-def test_a_lock_of_a_live_process_with_a_heartbeat_is_held():
-    holder = {"by": "x", "host": socket.gethostname(), "pid": os.getpid(), "since": "t"}
-    assert lock_state(holder, 5)["stale"] == ""
-
-
-def test_a_lock_without_heartbeat_is_stale_whoever_holds_it():
-    holder = {"by": "x", "host": "elsewhere", "pid": 1, "since": "t"}
-    assert lock_state(holder, 5)["stale"] == ""
-    assert "no heartbeat for 300s" in lock_state(holder, 300)["stale"]
