@@ -178,6 +178,7 @@ class EnvLock:
                      "command": " ".join(["invoke", *sys.argv[1:]])[:200], "token": secrets.token_hex(8)}
         self.content = json.dumps(self.info)
         self.depth = 0
+        self._process = os.getpid()       # re-entrancy is per process (a fork holds nothing)
         self._outer: EnvLock | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -191,7 +192,7 @@ class EnvLock:
 
     def held_here(self) -> bool:
         held = _HELD.get(self.env)
-        return held is not None and held.me.pid == os.getpid()
+        return held is not None and held._process == os.getpid()
 
     # -- enter / exit
     def __enter__(self):
@@ -297,7 +298,7 @@ def env_lock(project, purpose: str, wait: float = 0):
     """The environment's lock for a task: its own SSH connection to the master (the
     heartbeat's), opened only when this process does not hold the lock already."""
     held = _HELD.get(project.name)
-    if held is not None and held.me.pid == os.getpid():
+    if held is not None and held._process == os.getpid():
         with EnvLock(None, project.name, project.reporter, purpose):
             yield
         return
