@@ -223,3 +223,31 @@ def test_without_a_safety_snapshot_a_failed_deploy_discards_nothing(failing_depl
     assert [c for c in node.calls if c[0] == "restore"] == []
     assert "nothing was rolled back" in str(failed.value) and "rollback --data" in str(failed.value)
     assert node.session.appended[-1]["outcome"] == "failed"
+
+
+def test_the_files_changed_since_a_snapshot_are_found_by_the_nodes_shell(tmp_path, monkeypatch):
+    """The find command of rollback --data, run by a local shell on a stand-in /data."""
+    import os
+    import subprocess
+    from types import SimpleNamespace
+
+    from lapinfra import services as svc
+
+    data = tmp_path / "data"
+    for rel in ("git/repositories/x.git/HEAD", "git/old", "maven/a.jar", "backup/status.json",
+                "lapinfra/ssh/key", "lapinfra/release.json", "trac/db"):
+        (data / rel).parent.mkdir(parents=True, exist_ok=True)
+        (data / rel).write_text(rel)
+    snapshot_at = 1_700_000_000
+    for rel in ("git/old", "trac/db", "lapinfra/release.json"):
+        os.utime(data / rel, (snapshot_at - 100, snapshot_at - 100))
+
+    def run(command, hide=True, warn=False):
+        r = subprocess.run(["bash", "-c", command], capture_output=True, text=True, check=True)
+        return SimpleNamespace(stdout=r.stdout, failed=False)
+
+    monkeypatch.setattr(svc, "DATA", str(data))
+    s = SimpleNamespace(conn=SimpleNamespace(run=run))
+    changed = sorted(promote.changed_since(s, snapshot_at))
+    assert changed == ["git/repositories/x.git/HEAD", "maven/a.jar"]
+    assert promote._listing(s) == (["backup", "git", "lapinfra", "maven", "trac"], ["release.json", "ssh"])
