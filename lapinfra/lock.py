@@ -115,6 +115,7 @@ class RemoteLockFile:
 
     def __init__(self, conn, path: str = LOCK):
         self.conn, self.path = conn, path
+        self.error = ""      # why the last create failed, when no lock was in the way
 
     def _run(self, command: str):
         return self.conn.run(command, hide=True, warn=True)
@@ -123,6 +124,7 @@ class RemoteLockFile:
         """Write ``content`` only if no lock exists (O_EXCL); True when it is now ours."""
         p = shlex.quote(self.path)
         r = self._run(f"mkdir -p {shlex.quote(str(Path(self.path).parent))} && (set -C; printf '%s' {shlex.quote(content)} > {p})")
+        self.error = "" if not r.failed else (getattr(r, "stderr", "") or "").strip()
         return not r.failed
 
     def read(self) -> tuple[str, int] | None:
@@ -209,11 +211,16 @@ class EnvLock:
 
     def _acquire(self) -> None:
         deadline = self.clock() + self.wait
+        vanished, said_waiting = 0, False
         while True:
             if self.store.create(self.content):
                 return
             holder = self.holder()
             if holder is None:            # released between the two calls: try again at once
+                vanished += 1
+                if vanished > 3:          # no lock in the way, yet none can be made
+                    raise LapinfraError(f"cannot create the lock file {getattr(self.store, 'path', LOCK)} on "
+                                        f"{self.env}'s master: {getattr(self.store, 'error', '') or 'unknown error'}")
                 continue
             if holder["stale"]:
                 raise LapinfraError(
@@ -225,8 +232,8 @@ class EnvLock:
                 raise LapinfraError(
                     f"{self.env} is being changed by another {describe(holder)} (heartbeat {holder['age']}s ago): "
                     f"{self.env} is locked by it{waited}. Wait for it to finish, or give --lock-wait SECONDS to wait")
-            if self.wait and not getattr(self, "_said_waiting", False):
-                self._said_waiting = True
+            if self.wait and not said_waiting:
+                said_waiting = True
                 self.reporter.info(f"{self.env} is locked by {describe(holder)}: waiting up to {self.wait:g}s")
             self.sleep(min(POLL_SECONDS, left))
 

@@ -27,7 +27,6 @@ the audit log only: they are where releases are tried first.
 from __future__ import annotations
 
 import difflib
-import json
 import shlex
 import tempfile
 import time

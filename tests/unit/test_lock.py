@@ -49,7 +49,7 @@ class LocalShell:
     def run(self, command, hide=True, warn=True):
         self.commands.append(command)
         r = subprocess.run(["bash", "-c", command], capture_output=True, text=True)
-        return SimpleNamespace(failed=r.returncode != 0, stdout=r.stdout, exited=r.returncode)
+        return SimpleNamespace(failed=r.returncode != 0, stdout=r.stdout, stderr=r.stderr, exited=r.returncode)
 
 
 @pytest.fixture
@@ -232,3 +232,12 @@ def test_a_live_lock_is_broken_only_with_force(store):
     assert store.read() is not None
     assert lock.break_lock(store, "staging", Recorder(), force=True, me=me)["pid"] == os.getpid()
     assert store.read() is None
+
+
+def test_a_lock_file_that_cannot_be_made_is_an_error_not_a_loop(tmp_path):
+    blocked = tmp_path / "file-not-folder"
+    blocked.write_text("")
+    store = lock.RemoteLockFile(LocalShell(), str(blocked / "deploy.lock"))
+    with pytest.raises(LapinfraError, match="cannot create the lock file .*deploy.lock on staging's master: mkdir: cannot create directory"):
+        with env_lock(store):
+            pass
