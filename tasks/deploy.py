@@ -133,12 +133,18 @@ def rollback(c, env=None, to="", data=False, yes=False, lock_wait=0):
     """Go back to an earlier release's images and config, keeping today's data (--data: its data too)."""
     from lapinfra import promote
 
+    import sys
+
+    from lapinfra import confirm as confirming
+
     p = project(env)
+    retry = f"invoke rollback --data --env={p.name}" + (f" --to {to}" if to else "")
 
     def confirm(summary):
-        confirmed(p, f"replace /data of {p.name} with the snapshot (see above)", yes,
-                  f"invoke rollback --data --env={p.name}" + (f" --to {to}" if to else ""))
+        confirmed(p, f"replace /data of {p.name} with the snapshot (see above)", yes, retry)
 
+    if data and confirming.decide(p.env.protected, yes, sys.stdin.isatty()) == confirming.REFUSE:
+        confirm([])      # refuses at once, before the lock and the listing of what it would discard
     with locked(p, "rollback", lock_wait):
         entry = promote.rollback(p, to or None, data=data, confirm=confirm)
     kept = "with the snapshot's data" if data else "with today's data"

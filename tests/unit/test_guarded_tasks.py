@@ -125,3 +125,15 @@ def test_node_down_keeps_the_backups_unless_asked(stage, monkeypatch):
     with pytest.raises(Exit, match="prod is protected"):
         node.down.body(None, env="prod")
     assert len(NodesStub.calls) == 2
+
+
+def test_rollback_data_without_a_terminal_refuses_before_the_lock(library, monkeypatch):
+    from lapinfra import promote
+
+    monkeypatch.setattr(promote, "rollback", lambda *a, **kw: library.events.append(("rollback",)) or {"release": "r2", "snapshot": "s3"})
+    deploy = load_tasks("deploy")
+    with pytest.raises(Exit, match="--yes"):
+        deploy.rollback.body(None, env="prod", data=True)
+    assert library.events == []
+    deploy.rollback.body(None, env="prod")      # images and config only: nothing to confirm
+    assert library.events == [("lock", "prod", "rollback", 0), ("rollback",), ("unlock", "prod")]
