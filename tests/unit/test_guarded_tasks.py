@@ -137,3 +137,16 @@ def test_rollback_data_without_a_terminal_refuses_before_the_lock(library, monke
     assert library.events == []
     deploy.rollback.body(None, env="prod")      # images and config only: nothing to confirm
     assert library.events == [("lock", "prod", "rollback", 0), ("rollback",), ("unlock", "prod")]
+
+
+def test_restart_stops_and_starts_inside_one_lock(library, monkeypatch):
+    from invoke import Context
+
+    from lapinfra import deploy
+
+    monkeypatch.setattr(deploy, "start", lambda p: library.events.append(("start", p.name)))
+    load_tasks("deploy").restart.body(Context(), env="test")
+    assert library.events[0] == ("lock", "test", "restart", 0) and library.events[-1] == ("unlock", "test")
+    assert [e for e in library.events if e[0] in ("stop", "start")] == [("stop", "test"), ("start", "test")]
+    with pytest.raises(Exit, match="prod is protected"):
+        load_tasks("deploy").restart.body(Context(), env="prod")
