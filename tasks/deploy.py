@@ -141,7 +141,7 @@ def rollback(c, env=None, to="", data=False, yes=False, lock_wait=0):
     retry = f"invoke rollback --data --env={p.name}" + (f" --to {to}" if to else "")
 
     def confirm(summary):
-        confirmed(p, f"replace /data of {p.name} with the snapshot (see above)", yes, retry)
+        confirmed(p, f"replace /data of {p.name} with the rollback's snapshot, discarding what was written since", yes, retry)
 
     if data and confirming.decide(p.env.protected, yes, sys.stdin.isatty()) == confirming.REFUSE:
         confirm([])      # refuses at once, before the lock and the listing of what it would discard
