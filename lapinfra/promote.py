@@ -6,35 +6,33 @@ is promoted from (``promoted_from: test``):
 1. gate      the exact images (image ids, i.e. config digests) of the release
              passed the verification suite on the source environment (its
              ``verified.jsonl``); ``--force`` skips this and is recorded
-2. lock      one deploy per environment (``/var/lib/lapinfra/deploy.lock`` on
-             the master, created with O_EXCL, kept alive by a heartbeat)
+2. lock      one writer per environment (lapinfra/lock.py: ``/var/lib/lapinfra/deploy.lock``
+             on the master, created with O_EXCL, kept alive by a heartbeat)
 3. snapshot  the target's ``/data`` on its backup node
 4. push      only the images the target's registry lacks, through the tunnel
 5. git       the infrastructure repository to the target's git server
 6. start     recreate only the containers whose image or config changed
 7. verify    the suite on the target
 
-A failure after the snapshot restores it (images and data: the registry is part
-of ``/data``) and starts the previous release. Every deploy and rollback is
+A failure after the snapshot first takes a safety snapshot (the data users wrote
+during the deploy, named in the error), then restores the pre-deploy snapshot
+(images and data: the registry is part of ``/data``) and starts the previous
+release. ``rollback`` by hand brings back an earlier release's images and config
+and keeps today's data; ``rollback --data`` also its data, after showing what that
+discards and taking a safety snapshot. Every deploy and rollback is
 appended to ``/data/lapinfra/releases.jsonl``, the audit log, which a restore
 never rewinds. Environments without ``promoted_from`` (``test``) get the lock and
 the audit log only: they are where releases are tried first.
 """
 from __future__ import annotations
 
-import contextlib
 import difflib
-import json
-import os
 import shlex
-import socket
-import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-from . import services as svc
+from . import lock, services as svc
 from . import verify
 from .deploy import (DeployResult, MasterSession, activate, config_files, host_images, push_release,
                      registry_has, release_record)
@@ -43,9 +41,7 @@ from .gitinfo import release_id
 
 RELEASES = f"{svc.STATE_DIR}/releases.jsonl"
 RELEASE = f"{svc.STATE_DIR}/release.json"
-LOCK = "/var/lib/lapinfra/deploy.lock"      # outside /data: a restore never brings a lock back
-HEARTBEAT_SECONDS = 10
-STALE_SECONDS = 60
+LOCK = lock.LOCK
 
 
 # ---- the gate -----------------------------------------------------------------------
@@ -95,95 +91,39 @@ def refusal(runs: list[dict], release: str) -> str:
     return "the images differ from the ones verified there"
 
 
-# ---- the lock -----------------------------------------------------------------------
+# ---- the lock (lapinfra/lock.py) ------------------------------------------------------
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-class DeployLock:
-    """One deploy (or rollback) at a time per environment, on the master itself."""
-
-    def __init__(self, session: MasterSession, project, purpose: str = "deploy"):
-        self.s, self.p, self.purpose = session, project, purpose
-        self.info = {"purpose": purpose, "by": verify.who(), "host": socket.gethostname(), "pid": os.getpid(),
-                     "since": verify.now(), "command": " ".join(["invoke", *sys.argv[1:]])[:200]}
-        self._stop = threading.Event()
-        self._thread = None
-
-    def state(self) -> dict | None:
-        """The current holder with ``age`` (seconds since its heartbeat) and ``stale`` (why, or "")."""
-        r = self.s.conn.run(f"cat {LOCK} && echo && echo $(( $(date +%s) - $(stat -c %Y {LOCK}) ))", hide=True, warn=True)
-        if r.failed:
-            return None
-        *body, age = r.stdout.strip().splitlines()
-        try:
-            holder = json.loads("\n".join(body))
-        except json.JSONDecodeError:
-            holder = {"by": "unknown", "since": "unknown", "pid": 0, "host": ""}
-        holder["age"] = int(age)
-        holder["stale"] = ""
-        if holder.get("host") == socket.gethostname() and holder.get("pid") and not _alive(int(holder["pid"])):
-            holder["stale"] = f"its process {holder['pid']} on {holder['host']} is gone"
-        elif holder["age"] > STALE_SECONDS:
-            holder["stale"] = f"no heartbeat for {holder['age']}s"
-        return holder
-
-    def describe(self, holder: dict) -> str:
-        return f"{holder.get('purpose', 'deploy')} by {holder.get('by')} (pid {holder.get('pid')}) since {holder.get('since')}"
-
-    def __enter__(self):
-        data = shlex.quote(json.dumps(self.info))
-        r = self.s.conn.run(f"mkdir -p {Path(LOCK).parent} && (set -C; printf '%s' {data} > {LOCK})", hide=True, warn=True)
-        if r.failed:
-            holder = self.state()
-            if holder is None:   # released between the two calls: try once more
-                return self.__enter__()
-            env = self.p.name
-            if holder["stale"]:
-                raise LapinfraError(f"{env} is locked by a stale {self.describe(holder)}: {holder['stale']}. "
-                                    f"Check that no deploy runs, then break it with `invoke unlock --env={env}`")
-            raise LapinfraError(f"{env} is being changed by another {self.describe(holder)} "
-                                f"(heartbeat {holder['age']}s ago): wait for it to finish")
-        self._thread = threading.Thread(target=self._beat, name="deploy-lock-heartbeat", daemon=True)
-        self._thread.start()
-        return self
-
-    def _beat(self):
-        while not self._stop.wait(HEARTBEAT_SECONDS):
-            with contextlib.suppress(Exception):
-                self.s.conn.run(f"touch -c {LOCK}", hide=True, warn=True)
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        if self._thread:
-            self._thread.join(timeout=5)
-        holder = self.state()
-        if holder and holder.get("pid") == self.info["pid"] and holder.get("since") == self.info["since"]:
-            self.s.conn.run(f"rm -f {LOCK}", hide=True, warn=True)
+def env_lock(s: MasterSession, project, purpose: str = "deploy", wait: float = 0) -> lock.EnvLock:
+    """The environment's lock through the session's connection (re-entrant: a no-op
+    when this process holds it already, as a task that took it does)."""
+    return lock.EnvLock(lock.RemoteLockFile(s.conn), project.name, project.reporter, purpose, wait)
 
 
 def unlock(project, force: bool = False) -> dict | None:
     """Break a stale lock (or, with ``force``, any lock); the holder that was removed."""
     with MasterSession(project) as s:
-        lock = DeployLock(s, project)
-        holder = lock.state()
+        holder = lock.break_lock(lock.RemoteLockFile(s.conn), project.name, project.reporter, force=force)
         if holder is None:
-            project.reporter.info(f"{project.name} is not locked")
             return None
-        if not holder["stale"] and not force:
-            raise LapinfraError(f"{project.name} is held by a live {lock.describe(holder)} (heartbeat {holder['age']}s ago); "
-                                f"not breaking it (--force breaks it anyway)")
-        s.conn.run(f"rm -f {LOCK}", hide=True)
+        holder = {k: v for k, v in holder.items() if k not in ("raw", "token")}
         s.append_jsonl(RELEASES, {"outcome": "lock broken", "holder": holder, "by": verify.who(), "at": verify.now()})
         project.reporter.info(f"broke the lock of {lock.describe(holder)} ({holder['stale'] or 'forced'})")
         return holder
+
+
+# ---- safety snapshots -------------------------------------------------------------
+
+def safety_snapshot(s: MasterSession, project, purpose: str) -> str | None:
+    """A snapshot of /data as it is now, before something discards it; its id.
+
+    lapinfra.backup.safety_snapshot where it exists, else a plain snapshot labelled
+    ``safety <purpose>``."""
+    from . import backup
+
+    take = getattr(backup, "safety_snapshot", None)
+    if take is not None:
+        return take(s, project, purpose)
+    return backup.snapshot(project, label=f"safety {purpose}")["id"]
 
 
 # ---- the git repository ---------------------------------------------------------
@@ -242,7 +182,7 @@ def deploy(project, force: bool = False) -> DeployResult:
     started = time.monotonic()
     entry = {"release": release, "images": {n: i.id for n, i in images.items()}, "gate": gate,
              "by": verify.who(), "at": verify.now(), "snapshot": None, "suite": None}
-    with MasterSession(project) as s, DeployLock(s, project):
+    with MasterSession(project) as s, env_lock(s, project):
         previous = (s.read_json(RELEASE) or {}).get("release")
         entry["previous"] = previous
         step = Step()
@@ -279,6 +219,16 @@ def deploy(project, force: bool = False) -> DeployResult:
             rep.warn(f"deploy of {release} failed at {step.name}: rolling back to "
                      f"{previous or 'nothing deployed'} (snapshot {entry['snapshot']})")
             try:
+                entry["safety_snapshot"] = safety_snapshot(s, project, f"failed deploy {release[:12]}")
+            except Exception as again:
+                entry.update(outcome="failed", rollback_error=f"no safety snapshot: {str(again).splitlines()[0][:500]}")
+                s.append_jsonl(RELEASES, entry)
+                raise LapinfraError(f"deploy of {release} to {env.name} failed at {step.name}: {exc}\n"
+                                    f"and the safety snapshot of the data written since snapshot {entry['snapshot']} "
+                                    f"failed too ({again}): nothing was rolled back, {env.name} keeps its data. "
+                                    f"`invoke rollback --data --env={env.name}` once a snapshot can be taken") from None
+            rep.info(_safety_note(entry["safety_snapshot"]))
+            try:
                 backup.restore(project, entry["snapshot"], start=previous is not None)
             except Exception as again:
                 entry.update(outcome="failed", rollback_error=str(again).splitlines()[0][:500])
@@ -289,12 +239,20 @@ def deploy(project, force: bool = False) -> DeployResult:
             s.append_jsonl(RELEASES, entry)
             raise LapinfraError(f"deploy of {release} to {env.name} failed at {step.name}: {exc}\n"
                                 f"rolled back: {env.name} runs {previous or 'nothing'} again, with /data of snapshot "
-                                f"{entry['snapshot']} (`invoke releases --env={env.name}`)") from None
+                                f"{entry['snapshot']}; {_safety_note(entry['safety_snapshot'])} "
+                                f"(`invoke releases --env={env.name}`)") from None
         entry.update(outcome="deployed", seconds=round(time.monotonic() - started, 1),
                      pushed=result.pushed, containers=result.containers)
         s.append_jsonl(RELEASES, entry)
     result.verified = gated
     return result
+
+
+def _safety_note(snapshot_id: str | None) -> str:
+    if snapshot_id is None:
+        return "no safety snapshot was taken of the data written meanwhile"
+    return (f"the data written meanwhile is kept in safety snapshot {snapshot_id} "
+            f"(`invoke snapshot.list`; `invoke restore --snapshot {snapshot_id}` brings it back)")
 
 
 def _record_suite(s: MasterSession, record: dict, passed: bool, counts: dict) -> None:
@@ -308,21 +266,124 @@ def releases(project) -> list[dict]:
         return s.read_jsonl(RELEASES)
 
 
-def rollback(project, to: str | None = None) -> dict:
-    """Back to an earlier release, images and data: restore the snapshot taken just
-    before the deploy that replaced it (that /data still runs it), then start it."""
+# What a rollback without --data brings back from the snapshot: the release's rendered
+# config and its release record (which names its images, still in the registry).
+RELEASE_PATHS = ("environment", "lapinfra/release.json")
+
+
+def rollback(project, to: str | None = None, data: bool = False, confirm=None, wait: float = 0) -> dict:
+    """Back to an earlier release R.
+
+    Without ``data``: R's images and config (its release record and rendered config,
+    from the snapshot taken just before the deploy that replaced R), with today's data.
+    With ``data``: also R's /data of then; first shows what that discards, asks
+    ``confirm(summary)`` (which raises to stop), takes a safety snapshot of today's."""
     from . import backup
 
-    with MasterSession(project) as s, DeployLock(s, project, purpose="rollback"):
+    with MasterSession(project) as s, env_lock(s, project, purpose="rollback", wait=wait):
         entries = s.read_jsonl(RELEASES)
         current = (s.read_json(RELEASE) or {}).get("release")
         to, snap = rollback_target(entries, current, to, project.name)
-        project.reporter.info(f"rolling {project.name} back from {current} to {to} (snapshot {snap})")
-        backup.restore(project, snap, start=True)
         entry = {"release": to, "previous": current, "snapshot": snap, "outcome": "rolled back", "by_hand": True,
-                 "by": verify.who(), "at": verify.now()}
+                 "data": data, "by": verify.who(), "at": verify.now()}
+        if data:
+            summary = discard_summary(snap, changed_since(s, snapshot_time(project, snap)), data_folders(s))
+            for line in summary:
+                project.reporter.info(line)
+            if confirm is not None:
+                confirm(summary)
+            entry["safety_snapshot"] = safety_snapshot(s, project, f"rollback --data to {to}")
+            project.reporter.info(f"rolling {project.name} back from {current} to {to}, images, config and data "
+                                  f"(snapshot {snap}); {_safety_note(entry['safety_snapshot'])}")
+            backup.restore(project, snap, start=True)
+        else:
+            keep = release_only_keep(*_listing(s))
+            project.reporter.info(f"rolling {project.name} back from {current} to {to}: its images and config "
+                                  f"(from snapshot {snap}); today's data stays")
+            backup.restore(project, snap, start=True, keep=tuple(keep))
         s.append_jsonl(RELEASES, entry)
         return entry
+
+
+def release_only_keep(top: list[str], state: list[str]) -> list[str]:
+    """The paths below /data a restore keeps so that only RELEASE_PATHS come from the
+    snapshot: every top-level entry but ``environment`` and ``lapinfra``, and every
+    entry of ``lapinfra`` but ``release.json``."""
+    folder = {p.split("/", 1)[0] for p in RELEASE_PATHS}
+    restored = set(RELEASE_PATHS)
+    keep = [name for name in top if name not in folder and name not in restored]
+    keep += [f"lapinfra/{name}" for name in state if f"lapinfra/{name}" not in restored]
+    return sorted(set(keep))
+
+
+def _listing(s: MasterSession) -> tuple[list[str], list[str]]:
+    out = s.conn.run(f"cd {svc.DATA} && ls -A && echo /// && (ls -A lapinfra 2>/dev/null || true)", hide=True).stdout
+    top, _, state = out.partition("///")
+    return top.split(), state.split()
+
+
+def data_folders(s: MasterSession) -> list[str]:
+    return _listing(s)[0]
+
+
+# Not shown as discarded: what every restore keeps (lapbackup's own state, host keys, audit logs).
+NEVER_DISCARDED = ("backup", "lapinfra/ssh", *svc.AUDIT_LOGS)
+
+
+def snapshot_time(project, snapshot_id: str) -> float:
+    """When a snapshot was taken (seconds since the epoch), from the backup repository's list."""
+    from . import backup
+
+    for snap in backup.snapshots(project):
+        if snap["id"].startswith(snapshot_id) or snapshot_id.startswith(snap["id"]):
+            return parse_time(snap["time"])
+    raise LapinfraError(f"snapshot {snapshot_id} is not in {project.name}'s backup repository "
+                        f"(`invoke snapshot.list --env={project.name}`)")
+
+
+def parse_time(text: str) -> float:
+    """restic's time (``2026-12-04T01:02:03.123456789+01:00`` or ``...Z``) as epoch seconds."""
+    import datetime
+    import re
+
+    m = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:?\d\d)?", text.strip())
+    if not m:
+        raise LapinfraError(f"cannot read the snapshot time {text!r}")
+    zone = (m.group(3) or "Z").replace("Z", "+00:00")
+    stamp = datetime.datetime.fromisoformat(m.group(1) + zone)
+    return stamp.timestamp() + float(f"0.{m.group(2) or 0}")
+
+
+def changed_since(s: MasterSession, epoch: float) -> list[str]:
+    """Files below /data (relative paths) modified after ``epoch``, by their mtime."""
+    cmd = (f"cd {svc.DATA} && find . -mindepth 1 \\( -path ./backup -o -path ./lapinfra/ssh -o -name '*.restore-tmp' \\) "
+           f"-prune -o \\( -type f -o -type l \\) -newermt @{int(epoch)} -printf '%P\\n'")
+    return [line for line in s.conn.run(cmd, hide=True).stdout.splitlines() if line.strip()]
+
+
+def discard_summary(snapshot_id: str, changed: list[str], folders: list[str], examples: int = 3) -> list[str]:
+    """Per top-level /data folder: the files changed since the snapshot, which
+    ``rollback --data`` discards (files deleted since cannot be seen this way)."""
+    never = set(NEVER_DISCARDED)
+    by_folder: dict[str, list[str]] = {}
+    for path in changed:
+        if path in never or any(path.startswith(n + "/") for n in never):
+            continue
+        by_folder.setdefault(path.split("/", 1)[0], []).append(path)
+    lines = [f"rollback --data replaces /data with snapshot {snapshot_id}; changed since it (by mtime; "
+             f"files deleted since are not seen):"]
+    for folder in sorted(set(folders) | set(by_folder)):
+        if folder in never:
+            continue
+        files = sorted(by_folder.get(folder, []))
+        if not files:
+            lines.append(f"  {folder}: unchanged")
+            continue
+        shown = ", ".join(files[:examples]) + (f", ... ({len(files) - examples} more)" if len(files) > examples else "")
+        lines.append(f"  {folder}: {len(files)} file{'s' if len(files) != 1 else ''} changed, discarded: {shown}")
+    if not by_folder:
+        lines.append("  nothing changed since the snapshot: nothing written since is lost")
+    return lines
 
 
 def rollback_target(entries: list[dict], current: str | None, to: str | None, env: str) -> tuple[str, str]:

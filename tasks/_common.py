@@ -46,3 +46,24 @@ def project(env: str | None) -> "Project":
     from lapinfra.project import Project
 
     return Project(env, root=ROOT)
+
+
+LOCK_WAIT_HELP = ("seconds to wait for another command that changes the environment (default 0: "
+                  "refuse at once, naming it)")
+YES_HELP = "confirm without asking (a protected environment asks on a terminal and refuses without --yes elsewhere)"
+
+
+def locked(p: "Project", purpose: str, lock_wait=0):
+    """The environment's lock around a task's changes (lapinfra/lock.py); re-entrant."""
+    from lapinfra import lock
+
+    return lock.env_lock(p, purpose, wait=float(lock_wait or 0))
+
+
+def confirmed(p: "Project", action: str, yes: bool, retry: str, explicit: bool = True) -> None:
+    """Ask first on a protected environment (lapinfra/confirm.py); raise to stop."""
+    from lapinfra import confirm
+
+    console = getattr(p.reporter, "console", None)
+    confirm.require(p.name, p.env.protected, action, yes=yes, explicit=explicit, reporter=p.reporter,
+                    ask=console.input if console is not None else None, retry=retry)

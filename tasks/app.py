@@ -3,19 +3,21 @@ import json
 
 from invoke import Collection
 
-from tasks._common import project, task
+from tasks._common import LOCK_WAIT_HELP, locked, project, task
 from tasks.images import build
 
 APP_HELP = {"name": "application: a folder apps/<name>/ with an app.yml"}
 
 
-@task(pre=[build], help={**APP_HELP, "image": "deploy this image of the workstation's engine instead of app.yml's (a hotfix, a test)"})
-def deploy(c, name, env=None, image=""):
+@task(pre=[build], help={**APP_HELP, "image": "deploy this image of the workstation's engine instead of app.yml's (a hotfix, a test)",
+                          "lock_wait": LOCK_WAIT_HELP})
+def deploy(c, name, env=None, image="", lock_wait=0):
     """Push an application's image to the environment's registry and roll its swarm service to it (rolls back on failure)."""
     from lapinfra import apps
 
     p = project(env)
-    out = apps.deploy(p, name, image or None)
+    with locked(p, f"app.deploy {name}", lock_wait):
+        out = apps.deploy(p, name, image or None)
     p.reporter.info(f"app {out['app']}: {out['outcome']} ({out['image']}), served as {name}.{p.env.domain}")
 
 
@@ -34,12 +36,14 @@ def status(c, env=None, json_=False):
         print(f"{r['app']:12} {r['running']}/{r['replicas']} running on {', '.join(r['nodes']) or '-':24} update: {r['update']:18} {r['image']}")
 
 
-@task(help=APP_HELP)
-def remove(c, name, env=None):
+@task(help={**APP_HELP, "lock_wait": LOCK_WAIT_HELP})
+def remove(c, name, env=None, lock_wait=0):
     """Remove an application's swarm service and its record."""
     from lapinfra import apps
 
-    apps.remove(project(env), name)
+    p = project(env)
+    with locked(p, f"app.remove {name}", lock_wait):
+        apps.remove(p, name)
 
 
 ns = Collection("app", deploy, status, remove)

@@ -1,7 +1,7 @@
 """deploy, start, stop, restart, up, and promotion's plan, releases, rollback and unlock."""
 import json
 
-from tasks._common import project, task
+from tasks._common import LOCK_WAIT_HELP, YES_HELP, confirmed, locked, project, task
 from tasks.images import BUILT, base, build
 from tasks.node import up as node_up
 from tasks.render import render
@@ -18,20 +18,22 @@ def _report(p, result) -> None:
                     + ("; verified" if result.verified else ""))
 
 
-@task(pre=[build, render], help={"force": "skip the gate (deploy images not verified on the source environment); recorded"})
-def deploy(c, env=None, force=False):
+@task(pre=[build, render], help={"force": "skip the gate (deploy images not verified on the source environment); recorded",
+                                  "lock_wait": LOCK_WAIT_HELP})
+def deploy(c, env=None, force=False, lock_wait=0):
     """Deploy the built release: gate, lock, snapshot, push, git, start, verify; roll back on failure."""
     from lapinfra import promote
 
     p = project(env)
-    result = promote.deploy(p, force=force)
+    with locked(p, "deploy", lock_wait):
+        result = promote.deploy(p, force=force)
     if result.verified:
         VERIFIED.add(env)
     _report(p, result)
 
 
-@task()
-def start(c, env=None):
+@task(help={"lock_wait": LOCK_WAIT_HELP})
+def start(c, env=None, lock_wait=0):
     """The seed's start: the registry first, then the release's containers from it.
     After `build` on the same line (`invoke build start`, the seed's buildAndStart) it
     deploys the new build to an environment that is not a promotion target."""
@@ -47,22 +49,33 @@ def start(c, env=None):
         from lapinfra import promote
 
         render(c, env=env)
-        _report(p, promote.deploy(p))
+        with locked(p, "build start", lock_wait):
+            _report(p, promote.deploy(p))
         return
-    deploying.start(p)
+    with locked(p, "start", lock_wait):
+        deploying.start(p)
 
 
-@task()
-def stop(c, env=None):
+@task(help={"yes": YES_HELP, "lock_wait": LOCK_WAIT_HELP})
+def stop(c, env=None, yes=False, lock_wait=0):
     """Remove every infra_* container on the master (selected through the Docker API)."""
     from lapinfra import deploy as deploying
 
-    deploying.stop(project(env))
+    p = project(env)
+    confirmed(p, f"stop every service of {p.name} (remove its infra_* containers)", yes, f"invoke stop --env={p.name}")
+    with locked(p, "stop", lock_wait):
+        deploying.stop(p)
 
 
-@task(pre=[stop], post=[start])
-def restart(c, env=None):
-    """stop, then start."""
+@task(help={"yes": YES_HELP, "lock_wait": LOCK_WAIT_HELP})
+def restart(c, env=None, yes=False, lock_wait=0):
+    """stop, then start (one lock for both: no other command runs in between)."""
+    p = project(env)
+    confirmed(p, f"restart every service of {p.name} (remove and start its infra_* containers)", yes,
+              f"invoke restart --env={p.name}")
+    with locked(p, "restart", lock_wait):
+        stop(c, env=env, yes=True)
+        start(c, env=env)
 
 
 @task(pre=[base, build, render, node_up, deploy])
@@ -113,18 +126,35 @@ def releases(c, env=None, json_=False):
               + (f"  [{e.get('step')}: {e.get('error')}]" if e.get("error") else ""))
 
 
-@task(help={"to": "release to go back to (default: the one before the current)"})
-def rollback(c, env=None, to=""):
-    """Go back to an earlier release, images and data (the snapshot taken before it was replaced)."""
+@task(help={"to": "release to go back to (default: the one before the current)",
+            "data": "also bring back its /data (shows what that discards, keeps it in a safety snapshot first)",
+            "yes": YES_HELP, "lock_wait": LOCK_WAIT_HELP})
+def rollback(c, env=None, to="", data=False, yes=False, lock_wait=0):
+    """Go back to an earlier release's images and config, keeping today's data (--data: its data too)."""
     from lapinfra import promote
 
-    entry = promote.rollback(project(env), to or None)
-    project(env).reporter.info(f"{entry['release']} runs again (snapshot {entry['snapshot']})")
+    import sys
+
+    from lapinfra import confirm as confirming
+
+    p = project(env)
+    retry = f"invoke rollback --data --env={p.name}" + (f" --to {to}" if to else "")
+
+    def confirm(summary):
+        confirmed(p, f"replace /data of {p.name} with the rollback's snapshot, discarding what was written since", yes, retry)
+
+    if data and confirming.decide(p.env.protected, yes, sys.stdin.isatty()) == confirming.REFUSE:
+        confirm([])      # refuses at once, before the lock and the listing of what it would discard
+    with locked(p, "rollback", lock_wait):
+        entry = promote.rollback(p, to or None, data=data, confirm=confirm)
+    kept = "with the snapshot's data" if data else "with today's data"
+    p.reporter.info(f"{entry['release']} runs again, {kept} (snapshot {entry['snapshot']})"
+                    + (f"; safety snapshot {entry['safety_snapshot']}" if entry.get("safety_snapshot") else ""))
 
 
 @task(help={"force": "break the lock even when its holder looks alive"})
 def unlock(c, env=None, force=False):
-    """Break a stale deploy lock (one left by a killed deploy)."""
+    """Show the environment's lock and break it when stale (one left by a killed command)."""
     from lapinfra import promote
 
     promote.unlock(project(env), force=force)

@@ -4,7 +4,7 @@ import sys
 from invoke import Collection, Exit
 
 from lapinfra.invoke_ext import remainder
-from tasks._common import project, task
+from tasks._common import LOCK_WAIT_HELP, YES_HELP, confirmed, locked, project, task
 from tasks.images import build
 from tasks.render import render
 
@@ -24,10 +24,21 @@ def up(c, env=None, node=None):
     Nodes(project(env)).up(node)
 
 
-@task(help={**NODE_HELP, "keep_data": "keep the nodes' /data volumes"})
-def down(c, env=None, node=None, keep_data=False):
-    """Destroy nodes (all of the environment's, or --node), their volumes and network."""
-    Nodes(project(env)).down(node, keep_data=keep_data)
+@task(help={**NODE_HELP, "keep_data": "keep the nodes' /data volumes",
+            "destroy_backups": "also delete the backup node's repository (kept otherwise)", "yes": YES_HELP})
+def down(c, env=None, node=None, keep_data=False, destroy_backups=False, yes=False):
+    """Destroy nodes (all of the environment's, or --node), their volumes and network; the backups stay unless asked."""
+    p = project(env)
+    which = f"node {node}" if node else "every node"
+    confirmed(p, f"destroy {which} of {p.name}" + ("" if keep_data else " with its /data")
+              + (" and the backup repository" if destroy_backups else ""), yes,
+              f"invoke node.down --env={p.name}" + (f" --node {node}" if node else ""))
+    Nodes(p).down(node, keep_data=keep_data, **down_options(destroy_backups))
+
+
+def down_options(destroy_backups: bool) -> dict:
+    """Nodes.down's keyword for the backups, given only when asked (older Nodes lack it)."""
+    return {"destroy_backups": True} if destroy_backups else {}
 
 
 @task()
@@ -48,12 +59,14 @@ def status(c, env=None):
                   + ("  leader" if m["leader"] else ""))
 
 
-@task(pre=[build])
-def seed(c, env=None):
+@task(pre=[build], help={"lock_wait": LOCK_WAIT_HELP})
+def seed(c, env=None, lock_wait=0):
     """Carry the base, registry and backup images onto the master (docker save | docker load): the first install's path."""
     from lapinfra import deploy as deploying
 
-    deploying.seed_node(project(env))
+    p = project(env)
+    with locked(p, "node.seed", lock_wait):
+        deploying.seed_node(p)
 
 
 @task(help={"node": "node name (default: the master)"})

@@ -3,7 +3,7 @@ import json
 
 from invoke import Collection
 
-from tasks._common import project, task
+from tasks._common import LOCK_WAIT_HELP, YES_HELP, confirmed, locked, project, task
 from tasks.render import render
 from tasks.verify import test
 
@@ -34,28 +34,42 @@ def list_(c, env=None, json_=False):
         print(f"{s['id']:10} {s['time'][:19]:20} {s.get('label') or '':12} {s.get('size_bytes', 0) / 1e6:9.1f} MB  commit {tags.get('commit', '-')}")
 
 
-@task(help={"snapshot": "snapshot id, or latest", "no_start": "leave the infrastructure stopped after the restore"})
-def restore(c, env=None, snapshot="", no_start=False):
+@task(help={"snapshot": "snapshot id, or latest", "no_start": "leave the infrastructure stopped after the restore",
+            "yes": YES_HELP, "lock_wait": LOCK_WAIT_HELP})
+def restore(c, env=None, snapshot="", no_start=False, yes=False, lock_wait=0):
     """The seed's restore.sh: stop, restore /data from a snapshot, start."""
     if not snapshot:
         from invoke import Exit
 
         raise Exit("usage: invoke restore --env=X --snapshot ID|latest", code=2)
-    _backup().restore(project(env), snapshot, start=not no_start)
+    p = project(env)
+    confirmed(p, f"replace /data of {p.name} with snapshot {snapshot} (what was written since is lost)", yes,
+              f"invoke restore --env={p.name} --snapshot {snapshot}")
+    with locked(p, "restore", lock_wait):
+        _backup().restore(p, snapshot, start=not no_start)
+
+
+FETCH_DEFAULT_TARGET = "test"
 
 
 @task(help={"from_": "the environment whose snapshot is fetched (e.g. prod)",
-            "to": "the environment prepared from it (default: test)",
+            "to": f"the environment prepared from it (default: {FETCH_DEFAULT_TARGET}; a protected one only when named here, "
+                  "and confirmed)",
             "snapshot": "snapshot id in the source's repository, or latest (default)",
-            "no_restore": "only copy the snapshot into the target's backup repository"})
-def fetch(c, from_="", to="test", snapshot="latest", no_restore=False):
+            "no_restore": "only copy the snapshot into the target's backup repository",
+            "yes": YES_HELP, "lock_wait": LOCK_WAIT_HELP})
+def fetch(c, from_="", to="", snapshot="latest", no_restore=False, yes=False, lock_wait=0):
     """The seed's "prepare a test node": copy a snapshot of --from's backup into --to's, then restore it there."""
     if not from_:
         from invoke import Exit
 
         raise Exit("usage: invoke snapshot.fetch --from=ENV [--to=ENV] [--snapshot ID|latest] [--no-restore]", code=2)
-    source, target = project(from_), project(to)
-    result = _backup().fetch(source, target, snapshot, restore_after=not no_restore)
+    source, target = project(from_), project(to or FETCH_DEFAULT_TARGET)
+    what = (f"copy snapshot {snapshot} of {source.name} into {target.name}'s backup repository"
+            + ("" if no_restore else f" and replace {target.name}'s /data with it"))
+    confirmed(target, what, yes, f"invoke snapshot.fetch --from={source.name} --to={target.name}", explicit=bool(to))
+    with locked(target, "snapshot.fetch", lock_wait):
+        result = _backup().fetch(source, target, snapshot, restore_after=not no_restore)
     done = "restored on" if result.get("restored") else "copied into the backup repository of"
     target.reporter.info(f"snapshot {result['source_snapshot']} of {source.name} is {result['snapshot']} of {target.name}, {done} "
                          f"{target.name} (kept {target.name}'s own {', '.join(_backup().FETCH_KEEP)})")
@@ -74,10 +88,21 @@ def check(c, env=None):
     print("ok" if result.get("ok") else f"FAILED\n{result.get('output', '')}")
 
 
-@task(pre=[render], post=[test])
-def recover(c, env=None):
+@task(pre=[render], post=[test], help={"yes": YES_HELP, "lock_wait": LOCK_WAIT_HELP})
+def recover(c, env=None, yes=False, lock_wait=0):
     """Disaster recovery: a fresh master node, the latest snapshot restored, started, verified."""
-    _backup().recover(project(env))
+    p = project(env)
+    confirmed(p, f"replace /data of {p.name}'s master with the latest snapshot (bringing up a new master if there is none)",
+              yes, f"invoke dr.recover --env={p.name}")
+    # The lock lives on the master: with no master yet, bring it up first, then take it
+    # (a brand-new master has no lock, so nothing else can be changing it).
+    from lapinfra.nodes import Nodes
+
+    nodes = Nodes(p)
+    if nodes.state(p.env.master) == "absent":
+        nodes.up(p.env.master.name)
+    with locked(p, "dr.recover", lock_wait):
+        _backup().recover(p)
 
 
 ns = Collection("snapshot", create, list_, fetch)

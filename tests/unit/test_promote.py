@@ -1,10 +1,4 @@
 """Promotion's decisions that need no node: the gate's match, rollback's choice of snapshot, the lock's staleness."""
-import json
-import os
-import socket
-import subprocess
-import sys
-from types import SimpleNamespace
 
 import pytest
 
@@ -54,34 +48,206 @@ def test_rollback_refuses_what_no_snapshot_holds():
         promote.rollback_target(HISTORY[:1], "r1", None, "staging")
 
 
-class FakeConn:
-    """What `cat lock; echo; age` prints on the node."""
+# ---- rollback: today's data stays unless --data ------------------------------------
 
-    def __init__(self, holder, age):
-        self.out = json.dumps(holder) + "\n" + str(age) + "\n"
-
-    def run(self, command, **kw):
-        return SimpleNamespace(failed=False, stdout=self.out)
-
-
-def lock_state(holder, age):
-    s = SimpleNamespace(conn=FakeConn(holder, age))
-    return promote.DeployLock(s, SimpleNamespace(name="staging")).state()
+def test_a_rollback_without_data_takes_only_the_release_from_the_snapshot():
+    top = ["backup", "dns", "environment", "git", "lapinfra", "maven", "registry", "secrets", "trac"]
+    state = ["apps.json", "release.json", "releases.jsonl", "ssh", "verified.jsonl"]
+    keep = promote.release_only_keep(top, state)
+    assert "environment" not in keep and "lapinfra" not in keep and "lapinfra/release.json" not in keep
+    assert {"git", "maven", "trac", "dns", "registry", "secrets", "lapinfra/apps.json", "lapinfra/ssh"} <= set(keep)
 
 
-def test_a_lock_of_a_dead_local_process_is_stale():
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    holder = {"by": "x", "host": socket.gethostname(), "pid": dead.pid, "since": "t"}
-    assert "is gone" in lock_state(holder, 1)["stale"]
+def test_what_rollback_data_discards_is_shown_per_folder():
+    changed = ["git/repositories/infra.git/refs/heads/master", "git/repositories/x.git/HEAD", "git/a", "git/b",
+               "maven/com/x/1.0/x.jar", "lapinfra/releases.jsonl", "backup/status.json", "lapinfra/ssh/host_key"]
+    lines = promote.discard_summary("s1", changed, ["dns", "git", "maven", "backup", "trac"], examples=3)
+    assert lines[0].startswith("rollback --data replaces /data with snapshot s1")
+    assert "  dns: unchanged" in lines and "  trac: unchanged" in lines
+    git = next(line for line in lines if line.startswith("  git:"))
+    assert "4 files changed" in git and "(1 more)" in git
+    assert any(line.startswith("  maven: 1 file changed, discarded: maven/com/x/1.0/x.jar") for line in lines)
+    assert not any("backup" in line or "releases.jsonl" in line or "lapinfra" in line for line in lines[1:]), \
+        "what every restore keeps is not shown as lost"
 
 
-def test_a_lock_of_a_live_process_with_a_heartbeat_is_held():
-    holder = {"by": "x", "host": socket.gethostname(), "pid": os.getpid(), "since": "t"}
-    assert lock_state(holder, 5)["stale"] == ""
+def test_nothing_written_since_is_said_so():
+    lines = promote.discard_summary("s1", ["lapinfra/verified.jsonl"], ["git"])
+    assert lines[-1] == "  nothing changed since the snapshot: nothing written since is lost"
 
 
-def test_a_lock_without_heartbeat_is_stale_whoever_holds_it():
-    holder = {"by": "x", "host": "elsewhere", "pid": 1, "since": "t"}
-    assert lock_state(holder, 5)["stale"] == ""
-    assert "no heartbeat for 300s" in lock_state(holder, 300)["stale"]
+@pytest.mark.parametrize("text, epoch", [
+    ("2026-12-04T01:00:00Z", 1796346000.0),
+    ("2026-12-04T02:00:00.5+01:00", 1796346000.5),
+    ("2026-12-04T01:00:00.123456789+00:00", 1796346000.123456789),
+])
+def test_restic_times_are_read(text, epoch):
+    assert promote.parse_time(text) == pytest.approx(epoch)
+
+
+class Session:
+    """A stand-in MasterSession: the node's release record, audit log and /data listing."""
+
+    def __init__(self, entries, current="r3"):
+        self.entries, self.current, self.appended, self.commands = list(entries), current, [], []
+        self.conn = self
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def read_jsonl(self, path):
+        return list(self.entries)
+
+    def read_json(self, path):
+        return {"release": self.current}
+
+    def append_jsonl(self, path, entry):
+        self.appended.append(entry)
+
+    def run(self, command, hide=True, warn=False):
+        from types import SimpleNamespace
+
+        self.commands.append(command)
+        if command.startswith("cd /data && ls -A"):
+            return SimpleNamespace(stdout="environment\ngit\nlapinfra\nmaven\n///\nrelease.json\nreleases.jsonl\n", failed=False)
+        if "-newermt" in command:
+            return SimpleNamespace(stdout="git/repositories/x.git/HEAD\n", failed=False)
+        return SimpleNamespace(stdout="", failed=False)
+
+
+@pytest.fixture
+def node(monkeypatch):
+    """promote.rollback against a stand-in session and backup module: what it restores, in what order."""
+    from types import SimpleNamespace
+
+    from lapinfra import backup
+    from lapinfra.report import Recorder
+
+    session = Session(HISTORY)
+    calls = []
+    monkeypatch.setattr(promote, "MasterSession", lambda project: session)
+    monkeypatch.setattr(promote, "env_lock", lambda *a, **kw: session)
+    monkeypatch.setattr(backup, "restore", lambda p, snap, start=True, keep=(): calls.append(("restore", snap, tuple(keep))))
+    monkeypatch.setattr(backup, "snapshot", lambda p, label: calls.append(("snapshot", label)) or {"id": "safe1"})
+    monkeypatch.setattr(backup, "snapshots", lambda p: [{"id": "s3", "time": "2026-12-04T01:00:00Z"}])
+    monkeypatch.delattr(backup, "safety_snapshot", raising=False)
+    project = SimpleNamespace(name="staging", reporter=Recorder())
+    return SimpleNamespace(session=session, calls=calls, project=project)
+
+
+def test_rollback_brings_back_the_release_and_keeps_todays_data(node):
+    entry = promote.rollback(node.project)
+    assert entry["release"] == "r2" and entry["data"] is False
+    [(what, snap, keep)] = node.calls
+    assert (what, snap) == ("restore", "s3")
+    assert "git" in keep and "maven" in keep and "lapinfra/releases.jsonl" in keep
+    assert "environment" not in keep and "lapinfra/release.json" not in keep
+    assert node.session.appended == [entry]
+
+
+def test_rollback_data_shows_what_it_discards_asks_and_keeps_it_in_a_safety_snapshot(node):
+    shown = []
+    entry = promote.rollback(node.project, data=True, confirm=shown.append)
+    assert any("git: 1 file changed, discarded: git/repositories/x.git/HEAD" in line for line in shown[0])
+    assert any("-newermt @1796346000" in c for c in node.session.commands)
+    assert node.calls == [("snapshot", "safety rollback --data to r2"), ("restore", "s3", ())]
+    assert entry["safety_snapshot"] == "safe1" and entry["data"] is True
+    assert any("safety snapshot safe1" in line for line in node.project.reporter.lines)
+
+
+def test_rollback_data_not_confirmed_changes_nothing(node):
+    def refuse(summary):
+        raise LapinfraError("not confirmed")
+
+    with pytest.raises(LapinfraError, match="not confirmed"):
+        promote.rollback(node.project, data=True, confirm=refuse)
+    assert node.calls == [] and node.session.appended == []
+
+
+def test_the_safety_snapshot_of_the_backup_module_is_used_where_it_exists(node, monkeypatch):
+    from lapinfra import backup
+
+    monkeypatch.setattr(backup, "safety_snapshot", lambda s, p, purpose: node.calls.append(("safety", purpose)) or "safe2",
+                        raising=False)
+    assert promote.safety_snapshot(node.session, node.project, "x") == "safe2"
+    assert node.calls == [("safety", "x")]
+
+
+@pytest.fixture
+def failing_deploy(node, monkeypatch):
+    """A gated deploy whose push fails after the pre-deploy snapshot."""
+    from types import SimpleNamespace
+
+    from lapinfra import backup
+
+    node.project.env = SimpleNamespace(name="staging", promoted_from="test")
+    node.project.root = "."
+    monkeypatch.setattr(promote, "release_id", lambda root: "r4")
+    monkeypatch.setattr(promote, "host_images", lambda p: {})
+    monkeypatch.setattr(promote, "config_files", lambda p: {})
+    monkeypatch.setattr(promote, "check_gate", lambda *a: {"source": "test", "forced": False})
+    monkeypatch.setattr(promote, "release_record", lambda *a: {})
+
+    def push(*a):
+        raise LapinfraError("the registry went away")
+
+    monkeypatch.setattr(promote, "push_release", push)
+    labels = iter(["pre1", "safe1"])
+    monkeypatch.setattr(backup, "snapshot", lambda p, label: node.calls.append(("snapshot", label)) or {"id": next(labels)})
+    return node
+
+
+def test_a_failed_deploy_keeps_the_data_written_meanwhile_in_a_named_safety_snapshot(failing_deploy):
+    node = failing_deploy
+    with pytest.raises(LapinfraError) as failed:
+        promote.deploy(node.project)
+    assert node.calls == [("snapshot", "pre-deploy r4"), ("snapshot", "safety failed deploy r4"), ("restore", "pre1", ())]
+    assert "rolled back" in str(failed.value) and "safety snapshot safe1" in str(failed.value)
+    assert node.session.appended[-1]["safety_snapshot"] == "safe1"
+
+
+def test_without_a_safety_snapshot_a_failed_deploy_discards_nothing(failing_deploy, monkeypatch):
+    from lapinfra import backup
+
+    node = failing_deploy
+
+    def safety(s, p, purpose):
+        raise LapinfraError("backup node unreachable")
+
+    monkeypatch.setattr(backup, "safety_snapshot", safety, raising=False)
+    with pytest.raises(LapinfraError) as failed:
+        promote.deploy(node.project)
+    assert [c for c in node.calls if c[0] == "restore"] == []
+    assert "nothing was rolled back" in str(failed.value) and "rollback --data" in str(failed.value)
+    assert node.session.appended[-1]["outcome"] == "failed"
+
+
+def test_the_files_changed_since_a_snapshot_are_found_by_the_nodes_shell(tmp_path, monkeypatch):
+    """The find command of rollback --data, run by a local shell on a stand-in /data."""
+    import os
+    import subprocess
+    from types import SimpleNamespace
+
+    from lapinfra import services as svc
+
+    data = tmp_path / "data"
+    for rel in ("git/repositories/x.git/HEAD", "git/old", "maven/a.jar", "backup/status.json",
+                "lapinfra/ssh/key", "lapinfra/release.json", "trac/db"):
+        (data / rel).parent.mkdir(parents=True, exist_ok=True)
+        (data / rel).write_text(rel)
+    snapshot_at = 1_700_000_000
+    for rel in ("git/old", "trac/db", "lapinfra/release.json"):
+        os.utime(data / rel, (snapshot_at - 100, snapshot_at - 100))
+
+    def run(command, hide=True, warn=False):
+        r = subprocess.run(["bash", "-c", command], capture_output=True, text=True, check=True)
+        return SimpleNamespace(stdout=r.stdout, failed=False)
+
+    monkeypatch.setattr(svc, "DATA", str(data))
+    s = SimpleNamespace(conn=SimpleNamespace(run=run))
+    changed = sorted(promote.changed_since(s, snapshot_at))
+    assert changed == ["git/repositories/x.git/HEAD", "maven/a.jar"]
+    assert promote._listing(s) == (["backup", "git", "lapinfra", "maven", "trac"], ["release.json", "ssh"])
