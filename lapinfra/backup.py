@@ -94,6 +94,14 @@ def _stop_gently(container) -> None:
 SAFETY_TAG = "safety"
 
 
+def _repair_needed(s: MasterSession) -> bool:
+    """Cheap facts first (one command, one API call): a restore's journal folder on the
+    master, or an infra container left paused. Only then does the tool run."""
+    journal = s.conn.run(f"test -e {svc.DATA}/.restore-tmp", hide=True, warn=True).ok
+    paused = s.docker.containers.list(filters={"status": "paused", "name": svc.PREFIX})
+    return journal or bool(paused)
+
+
 def recover_interrupted(s: MasterSession, project) -> dict | None:
     """Finish or undo a restore that a kill interrupted on the master and unpause what a
     killed snapshot left paused (``lapbackup recover``), reporting what was done. None
@@ -104,6 +112,8 @@ def recover_interrupted(s: MasterSession, project) -> dict | None:
     uploads of the backup tool's secrets and image."""
     import docker.errors
 
+    if not _repair_needed(s):
+        return None
     try:
         s.docker.images.get("infra/backup")
     except docker.errors.ImageNotFound:

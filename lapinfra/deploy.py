@@ -140,7 +140,10 @@ def stop_all(s: MasterSession, reporter) -> list[str]:
 # ---- start --------------------------------------------------------------------------
 
 def start(project) -> dict[str, str]:
+    from .backup import recover_interrupted   # the layers' redesign (issue 14) removes this circle
+
     with MasterSession(project) as s:
+        recover_interrupted(s, project)   # a restore that was interrupted: finished or undone first
         release = s.read_json(f"{svc.STATE_DIR}/release.json")
         if release is None:
             raise LapinfraError(f"nothing deployed on {project.env.master.name} yet: run `invoke deploy --env={project.name}` first")

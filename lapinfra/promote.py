@@ -114,16 +114,10 @@ def unlock(project, force: bool = False) -> dict | None:
 # ---- safety snapshots -------------------------------------------------------------
 
 def safety_snapshot(s: MasterSession, project, purpose: str) -> str | None:
-    """A snapshot of /data as it is now, before something discards it; its id.
-
-    lapinfra.backup.safety_snapshot where it exists, else a plain snapshot labelled
-    ``safety <purpose>``."""
+    """A snapshot of /data as it is now, before something discards it; its id (None: nothing to keep)."""
     from . import backup
 
-    take = getattr(backup, "safety_snapshot", None)
-    if take is not None:
-        return take(s, project, purpose)
-    return backup.snapshot(project, label=f"safety {purpose}")["id"]
+    return backup.safety_snapshot(s, project, purpose)
 
 
 # ---- the git repository ---------------------------------------------------------
@@ -183,6 +177,7 @@ def deploy(project, force: bool = False) -> DeployResult:
     entry = {"release": release, "images": {n: i.id for n, i in images.items()}, "gate": gate,
              "by": verify.who(), "at": verify.now(), "snapshot": None, "suite": None}
     with MasterSession(project) as s, env_lock(s, project):
+        backup.recover_interrupted(s, project)   # an interrupted restore: finished or undone first
         previous = (s.read_json(RELEASE) or {}).get("release")
         entry["previous"] = previous
         step = Step()
@@ -229,7 +224,7 @@ def deploy(project, force: bool = False) -> DeployResult:
                                     f"`invoke rollback --data --env={env.name}` once a snapshot can be taken") from None
             rep.info(_safety_note(entry["safety_snapshot"]))
             try:
-                backup.restore(project, entry["snapshot"], start=previous is not None)
+                backup.restore(project, entry["snapshot"], start=previous is not None, safety=False)   # taken above
             except Exception as again:
                 entry.update(outcome="failed", rollback_error=str(again).splitlines()[0][:500])
                 s.append_jsonl(RELEASES, entry)
@@ -295,7 +290,7 @@ def rollback(project, to: str | None = None, data: bool = False, confirm=None, w
             entry["safety_snapshot"] = safety_snapshot(s, project, f"rollback --data to {to}")
             project.reporter.info(f"rolling {project.name} back from {current} to {to}, images, config and data "
                                   f"(snapshot {snap}); {_safety_note(entry['safety_snapshot'])}")
-            backup.restore(project, snap, start=True)
+            backup.restore(project, snap, start=True, safety=False)   # taken above
         else:
             keep = release_only_keep(*_listing(s))
             project.reporter.info(f"rolling {project.name} back from {current} to {to}: its images and config "

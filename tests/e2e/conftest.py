@@ -40,20 +40,20 @@ def infra():
         yield invoke("node.status", f"--env={ENV}")
         return
     # Leftovers of an earlier run (another checkout's nodes of the same names) go first.
-    invoke("node.down", f"--env={ENV}", check=False)
+    invoke("node.down", f"--env={ENV}", "--destroy-backups", "--yes", check=False)
     try:
         first = invoke("up", f"--env={ENV}")
         yield first
     finally:
-        invoke("node.down", f"--env={ENV}", check=False)
+        invoke("node.down", f"--env={ENV}", "--destroy-backups", "--yes", check=False)
 
 
 @pytest.fixture(scope="session")
 def target(infra):
     """The second environment (staging), brought up once after the first; destroyed at the end."""
-    invoke("node.down", f"--env={TARGET}", check=False)
+    invoke("node.down", f"--env={TARGET}", "--destroy-backups", "--yes", check=False)
     try:
         yield invoke("up", f"--env={TARGET}")
     finally:
-        invoke("node.down", f"--env={TARGET}", check=False)
+        invoke("node.down", f"--env={TARGET}", "--destroy-backups", "--yes", check=False)
 

@@ -27,7 +27,9 @@ class Master:
         def get(ref):
             if not has_tool:
                 raise docker.errors.ImageNotFound(ref)
-        self.docker = SimpleNamespace(images=SimpleNamespace(get=get))
+        self.docker = SimpleNamespace(images=SimpleNamespace(get=get), containers=SimpleNamespace(list=lambda **kw: []))
+        # a restore's journal folder on the node: the repair runs (its outcome is `recovered`)
+        self.conn = SimpleNamespace(run=lambda *a, **kw: SimpleNamespace(ok=True))
 
     def __enter__(self):
         return self
@@ -221,3 +223,16 @@ def test_a_master_with_an_older_backup_tool_is_not_an_error_but_a_hint(project, 
     monkeypatch.setattr(backup, "run_tool", lambda s, args: (_ for _ in ()).throw(LapinfraError("backup tool `recover` failed (exit 1)")))
     with pytest.raises(LapinfraError, match="exit 1"):
         backup.recover_interrupted(m, project)
+
+
+@pytest.mark.parametrize("journal, paused, runs", [(False, [], False), (True, [], True), (False, ["infra_trac"], True)])
+def test_the_repair_runs_the_tool_only_when_a_journal_or_a_paused_container_is_there(journal, paused, runs, monkeypatch):
+    """start and deploy pay one command and one API call, not a tool container, when all is well."""
+    ran = []
+    s = SimpleNamespace(
+        conn=SimpleNamespace(run=lambda *a, **kw: SimpleNamespace(ok=journal)),
+        docker=SimpleNamespace(containers=SimpleNamespace(list=lambda **kw: paused), images=SimpleNamespace(get=lambda ref: None)))
+    monkeypatch.setattr(backup, "run_tool", lambda s, args: ran.append(args) or {"swap": None, "unpaused": []})
+    project = SimpleNamespace(name="test", env=SimpleNamespace(master=SimpleNamespace(name="master")), reporter=None)
+    backup.recover_interrupted(s, project)
+    assert ran == ([["recover"]] if runs else [])

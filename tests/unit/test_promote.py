@@ -130,10 +130,11 @@ def node(monkeypatch):
     calls = []
     monkeypatch.setattr(promote, "MasterSession", lambda project: session)
     monkeypatch.setattr(promote, "env_lock", lambda *a, **kw: session)
-    monkeypatch.setattr(backup, "restore", lambda p, snap, start=True, keep=(): calls.append(("restore", snap, tuple(keep))))
+    monkeypatch.setattr(backup, "restore", lambda p, snap, start=True, keep=(), **kw: calls.append(("restore", snap, tuple(keep))))
     monkeypatch.setattr(backup, "snapshot", lambda p, label: calls.append(("snapshot", label)) or {"id": "safe1"})
     monkeypatch.setattr(backup, "snapshots", lambda p: [{"id": "s3", "time": "2026-12-04T01:00:00Z"}])
-    monkeypatch.delattr(backup, "safety_snapshot", raising=False)
+    monkeypatch.setattr(backup, "safety_snapshot", lambda s, p, purpose: calls.append(("snapshot", f"safety {purpose}")) or "safe1")
+    monkeypatch.setattr(backup, "recover_interrupted", lambda s, p: None)
     project = SimpleNamespace(name="staging", reporter=Recorder())
     return SimpleNamespace(session=session, calls=calls, project=project)
 
@@ -167,15 +168,6 @@ def test_rollback_data_not_confirmed_changes_nothing(node):
     assert node.calls == [] and node.session.appended == []
 
 
-def test_the_safety_snapshot_of_the_backup_module_is_used_where_it_exists(node, monkeypatch):
-    from lapinfra import backup
-
-    monkeypatch.setattr(backup, "safety_snapshot", lambda s, p, purpose: node.calls.append(("safety", purpose)) or "safe2",
-                        raising=False)
-    assert promote.safety_snapshot(node.session, node.project, "x") == "safe2"
-    assert node.calls == [("safety", "x")]
-
-
 @pytest.fixture
 def failing_deploy(node, monkeypatch):
     """A gated deploy whose push fails after the pre-deploy snapshot."""
@@ -195,7 +187,7 @@ def failing_deploy(node, monkeypatch):
         raise LapinfraError("the registry went away")
 
     monkeypatch.setattr(promote, "push_release", push)
-    labels = iter(["pre1", "safe1"])
+    labels = iter(["pre1"])
     monkeypatch.setattr(backup, "snapshot", lambda p, label: node.calls.append(("snapshot", label)) or {"id": next(labels)})
     return node
 
