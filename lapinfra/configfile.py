@@ -25,11 +25,12 @@ import yaml
 from .errors import ConfigError
 
 MAX_BYTES = 1 << 20        # a configuration file is a few KB; a 5,000-node file is ~250 KB
-MAX_NODES = 1_000_000      # values after alias expansion; 5,000 nodes are ~20,000
+MAX_NODES = 200_000        # values after alias expansion; 5,000 nodes are ~20,000
 MAX_DEPTH = 64
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 MERGE_TAG = "tag:yaml.org,2002:merge"
+STR_TAG = "tag:yaml.org,2002:str"
 
 Lines = dict[tuple, int]   # key path -> line (1-based) the value was written on
 
@@ -41,6 +42,8 @@ def read(path: Path, rel: str) -> tuple[dict[str, Any], Lines]:
         loader = _Loader(text)
         try:
             node = loader.get_single_node()
+            if node is not None and "&" in text:   # anchors, hence aliases: bound the expansion first
+                _bounded(node, rel)
             return _Builder(loader, rel).top(node)
         finally:
             loader.dispose()
@@ -69,6 +72,37 @@ def _text(path: Path, rel: str) -> str:
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise ConfigError(rel, f"line {line}", f"not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})") from None
+
+
+def _bounded(top, rel: str) -> None:
+    """Refuse a graph that expands past MAX_NODES values or MAX_DEPTH levels, before
+    expanding anything: each node's expanded size is computed once (aliases share nodes)."""
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+
+    def size(node, depth: int) -> int:
+        if depth > MAX_DEPTH:
+            raise ConfigError(rel, f"line {node.start_mark.line + 1}", f"nested more than {MAX_DEPTH} levels deep")
+        known = sizes.get(id(node))
+        if known is not None:
+            return known
+        if id(node) in active:
+            raise ConfigError(rel, f"line {node.start_mark.line + 1}", "an alias refers to the value it is part of")
+        active.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            total = 1 + sum(size(k, depth + 1) + size(v, depth + 1) for k, v in node.value)
+        elif isinstance(node, yaml.SequenceNode):
+            total = 1 + sum(size(item, depth + 1) for item in node.value)
+        else:
+            total = 1
+        active.discard(id(node))
+        if total > MAX_NODES:
+            raise ConfigError(rel, f"line {node.start_mark.line + 1}",
+                              f"expands to more than {MAX_NODES} values (aliases referring to aliases?)")
+        sizes[id(node)] = total
+        return total
+
+    size(top, 0)
 
 
 class _Builder:
@@ -101,6 +135,8 @@ class _Builder:
                 self.lines[path + (i,)] = item.start_mark.line + 1
                 out.append(self.value(item, path + (i,), depth + 1))
             return out
+        if node.tag == STR_TAG:
+            return node.value
         return self.loader.construct_object(node)
 
     def mapping(self, node, path: tuple, depth: int) -> dict:
@@ -112,7 +148,7 @@ class _Builder:
                 raise ConfigError(self.rel, f"line {line}", "merge keys (<<) are not supported: write the keys out")
             if not isinstance(key_node, yaml.ScalarNode):
                 raise ConfigError(self.rel, f"line {line}", "a key must be a plain name, not a list or mapping")
-            key = self.loader.construct_object(key_node)
+            key = key_node.value if key_node.tag == STR_TAG else self.loader.construct_object(key_node)
             if not isinstance(key, (str, int)) or isinstance(key, bool):
                 key = str(key_node.value)   # `yes:` or `1.5:` are names here, not booleans or numbers
             if key in first:
