@@ -303,7 +303,7 @@ class Environment(Strict):
     dns: Dns = Field(description="the domain's zone")
     node_image: ImageRef = Field("lapinfra/node", description="the image of container nodes (docker provider)")
     nodes: list[Node] = Field(description="nodes/<env>.yml: the environment's nodes")
-    apps: dict[str, App] = Field(default_factory=dict, description="apps/<name>/app.yml, run on the workers")
+    apps: dict[Name, App] = Field(default_factory=dict, description="apps/<name>/app.yml, run on the workers")
 
     @model_validator(mode="after")
     def _consistent(self, info: ValidationInfo) -> "Environment":
