@@ -535,8 +535,9 @@ def _home(root: Path, env: str, key: str) -> str:
 Origin = dict[tuple, tuple[str, int | None]]   # key path -> (file, line) that set it
 
 
-def load(root: Path, env: str, apt_dir: Path = APT_DIR) -> Environment:
-    """Load, merge and validate one environment; raise ConfigError listing every defect."""
+def load(root: Path, env: str, apt_dir: Path | None = None) -> Environment:
+    """Load, merge and validate one environment; raise ConfigError listing every defect.
+    Unset mirrors default to the apt sources in ``apt_dir`` (the workstation's, APT_DIR)."""
     root = Path(root)
     known = environment_names(root)
     if not re.fullmatch(NAME, env or "") or not (root / "environments" / env / "env.yml").exists():
@@ -561,7 +562,7 @@ def load(root: Path, env: str, apt_dir: Path = APT_DIR) -> Environment:
         _merge(merged, data, origin, rel, lines, ())
     if errors:
         raise ConfigError.of(errors)
-    _default_mirrors(merged, apt_dir)
+    _default_mirrors(merged, apt_dir or APT_DIR)
     try:
         return Environment.model_validate(merged, context={"environments": known})
     except ConfigError as cause:  # raised by the cross-field checks, without a file
