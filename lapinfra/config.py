@@ -26,7 +26,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo, field_validator, model_validator
 
 from . import configfile
 from .configfile import format_key
@@ -304,6 +304,7 @@ class Environment(Strict):
     node_image: ImageRef = Field("lapinfra/node", description="the image of container nodes (docker provider)")
     nodes: list[Node] = Field(description="nodes/<env>.yml: the environment's nodes")
     apps: dict[Name, App] = Field(default_factory=dict, description="apps/<name>/app.yml, run on the workers")
+    _origin: dict = PrivateAttr(default_factory=dict)   # key path -> (file, line), set by load()
 
     @model_validator(mode="after")
     def _consistent(self, info: ValidationInfo) -> "Environment":
@@ -563,12 +564,31 @@ def load(root: Path, env: str, apt_dir: Path | None = None) -> Environment:
     if errors:
         raise ConfigError.of(errors)
     _default_mirrors(merged, apt_dir or APT_DIR)
+    order = [str(path.relative_to(root)) for path, _ in layers]
     try:
-        return Environment.model_validate(merged, context={"environments": known})
+        loaded = Environment.model_validate(merged, context={"environments": known})
     except ConfigError as cause:  # raised by the cross-field checks, without a file
-        raise ConfigError.of([_located(root, env, origin, _parse_key(e.key), e.message) for e in cause.errors]) from None
+        located = [_located(root, env, origin, _parse_key(e.key), e.message) for e in cause.errors]
+        raise ConfigError.of(_in_file_order(located, order)) from None
     except ValidationError as exc:
-        raise ConfigError.of([_from_pydantic(root, env, origin, err) for err in exc.errors()]) from None
+        raise ConfigError.of(_in_file_order([_from_pydantic(root, env, origin, err) for err in exc.errors()], order)) from None
+    loaded._origin = origin
+    return loaded
+
+
+def _in_file_order(errors: list[ConfigError], order: list[str]) -> list[ConfigError]:
+    """As the files are layered, and by line within each."""
+    return sorted(errors, key=lambda e: (order.index(e.file) if e.file in order else len(order), e.line or 0))
+
+
+def where(env: Environment, key: str) -> tuple[str, int | None]:
+    """The file and line that set ``key`` (as ``build.extra_ca_certs[0]``) of a loaded
+    environment, for errors found after loading; ("", None) when no file did."""
+    loc = _parse_key(key)
+    for end in range(len(loc), 0, -1):
+        if loc[:end] in env._origin:
+            return env._origin[loc[:end]]
+    return "", None
 
 
 def _default_mirrors(merged: dict, apt_dir: Path) -> None:

@@ -389,3 +389,20 @@ def test_nothing_is_generated_for_a_refused_configuration(tree):
     with pytest.raises(ConfigError):
         Project("test", root=tree).secrets.ensure()
     assert not (tree / "secrets").exists() and not (tree / "build").exists()
+
+
+def test_errors_are_listed_by_file_and_line(tree):
+    _replace(tree, NODES, "172.28.10.20", "172.28.10.999")
+    _append(tree, ENV, "lb:\n  name: 'a;b'\nregistry:\n  port: true\n")
+    err = _refused(tree)
+    assert [(e.file, e.key) for e in err.errors] == [(ENV, "lb.name"), (ENV, "registry.port"), (NODES, "nodes[1].ip")]
+
+
+def test_a_missing_ca_bundle_is_blamed_on_the_file_that_listed_it(tree):
+    from lapinfra.project import Project
+
+    _replace(tree, "environments/base.yml", "extra_ca_certs: [/etc/ssl/certs/ca-certificates.crt]", "extra_ca_certs: [/nonexistent/ca.pem]")
+    with pytest.raises(ConfigError) as err:
+        Project("test", root=tree).extra_ca()
+    line = _line_of(tree, "environments/base.yml", "/nonexistent/ca.pem")
+    assert (err.value.file, err.value.key, err.value.line) == ("environments/base.yml", "build.extra_ca_certs[0]", line)

@@ -1,7 +1,6 @@
 """docs/configuration.md is generated from the configuration model and kept current."""
 import re
 
-from pydantic import BaseModel
 
 from lapinfra import config, configdoc
 from tests.conftest import ROOT
