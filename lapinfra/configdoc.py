@@ -33,7 +33,7 @@ and `invoke config.show --env=<env> [--json]` prints the merged result.
 
 The check coerces nothing (`true` or `"5000"` is not a port, `1` is not an address),
 refuses unknown keys (with a "did you mean"), a key given twice in one file, files that
-are not UTF-8 text or over 1 MiB, and aliases expanding past 200,000 values. It lists
+are not UTF-8 text, over 1 MiB or hold more than 100,000 values (aliases expanded). It lists
 every error at once, each with the file and line that wrote the offending value (for a
 missing key: the file where it belongs). Beyond the types below it refuses clashes:
 two listeners on one address and port of the master (the services' published ports,

@@ -303,6 +303,14 @@ def test_an_alias_bomb_is_refused_within_a_second(tree):
     assert err.file == ENV and "expands to more than" in err.message
 
 
+def test_a_file_of_too_many_values_is_refused_within_a_second(tree):
+    (tree / ENV).write_text("x: [" + ",".join(["1"] * 400_000) + "]\n")   # 800 KB: under the size limit
+    start = time.monotonic()
+    err = _refused(tree)
+    assert time.monotonic() - start < 1
+    assert (err.file, err.message) == (ENV, "holds more than 100000 values")
+
+
 def test_aliases_within_bounds_still_work(tree):
     _append(tree, NODES, "  - &w {name: worker3, role: worker}\n")
     assert "worker3" in [n.name for n in config.load(tree, "test").nodes]
