@@ -24,7 +24,7 @@ import difflib
 import ipaddress
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args, get_origin
+from typing import Annotated, Any, Literal, NamedTuple, get_args, get_origin
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo, field_validator, model_validator
 
@@ -100,7 +100,9 @@ IPv4Net = Annotated[ipaddress.IPv4Network, _parsed(ipaddress.IPv4Network, "an IP
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    # python-re: compiled lazily and cheaply; the Rust engine spends ~60 ms of every
+    # command line on expanding the DNS grammars' bounded repetitions and Unicode classes.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, regex_engine="python-re")
 
 
 class BaseImage(Strict):
@@ -416,31 +418,32 @@ class Environment(Strict):
         return out
 
     def _port_problems(self) -> list[tuple[str, str]]:
-        """Two listeners on one address, port and protocol of the master: the services'
-        published ports (lapinfra/services.py) and the master's admin sshd."""
+        """Two listeners on one protocol, port and address of the master: the services'
+        published ports (lapinfra/services.py) and the master's admin sshd. The clash is
+        blamed on the key that moved a listener off its default."""
+        listeners = self._master_listeners()
+        out = []
+        for i, one in enumerate(listeners):
+            for other in listeners[i + 1:]:
+                if (one.protocol, one.port) != (other.protocol, other.port) or (None not in (one.address, other.address) and one.address != other.address):
+                    continue
+                blamed, owner = (one, other) if one.key and (one.moved or not other.key) else (other, one)
+                if blamed.key:
+                    out.append((blamed.key, f"port {blamed.port} on the master belongs to {owner.who}; pick another (default {blamed.default})"))
+        return out
+
+    def _master_listeners(self) -> list["Listener"]:
         from .services import services
 
-        master_index = next(i for i, n in enumerate(self.nodes) if n.role == "master")
-        listeners = []   # (protocol, address or None for every address, port, who, key)
+        out = []
         for service in services(self):
             for spec, binding in service.ports.items():
-                address, port = binding if isinstance(binding, tuple) else (None, binding)
-                key = "registry.port" if service.name == "registry" else ""
-                listeners.append((spec.split("/")[1], address, port, SERVICE_OWNERS.get(service.name, service.container), key))
-        listeners.append(("tcp", str(self.master.ip), self.master.admin_port, "the master's admin sshd", f"nodes[{master_index}].ssh_port"))
-        by_port: dict[tuple, list] = {}
-        out = []
-        for listener in listeners:
-            proto, address, port, who, key = listener
-            for other in by_port.get((proto, port), []):
-                if address is None or other[1] is None or address == other[1]:
-                    pair = sorted([listener, other], key=lambda x: (x[4] != "registry.port" or self.registry.port == 5000, x[4] == ""))
-                    blamed, owner = pair[0], pair[1]
-                    if blamed[4]:
-                        default = 5000 if blamed[4] == "registry.port" else MASTER_SSH_PORT
-                        out.append((blamed[4], f"port {port} on the master belongs to {owner[3]}; pick another (default {default})"))
-            by_port.setdefault((proto, port), []).append(listener)
-        return list(dict.fromkeys(out))
+                address, port = binding if isinstance(binding, tuple) else (None, binding)   # a bare port: every address
+                key, default = ("registry.port", Registry.model_fields["port"].default) if service.name == "registry" else ("", port)
+                out.append(Listener(spec.split("/")[1], address, port, SERVICE_OWNERS.get(service.name, service.container), key, default))
+        index = next(i for i, n in enumerate(self.nodes) if n.role == "master")
+        out.append(Listener("tcp", str(self.master.ip), self.master.admin_port, "the master's admin sshd", f"nodes[{index}].ssh_port", MASTER_SSH_PORT))
+        return out
 
     # ---- derived values ---------------------------------------------------
     @property
@@ -499,6 +502,20 @@ class Environment(Strict):
 # multicast, reserved (with the limited broadcast address).
 NOT_UNICAST = [(int(n.network_address), int(n.broadcast_address)) for n in map(ipaddress.IPv4Network, (
     "0.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4", "240.0.0.0/4"))]
+
+
+class Listener(NamedTuple):
+    """Something listening on a port of the master."""
+    protocol: str
+    address: str | None     # None: every address
+    port: int
+    who: str
+    key: str                # the configuration key that sets the port; "" when fixed
+    default: int
+
+    @property
+    def moved(self) -> bool:
+        return self.port != self.default
 
 
 def _usable_unicast(ip: int) -> bool:
