@@ -37,25 +37,26 @@ from .errors import ConfigError
 # Every string of the configuration has one: the values reach root shell commands on
 # the nodes, named.conf, nginx.conf, master.cfg and the Vagrantfile verbatim.
 
+# Patterns end in \Z, not $: Python's $ also matches before a final newline.
 LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"                  # one DNS label, at most 63 characters
-DNS_NAME = rf"^{LABEL}(?:\.{LABEL})*$"
+DNS_NAME = rf"^{LABEL}(?:\.{LABEL})*\Z"
 MAX_DNS_NAME = 253                                                   # 255 octets on the wire
 IMAGE_REF = (r"(?:[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?(?::[0-9]{1,5})?/)?"   # optional registry host[:port]/
              r"[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*"
              r"(?::[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?")
-IMAGE = rf"^{IMAGE_REF}$"
+IMAGE = rf"^{IMAGE_REF}\Z"
 URL = r"https?://[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~%+-]+)*/?"
-PATH = r"^(?:~/|/)[A-Za-z0-9._+@/-]*$"
-TEXT = r"^[\w .,;:!?()/*'+&%@#=-]{0,200}$"        # one line of prose: no quotes, $, `, \ or control characters
-REPOSITORY = r"^[a-z0-9][a-z0-9._-]{0,62}$"
-DNS_LABEL = rf"^{LABEL}$"
-OPTIONAL_IMAGE = rf"^(?:{IMAGE_REF})?$"
-OPTIONAL_URL = rf"^$|^{URL}$"
-SUITE = r"^[a-z][a-z0-9-]{1,30}$"
-CMD_ARG = r"^[^\x00-\x1f\x7f]{1,1000}$"
-WITHIN = r"^\d{1,4}[hdwmy]$"
-NETWORK_NAME = r"^[a-z][a-z0-9_.-]{1,62}$"
-BRIDGE = r"^[A-Za-z0-9_.:() -]{0,64}$"      # a host interface, as VirtualBox names them ("en0: Wi-Fi (AirPort)")
+PATH = r"^(?:~/|/)[A-Za-z0-9._+@/-]*\Z"
+TEXT = r"^[\w .,;:!?()/*'+&%@#=-]{0,200}\Z"        # one line of prose: no quotes, $, `, \ or control characters
+REPOSITORY = r"^[a-z0-9][a-z0-9._-]{0,62}\Z"
+DNS_LABEL = rf"^{LABEL}\Z"
+OPTIONAL_IMAGE = rf"^(?:{IMAGE_REF})?\Z"
+OPTIONAL_URL = rf"^\Z|^{URL}\Z"
+SUITE = r"^[a-z][a-z0-9-]{1,30}\Z"
+CMD_ARG = r"^[^\x00-\x1f\x7f]{1,1000}\Z"
+WITHIN = r"^[0-9]{1,4}[hdwmy]\Z"
+NETWORK_NAME = r"^[a-z][a-z0-9_.-]{1,62}\Z"
+BRIDGE = r"^[A-Za-z0-9_.:() -]{0,64}\Z"      # a host interface, as VirtualBox names them ("en0: Wi-Fi (AirPort)")
 
 # What each pattern means, for error messages ("'a;b' is not a DNS label ...").
 GRAMMARS = {

@@ -121,8 +121,8 @@ def test_every_string_of_the_model_has_a_grammar():
     assert missing == []
 
 
-HOSTILE = ["x$(touch pwned)", "x`touch pwned`", "a\nb", 'x"y', "x\\y"]
-NOT_FOR_SHELLS = {("apps", "hello", "health", "cmd", 0): ["a\nb", "a\x00b", "\x1b[2J"]}   # exec'ed as a list, never by a shell
+HOSTILE = ["x$(touch pwned)", "x`touch pwned`", "a\nb", "ok\n", 'x"y', "x\\y"]   # ok\n: Python's $ would let it pass
+NOT_FOR_SHELLS = {("apps", "hello", "health", "cmd", 0): ["a\nb", "ok\n", "a\x00b", "\x1b[2J"]}   # exec'ed as a list, never by a shell
 
 
 def _inject(tree, path, value) -> str:
