@@ -132,10 +132,10 @@ class Cache(Strict):
     """The apt cache's upstreams (images/cache, rendered into /env/cache/)."""
     debian_upstream: Annotated[str, Field(pattern=OPTIONAL_URL)] = Field(
         "", description="the Debian archive the cache fetches from; empty: the workstation's own (an apt source whose path ends in /debian), "
-                        "else the host each client asked for")
+                        "else the upstream Debian's apt-cacher-ng package ships")
     ubuntu_upstream: Annotated[str, Field(pattern=OPTIONAL_URL)] = Field(
         "", description="the Ubuntu archive the cache fetches from; empty: the workstation's own (an apt source whose path ends in /ubuntu), "
-                        "else the host each client asked for")
+                        "else the upstream Debian's apt-cacher-ng package ships")
 
 
 # The seed's names of hosts, nodes and workstations (<x>.host.<domain>,
