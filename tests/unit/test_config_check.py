@@ -414,3 +414,19 @@ def test_a_missing_ca_bundle_is_blamed_on_the_file_that_listed_it(tree):
         Project("test", root=tree).extra_ca()
     line = _line_of(tree, "environments/base.yml", "/nonexistent/ca.pem")
     assert (err.value.file, err.value.key, err.value.line) == ("environments/base.yml", "build.extra_ca_certs[0]", line)
+
+
+def test_secrets_failing_halfway_leave_no_half_generated_set(tree, monkeypatch):
+    from lapinfra.secrets import SecretStore
+
+    store = SecretStore(tree, config.load(tree, "test"))
+
+    def broken():
+        raise ValueError("cannot make the registry certificate")
+
+    monkeypatch.setattr(store, "_registry_cert", broken)
+    with pytest.raises(ValueError):
+        store.ensure()
+    assert list(store.dir.iterdir()) == []
+    monkeypatch.undo()
+    assert "registry.crt" in SecretStore(tree, config.load(tree, "test")).ensure()
