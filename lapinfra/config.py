@@ -248,7 +248,6 @@ class Network(Strict):
 # On the master, port 22 belongs to the git server (`git clone git@git.internal:...`),
 # so the node's own admin sshd listens here.
 MASTER_SSH_PORT = 2222
-MASTER_SERVICE_PORTS = {22: "the git server", 53: "DNS", 80: "the HTTP proxy", 3124: "the apt cache"}
 # Who a service publishing a port on the master is, in an error message.
 SERVICE_OWNERS = {"git": "the git server", "dns": "DNS", "proxy": "the HTTP proxy", "cache": "the apt cache", "registry": "the registry"}
 # Names of the infrastructure's containers (lapinfra/services.py, infra_<name>), which
