@@ -57,6 +57,9 @@ def _try_pull(client, spec: BaseImage, reporter) -> bool:
 
 
 def _debootstrap(client, spec: BaseImage) -> None:
+    if not spec.mirror:
+        raise LapinfraError("no Debian mirror for debootstrap: the workstation's apt sources name none (a URI ending in /debian); "
+                            "set base_image.mirror in environments/base.yml or the environment's env.yml")
     if shutil.which("debootstrap") is None:
         raise LapinfraError("debootstrap is not installed: `apt-get install debootstrap` (or set base_image.pull)")
     with tempfile.TemporaryDirectory(prefix="lapinfra-base-") as tmp:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 
-NAME = r"^[a-z][a-z0-9-]{0,30}$"  # environment, node and registry user names
+NAME = r"^[a-z][a-z0-9-]{0,30}\Z"  # environment, node and registry user names (\Z: no trailing newline)
 DEFAULT_ENV = "test"
 
 

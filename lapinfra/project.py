@@ -54,7 +54,9 @@ class Project:
             if not path.is_file():
                 from .errors import ConfigError
 
-                raise ConfigError(f"environments/{self.name}/env.yml", f"build.extra_ca_certs[{i}]", f"no such file {path}")
+                key = f"build.extra_ca_certs[{i}]"
+                file, line = config.where(self.env, key)   # the file that listed it, not always env.yml
+                raise ConfigError(file, key, f"no such file {path}", line)
             self.inputs.add_extra_ca(name, path)
             out += path.read_bytes()
         return out

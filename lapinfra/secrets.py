@@ -94,12 +94,18 @@ class SecretStore:
         """Generate every missing secret; return the names of those created."""
         self.dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.dir, 0o700)
-        created = []
-        for name, make in self._generators():
-            if not self.path(name).exists():
-                for file, content in make().items():
-                    self._write(file, content)
-                created.append(name)
+        created, written = [], []
+        try:
+            for name, make in self._generators():
+                if not self.path(name).exists():
+                    for file, content in make().items():
+                        self._write(file, content)
+                        written.append(file)
+                    created.append(name)
+        except BaseException:   # no half-generated set: what this call wrote goes again
+            for file in written:
+                self.path(file).unlink(missing_ok=True)
+            raise
         return created
 
     def _generators(self):

@@ -1,9 +1,9 @@
-"""config: validate and show an environment's merged configuration."""
+"""config: validate, show and document an environment's merged configuration."""
 import json
 
 from invoke import Collection
 
-from tasks._common import project, task
+from tasks._common import ROOT, project, task
 
 
 @task()
@@ -25,4 +25,13 @@ def show(c, env=None, json_=False):
     print(yaml.safe_dump(data, sort_keys=False).rstrip())
 
 
-ns = Collection("config", check, show)
+@task()
+def doc(c):
+    """Regenerate docs/configuration.md from the configuration model (lapinfra/config.py)."""
+    from lapinfra import configdoc
+
+    changed = configdoc.write(ROOT)
+    print(f"{configdoc.DOC}: {'rewritten' if changed else 'up to date'}")
+
+
+ns = Collection("config", check, show, doc)

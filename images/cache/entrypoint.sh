@@ -16,6 +16,8 @@
 set -eu
 
 IMAGE_CONF=/etc/apt-cacher-ng-lapinfra
+PACKAGE_CONF=/etc/apt-cacher-ng       # Debian's package: its default upstreams and security rule
+ENV_CONF=/env/cache                   # rendered: the environment's upstreams (cache.*_upstream)
 CONF_DIR=/run/apt-cacher-ng-conf
 ADMIN_SECRET=/run/secrets/admin.password
 USER=apt-cacher-ng
@@ -39,6 +41,27 @@ chown "$USER:$USER" /data/cache /data/log /run/apt-cacher-ng
 rm -rf "$CONF_DIR"
 mkdir -p "$CONF_DIR"
 cp "$IMAGE_CONF"/* "$CONF_DIR"/
+# The Debian security archive's rule, with the host names its clients use, as the
+# package writes it (commented out in some versions).
+secdeb=$(sed -n 's/^#* *\(Remap-secdeb:.*\)$/\1/p' "$PACKAGE_CONF/acng.conf" | head -n 1)
+[ -n "$secdeb" ] || die "no Remap-secdeb rule in $PACKAGE_CONF/acng.conf"
+printf '%s\n' "$secdeb" >> "$CONF_DIR/acng.conf"
+# Upstreams: the environment's (rendered, non-empty), else the package's defaults.
+for archive in debian ubuntu; do
+    if [ -s "$ENV_CONF/backends_$archive" ]; then
+        cp "$ENV_CONF/backends_$archive" "$CONF_DIR/backends_$archive"
+        upstream=$(head -n 1 "$CONF_DIR/backends_$archive")
+        log "$archive upstream: $upstream ($ENV_CONF/backends_$archive)"
+        # Clients that already use that mirror ask for it by name: cache those requests
+        # too (config.py's URL grammar keeps | and & out of the value).
+        prefix=${upstream#*://}
+        prefix=${prefix%/}
+        sed -i "s|^\(Remap-[a-z]*: file:${archive}_mirrors* */$archive\)|\1 $prefix|; s|^\(Remap-[a-z]*: file:deb_mirror\*.gz */$archive\)|\1 $prefix|" "$CONF_DIR/acng.conf"
+    elif [ -s "$PACKAGE_CONF/backends_$archive.default" ]; then
+        cp "$PACKAGE_CONF/backends_$archive.default" "$CONF_DIR/backends_$archive"
+        log "$archive upstream: the package's default ($PACKAGE_CONF/backends_$archive.default)"
+    fi
+done
 if [ -s "$ADMIN_SECRET" ]; then
     password=$(head -n 1 "$ADMIN_SECRET" | tr -d '\r\n')
     [ -n "$password" ] || die "$ADMIN_SECRET has an empty first line"

@@ -73,7 +73,7 @@ def test_address_outside_the_network(tree):
 
 def test_missing_required_key(tree):
     (tree / "environments/test/env.yml").write_text("network:\n  name: x1\n  subnet: 172.28.10.0/24\n")
-    _expect(tree, "test", "environments/base.yml", "provider", "Field required")
+    _expect(tree, "test", "environments/test/env.yml", "provider", "Field required")   # where it belongs
 
 
 def test_base_defaults_are_overridden_key_by_key(tree):
