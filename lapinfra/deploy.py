@@ -22,6 +22,7 @@ import getpass
 import hashlib
 import io
 import json
+import shlex
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -170,10 +171,12 @@ def start_services(s: MasterSession, release: dict, reporter) -> dict[str, str]:
             reporter.info(f"{service.container}: joined {svc.APPS_NETWORK} (the applications' replicas)")
         if service.name == "registry":
             wait_registry(s)
+            pull_missing(s, release, reporter)   # every other image of the release, several at once
     changed = [svc.PREFIX + name for name, action in outcome.items() if action != "kept"]
     if changed:
         with reporter.step(f"health checks of {len(changed)} started containers"):
-            wait_healthy(s.docker, changed)
+            ports = {service.container: service_port(service) for service in svc.services(s.env)}
+            wait_healthy(s.docker, changed, accepting=port_prober(s, ports))
     if s.env.workers:
         import docker.errors
 
@@ -198,23 +201,70 @@ def _require_seeded(s: MasterSession, ref: str) -> None:
                             "there from this machine (docker save | docker load)") from None
 
 
-def wait_healthy(client, names: list[str], timeout: float = 180) -> None:
-    """Wait until each container runs and, where it has a health check, reports healthy."""
+def wait_healthy(client, names: list[str], timeout: float = 180, poll: float = 0.5, accepting=None) -> None:
+    """Wait until each container serves: Docker calls it healthy, or it runs and has no health check,
+    or (``accepting``: names -> the subset whose service port takes a TCP connection now) its port
+    answers while Docker's own first check is still an interval away. Nothing is run inside the
+    containers: an exec that meets a snapshot's pause can leave the container frozen for good."""
     deadline = time.monotonic() + timeout
     pending = list(names)
     while pending:
-        states = {}
-        for name in pending:
-            state = client.api.inspect_container(name)["State"]
-            health = (state.get("Health") or {}).get("Status")
-            states[name] = health or state.get("Status")
-        pending = [n for n, st in states.items() if st not in ("healthy", "running")]
+        states = {name: readiness(client.api.inspect_container(name)) for name in pending}
+        probe = [n for n, st in states.items() if st == "probe"]
+        if probe and accepting is not None:
+            states.update({n: "ready" for n in accepting(probe)})
+        pending = [n for n, st in states.items() if st != "ready"]
         if not pending:
             return
         if time.monotonic() > deadline:
             raise LapinfraError("not healthy after {:.0f}s: {}".format(
-                timeout, ", ".join(f"{n} ({states[n]})" for n in pending)) + "; see `invoke node.ssh -- docker logs NAME`")
-        time.sleep(2)
+                timeout, ", ".join(f"{n} ({'starting' if states[n] == 'probe' else states[n]})" for n in pending))
+                + "; see `invoke node.ssh -- docker logs NAME`")
+        time.sleep(poll)
+
+
+def readiness(attrs: dict) -> str:
+    """What a container's inspect data says of its readiness: "ready" (healthy, or running without a
+    health check), "probe" (running, its first health check not passed yet: its port may answer
+    already), or the state to wait on (e.g. "restarting", "paused", "unhealthy")."""
+    state = attrs["State"]
+    health = (state.get("Health") or {}).get("Status")
+    if state.get("Status") != "running":
+        return state.get("Status") or "unknown"
+    if health in (None, "healthy"):
+        return "ready"
+    return "probe" if health == "starting" else health
+
+
+def service_port(service) -> int | None:
+    """The TCP port a service's container serves on: behind the proxy, or its first published one."""
+    if service.http:
+        return service.http
+    tcp = [int(spec.split("/")[0]) for spec in service.ports if spec.endswith("/tcp")]
+    return tcp[0] if tcp else None
+
+
+def probe_script(targets: dict[str, tuple[str, int]]) -> str:
+    """A shell command for the master that prints the names whose ip:port accepts a TCP connection."""
+    checks = [f"timeout 1 bash -c {shlex.quote(f'</dev/tcp/{ip}/{port}')} 2>/dev/null && echo {shlex.quote(name)}"
+              for name, (ip, port) in sorted(targets.items())]
+    return "; ".join(checks) + "; true"
+
+
+def port_prober(s: "MasterSession", ports: dict[str, int]):
+    """``accepting`` for wait_healthy: one SSH command per round asks every pending container's port."""
+    def accepting(names: list[str]) -> set[str]:
+        targets = {}
+        for name in names:
+            ip = ((s.docker.api.inspect_container(name)["NetworkSettings"]["Networks"].get(svc.NETWORK) or {})
+                  .get("IPAddress"))
+            if ip and ports.get(name):
+                targets[name] = (ip, ports[name])
+        if not targets:
+            return set()
+        out = s.conn.run(probe_script(targets), hide=True, warn=True).stdout
+        return {line.strip() for line in out.splitlines()} & set(targets)
+    return accepting
 
 
 def named_networks(client, name: str) -> list:
@@ -237,6 +287,44 @@ def ensure_network(client) -> None:
         net.remove()
     ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=str(svc.NETWORK_SUBNET))])
     client.networks.create(svc.NETWORK, driver="bridge", ipam=ipam, labels={"lapinfra": "infra"})
+
+
+def release_refs(s: MasterSession, release: dict) -> dict[str, str]:
+    """The registry reference of each image of ``release`` the node pulls (not the ones it keeps itself)."""
+    return {service.image: f"{s.registry_host}/{release['images'][service.image]['repository']}:latest"
+            for service in svc.services(s.env) if not service.local_image}
+
+
+def pull_missing(s: MasterSession, release: dict, reporter) -> None:
+    """Pull the release's images the node lacks (by id), PUSH_JOBS at a time."""
+    import docker.errors
+    from concurrent.futures import ThreadPoolExecutor
+
+    wanted = {}
+    for name, ref in release_refs(s, release).items():
+        try:
+            if s.docker.images.get(ref).id == release["images"][name]["id"]:
+                continue
+        except docker.errors.ImageNotFound:
+            pass
+        wanted[name] = ref
+    if not wanted:
+        return
+    with reporter.step(f"pull {len(wanted)} image{'s' * (len(wanted) > 1)} from the node's registry"):
+        with ThreadPoolExecutor(max_workers=min(PUSH_JOBS, len(wanted))) as pool:
+            for future in [pool.submit(_pull_one, s, ref) for ref in wanted.values()]:
+                future.result()
+
+
+def _pull_one(s: MasterSession, ref: str) -> None:
+    import docker
+
+    client = docker.DockerClient(base_url=f"tcp://127.0.0.1:{s.api_port}", timeout=600)
+    try:
+        repo, tag = ref.rsplit(":", 1)
+        client.images.pull(repo, tag=tag, auth_config=s.auth())
+    finally:
+        client.close()
 
 
 def _pull_if_missing(s: MasterSession, ref: str, image_id: str, reporter) -> None:
@@ -463,33 +551,91 @@ def copy_in_registry(s: MasterSession, source: str, target: str) -> bool:
     return put.status_code == 201
 
 
-def _push_missing(s: MasterSession, host, images: dict, release: str, reporter) -> list[str]:
-    # images the node's current release already has in the registry, by image id
-    current = s.read_json(f"{svc.STATE_DIR}/release.json") or {"images": {}}
-    present = {image["id"]: image["repository"] for image in current["images"].values()}
-    pushed = []
+def push_decisions(images: dict, release: str, present: dict[str, str], in_registry) -> dict[str, tuple]:
+    """What getting each image of ``release`` into the node's registry takes: ("have",), ("tag", source)
+    (the same image id is there under another release's name), or ("push",). ``present``: image id ->
+    repository of the node's current release; ``in_registry(repository)`` asks the registry."""
+    out = {}
     for name, image in images.items():
         repository = f"infra/{release}/{name}"
-        if registry_has(s, repository):
-            reporter.info(f"{repository}: already in the node's registry")
-            continue
         source = present.get(image.id)
-        if source and source != repository and registry_has(s, source) and copy_in_registry(s, source, repository):
-            reporter.info(f"{repository}: same image as {source}, tagged in the registry (nothing uploaded)")
-            continue
-        push_image(s, host, image, repository, "latest", reporter)
-        pushed.append(name)
-    return pushed
+        if in_registry(repository):
+            out[name] = ("have",)
+        elif source and source != repository and in_registry(source):
+            out[name] = ("tag", source)
+        else:
+            out[name] = ("push",)
+    return out
+
+
+def _push_missing(s: MasterSession, host, images: dict, release: str, reporter) -> list[str]:
+    current = s.read_json(f"{svc.STATE_DIR}/release.json") or {"images": {}}
+    present = {image["id"]: image["repository"] for image in current["images"].values()}
+    to_push = []
+    for name, decision in push_decisions(images, release, present, lambda repo: registry_has(s, repo)).items():
+        repository = f"infra/{release}/{name}"
+        if decision[0] == "have":
+            reporter.info(f"{repository}: already in the node's registry")
+        elif decision[0] == "tag" and copy_in_registry(s, decision[1], repository):
+            reporter.info(f"{repository}: same image as {decision[1]}, tagged in the registry (nothing uploaded)")
+        else:
+            to_push.append((name, images[name], repository))
+    push_images(s, host, to_push, reporter)
+    return [name for name, _, _ in to_push]
+
+
+# Images pushed at once through the tunnel: each upload waits on the network and the
+# registry's disk more than on the CPU; the engine sends only the layers the registry lacks.
+PUSH_JOBS = 2
+
+
+def push_images(s: MasterSession, host, items: list[tuple], reporter) -> None:
+    """(name, image, repository) of the workstation's engine into the node's registry, several at once."""
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    if not items:
+        return
+    jobs = min(PUSH_JOBS, len(items))
+    failed = []
+    with reporter.step(f"push {len(items)} image{'s' * (len(items) > 1)} into the node's registry ({jobs} at a time)"):
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            started = {pool.submit(_push_one, s, image, repository, "latest"): repository
+                       for _, image, repository in items}
+            for future in as_completed(started):
+                try:
+                    reporter.info(f"pushed {started[future]}:latest ({future.result():.1f}s)")
+                except LapinfraError as exc:
+                    failed.append(str(exc))
+    if failed:
+        raise LapinfraError("; ".join(failed))
+
+
+def _push_one(s: MasterSession, image, repository: str, tag: str) -> float:
+    """One push with a client of its own to the workstation's engine (as Project.docker reaches it;
+    the SDK's clients are not shared between threads); its seconds."""
+    import docker
+
+    started = time.monotonic()
+    client = docker.from_env(timeout=600)
+    try:
+        _push(s, client, image, repository, tag)
+    finally:
+        client.close()
+    return time.monotonic() - started
 
 
 def push_image(s: MasterSession, host, image, repository: str, tag: str, reporter) -> None:
     """One image of the workstation's engine into the node's registry, through the tunnel."""
-    target = f"127.0.0.1:{s.registry_port}/{repository}"
     with reporter.step(f"push {repository}:{tag}"):
-        image.tag(target, tag)
-        try:
-            for chunk in host.images.push(target, tag=tag, auth_config=s.auth(), stream=True, decode=True):
-                if "error" in chunk:
-                    raise LapinfraError(f"push of {repository}:{tag} failed: {chunk['error']}")
-        finally:
-            host.images.remove(f"{target}:{tag}", noprune=True)
+        _push(s, host, image, repository, tag)
+
+
+def _push(s: MasterSession, client, image, repository: str, tag: str) -> None:
+    target = f"127.0.0.1:{s.registry_port}/{repository}"
+    client.api.tag(image.id, target, tag)
+    try:
+        for chunk in client.api.push(target, tag=tag, auth_config=s.auth(), stream=True, decode=True):
+            if "error" in chunk:
+                raise LapinfraError(f"push of {repository}:{tag} failed: {chunk['error']}")
+    finally:
+        client.api.remove_image(f"{target}:{tag}", noprune=True)
