@@ -584,8 +584,8 @@ def _push_missing(s: MasterSession, host, images: dict, release: str, reporter) 
     return [name for name, _, _ in to_push]
 
 
-# Images pushed at once through the tunnel: each upload waits on the network and the
-# registry's disk more than on the CPU; the engine sends only the layers the registry lacks.
+# Images pushed (and pulled) at once: the engine sends only the layers the registry lacks, and
+# compresses them on the CPU; four at once on 2 cores took longer than one after another (70 s vs 58 s).
 PUSH_JOBS = 2
 
 
