@@ -86,7 +86,7 @@ def up(c, env=None):
     project(env).reporter.info("infrastructure is up and verified")
 
 
-@task(pre=[render], help={"json": "print JSON"})
+@task(pre=[build, render], help={"json": "print JSON"})
 def plan(c, env=None, json_=False):
     """What a deploy would do (images to push, containers to recreate or keep, config diff); changes nothing."""
     from lapinfra import promote

@@ -18,7 +18,7 @@ def Nodes(p):  # noqa: N802 - lazy: fabric and paramiko load only for node tasks
 NODE_HELP = {"node": "one node by name (default: all of the environment's nodes)"}
 
 
-@task(pre=[render], help=NODE_HELP)
+@task(pre=[build, render], help=NODE_HELP)
 def up(c, env=None, node=None):
     """Start the environment's nodes with Vagrant and pin their SSH host keys."""
     Nodes(project(env)).up(node)

@@ -4,6 +4,7 @@ import json
 from invoke import Collection
 
 from tasks._common import LOCK_WAIT_HELP, YES_HELP, confirmed, locked, project, task
+from tasks.images import build
 from tasks.render import render
 from tasks.verify import test
 
@@ -88,7 +89,7 @@ def check(c, env=None):
     print("ok" if result.get("ok") else f"FAILED\n{result.get('output', '')}")
 
 
-@task(pre=[render], post=[test], help={"yes": YES_HELP, "lock_wait": LOCK_WAIT_HELP})
+@task(pre=[build, render], post=[test], help={"yes": YES_HELP, "lock_wait": LOCK_WAIT_HELP})
 def recover(c, env=None, yes=False, lock_wait=0):
     """Disaster recovery: a fresh master node, the latest snapshot restored, started, verified."""
     p = project(env)
