@@ -77,9 +77,18 @@ def project(env: str | None) -> "Project":
     """One Project per environment and command line, shared by its tasks."""
     # imported here: pydantic, rich and friends cost a third of a second, and
     # `invoke --list` or a no-op `invoke build` (lapinfra/buildstamp.py) need none of them
+    import os
+
+    from lapinfra.errors import ConfigError
     from lapinfra.project import Project
 
-    return Project(env, root=ROOT)
+    try:
+        return Project(env, root=ROOT)
+    except ConfigError as exc:
+        if env or exc.key != "--env" or not os.environ.get("LAPINFRA_ENV"):
+            raise
+        # no --env given: the name came from the environment variable, say so
+        raise ConfigError(exc.file, "$LAPINFRA_ENV", exc.message, exc.line) from None
 
 
 LOCK_WAIT_HELP = ("seconds to wait for another command that changes the environment (default 0: "

@@ -109,3 +109,11 @@ def test_fetch_names_the_flag_of_an_unknown_environment(args, flag):
     run = _invoke("snapshot.fetch", *args)
     assert run.returncode == 1
     assert f"{flag}: unknown environment 'nosuch'" in run.stderr and "--env" not in run.stderr
+
+
+def test_an_unknown_lapinfra_env_is_named_as_such():
+    run = _invoke("config.check", LAPINFRA_ENV="nosuch")
+    assert run.returncode == 1
+    assert "$LAPINFRA_ENV: unknown environment 'nosuch'" in run.stderr
+    run = _invoke("config.check", "--env=nosuch", LAPINFRA_ENV="staging")
+    assert "--env: unknown environment 'nosuch'" in run.stderr
