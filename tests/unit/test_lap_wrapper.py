@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import ROOT
 
-TOOLS = ("dirname", "sha256sum", "cut", "cat")
+TOOLS = ("dirname", "sha256sum", "cut", "cat", "id")
 
 
 @pytest.fixture
@@ -37,13 +37,14 @@ def _stub(folder, name, body="exit 0"):
 def explain(bin_dir, *args):
     run = subprocess.run([shutil.which("bash"), str(ROOT / "lap"), "--lap-explain", *args],
                          env={"PATH": str(bin_dir), "HOME": str(bin_dir)}, capture_output=True, text=True, timeout=30)
-    assert run.returncode == 0, run.stderr
+    assert run.returncode == 0 and run.stderr == "", run.stderr
     return dict(line.split(": ", 1) for line in run.stdout.splitlines())
 
 
 @pytest.mark.parametrize("args", [["--list"], ["-l"], ["config.check", "--env", "staging"], ["config.check", "--env=prod"],
                                   ["render", "--env=staging"], ["--help", "deploy"], ["deploy", "--help"],
-                                  ["--print-completion-script", "bash"], []])
+                                  ["--print-completion-script", "bash"], [],
+                                  ["config.check", "--env", ""], ["config.check", "*", "a]b"]])
 def test_commands_that_need_no_docker_install_and_start_nothing_of_it(bin_dir, args):
     out = explain(bin_dir, *args)
     assert out["needs"] == "venv"
