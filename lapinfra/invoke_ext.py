@@ -26,6 +26,9 @@ def chosen_env(contexts: list[Any]) -> str | None:
     for ctx in contexts:
         if isinstance(ctx, ParserContext) and ENV_ARG in ctx.args and ctx.args[ENV_ARG].got_value:
             values.add(ctx.args[ENV_ARG].value)
+    if "" in values:
+        raise Exit("--env is empty: name an environment (a folder environments/<name>/), or leave --env out "
+                   "for $LAPINFRA_ENV, else test", code=2)
     if len(values) > 1:
         raise Exit(f"conflicting --env values on one command line: {', '.join(sorted(values))}", code=2)
     return values.pop() if values else None

@@ -15,16 +15,22 @@ if TYPE_CHECKING:
 # The checkout that holds this tasks/ folder: a copy of the repository is a project of its own.
 ROOT = Path(__file__).resolve().parent.parent
 
-ENV_HELP = "environment (environments/<env>/); one --env applies to every task of the command line; default: test or $LAPINFRA_ENV"
+ENV_HELP = ("environment: a folder environments/<env>/ (and nodes/<env>.yml); one --env applies to every "
+            "task of the command line; default: $LAPINFRA_ENV when set, else test")
 
 
-def task(*args, help=None, **kwargs):
-    """invoke's @task, documenting --env and turning LapinfraError into one line and exit 1."""
+def task(*args, help=None, required=(), **kwargs):
+    """invoke's @task, with help texts that say everything, and LapinfraError as one line and exit 1.
+
+    Every argument's help names it as required (``required``, or a positional one:
+    no default) or shows its default, so that ``invoke --help TASK`` is complete;
+    --env is documented once, here."""
     def wrap(body):
         import inspect
 
-        params = inspect.signature(body).parameters
-        helps = {**({"env": ENV_HELP} if "env" in params else {}), **(help or {})}
+        params = list(inspect.signature(body).parameters.values())[1:]
+        texts = {**({"env": ENV_HELP} if any(p.name == "env" for p in params) else {}), **(help or {})}
+        helps = {p.name: argument_help(p, _text_for(texts, p.name), p.name in required) for p in params}
 
         @functools.wraps(body)
         def run(c, *a, **kw):
@@ -38,14 +44,51 @@ def task(*args, help=None, **kwargs):
     return wrap
 
 
+def _text_for(texts: dict, name: str) -> str:
+    """The help written for a parameter, keyed by its name or its flag (json_ -> json)."""
+    return texts.get(name, texts.get(name.strip("_"), ""))
+
+
+def argument_help(param, text: str, required: bool) -> str:
+    """One argument's help: what it is, then "required" or its default (unless the text says it)."""
+    import inspect
+
+    if param.default is inspect.Parameter.empty:
+        return f"{text} (required; may also be given without its flag, as the first word after the task)".strip()
+    if required:
+        return f"{text} (required)".strip()
+    if "default" in text:
+        return text
+    return f"{text} (default: {shown_default(param.default)})".strip()
+
+
+def shown_default(value) -> str:
+    if value is True:
+        return "on"
+    if value is False:
+        return "off"
+    if value is None or value == "":
+        return "none"
+    return str(value)
+
+
 @functools.lru_cache(maxsize=None)
 def project(env: str | None) -> "Project":
     """One Project per environment and command line, shared by its tasks."""
     # imported here: pydantic, rich and friends cost a third of a second, and
     # `invoke --list` or a no-op `invoke build` (lapinfra/buildstamp.py) need none of them
+    import os
+
+    from lapinfra.errors import ConfigError
     from lapinfra.project import Project
 
-    return Project(env, root=ROOT)
+    try:
+        return Project(env, root=ROOT)
+    except ConfigError as exc:
+        if env or exc.key != "--env" or not os.environ.get("LAPINFRA_ENV"):
+            raise
+        # no --env given: the name came from the environment variable, say so
+        raise ConfigError(exc.file, "$LAPINFRA_ENV", exc.message, exc.line) from None
 
 
 LOCK_WAIT_HELP = ("seconds to wait for another command that changes the environment (default 0: "

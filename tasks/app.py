@@ -6,13 +6,18 @@ from invoke import Collection
 from tasks._common import LOCK_WAIT_HELP, locked, project, task
 from tasks.images import build
 
-APP_HELP = {"name": "application: a folder apps/<name>/ with an app.yml"}
+APP_HELP = {"name": "the application: a folder apps/<name>/ with an app.yml"}
 
 
 @task(pre=[build], help={**APP_HELP, "image": "deploy this image of the workstation's engine instead of app.yml's (a hotfix, a test)",
                           "lock_wait": LOCK_WAIT_HELP})
 def deploy(c, name, env=None, image="", lock_wait=0):
-    """Push an application's image to the environment's registry and roll its swarm service to it (rolls back on failure)."""
+    """Push an application's image to the environment's registry and roll its swarm service to it (rolls back on failure).
+
+    Examples:
+      invoke app.deploy hello --env=staging
+      invoke app.deploy --name=hello --image=hello:hotfix-1
+    """
     from lapinfra import apps
 
     p = project(env)
@@ -23,7 +28,12 @@ def deploy(c, name, env=None, image="", lock_wait=0):
 
 @task(help={"json": "print JSON"})
 def status(c, env=None, json_=False):
-    """Each deployed application: image, replicas running of wanted, the nodes they run on, the last update's state."""
+    """Each deployed application: image, replicas running of wanted, the nodes they run on, the last update's state.
+
+    Examples:
+      invoke app.status --env=staging
+      invoke app.status --json
+    """
     from lapinfra import apps
 
     rows = apps.status(project(env))
@@ -38,7 +48,12 @@ def status(c, env=None, json_=False):
 
 @task(help={**APP_HELP, "lock_wait": LOCK_WAIT_HELP})
 def remove(c, name, env=None, lock_wait=0):
-    """Remove an application's swarm service and its record."""
+    """Remove an application's swarm service and its record (`app.deploy` brings it back).
+
+    Examples:
+      invoke app.remove hello --env=staging
+      invoke app.remove --name=hello
+    """
     from lapinfra import apps
 
     p = project(env)

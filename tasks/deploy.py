@@ -21,7 +21,16 @@ def _report(p, result) -> None:
 @task(pre=[build, render], help={"force": "skip the gate (deploy images not verified on the source environment); recorded",
                                   "lock_wait": LOCK_WAIT_HELP})
 def deploy(c, env=None, force=False, lock_wait=0):
-    """Deploy the built release: gate, lock, snapshot, push, git, start, verify; roll back on failure."""
+    """Deploy the built release: gate, lock, snapshot, push, git, start, verify; roll back on failure.
+
+    Builds and renders first. An environment with `promoted_from` only takes images
+    the suite passed on that environment (the gate; --force skips it, recorded).
+    Undo: `invoke rollback` (docs/undo.md).
+
+    Examples:
+      invoke deploy --env=staging
+      invoke build test deploy --env=staging --yes
+    """
     from lapinfra import promote
 
     p = project(env)
@@ -34,9 +43,16 @@ def deploy(c, env=None, force=False, lock_wait=0):
 
 @task(help={"lock_wait": LOCK_WAIT_HELP})
 def start(c, env=None, lock_wait=0):
-    """The seed's start: the registry first, then the release's containers from it.
-    After `build` on the same line (`invoke build start`, the seed's buildAndStart) it
-    deploys the new build to an environment that is not a promotion target."""
+    """Start the infrastructure: the registry first, then the release's containers from it.
+
+    Starts what the environment's current release names (after `stop`, a reboot).
+    After `build` on the same command line (`invoke build start`) it deploys the new
+    build instead, to an environment that is not a promotion target.
+
+    Examples:
+      invoke start --env=staging
+      invoke build start --env=test
+    """
     from lapinfra import deploy as deploying
 
     p = project(env)
@@ -58,7 +74,14 @@ def start(c, env=None, lock_wait=0):
 
 @task(help={"yes": YES_HELP, "lock_wait": LOCK_WAIT_HELP})
 def stop(c, env=None, yes=False, lock_wait=0):
-    """Remove every infra_* container on the master (selected through the Docker API)."""
+    """Remove every infra_* container on the master (selected through the Docker API); /data stays.
+
+    Undo: `invoke start`.
+
+    Examples:
+      invoke stop --env=staging
+      invoke stop --env=prod --yes
+    """
     from lapinfra import deploy as deploying
 
     p = project(env)
@@ -69,7 +92,11 @@ def stop(c, env=None, yes=False, lock_wait=0):
 
 @task(help={"yes": YES_HELP, "lock_wait": LOCK_WAIT_HELP})
 def restart(c, env=None, yes=False, lock_wait=0):
-    """stop, then start (one lock for both: no other command runs in between)."""
+    """stop, then start (one lock for both: no other command runs in between).
+
+    Example:
+      invoke restart --env=staging
+    """
     p = project(env)
     confirmed(p, f"restart every service of {p.name} (remove and start its infra_* containers)", yes,
               f"invoke restart --env={p.name}")
@@ -80,15 +107,29 @@ def restart(c, env=None, yes=False, lock_wait=0):
 
 @task(pre=[base, build, render, node_up, deploy])
 def up(c, env=None):
-    """The main job: base image, builds, nodes, deploy and verification, one command."""
+    """The main job: base image, builds, nodes, deploy and verification, one command.
+
+    Undo: `invoke node.down` (docs/undo.md).
+
+    Examples:
+      invoke up                   (the test environment)
+      invoke up --env=staging
+    """
     if env not in VERIFIED:
         test(c, env=env)
     project(env).reporter.info("infrastructure is up and verified")
 
 
-@task(pre=[render], help={"json": "print JSON"})
+@task(pre=[build, render], help={"json": "print JSON"})
 def plan(c, env=None, json_=False):
-    """What a deploy would do (images to push, containers to recreate or keep, config diff); changes nothing."""
+    """What a deploy would do (images to push, containers to recreate or keep, config diff); changes nothing.
+
+    Builds and renders first, like `deploy`.
+
+    Examples:
+      invoke plan --env=prod
+      invoke plan --env=prod --json
+    """
     from lapinfra import promote
 
     p = project(env)
@@ -110,7 +151,12 @@ def plan(c, env=None, json_=False):
 
 @task(help={"json": "print JSON"})
 def releases(c, env=None, json_=False):
-    """The environment's deploys and rollbacks (the audit log): commit, images, snapshot, who, when, suite, outcome."""
+    """The environment's deploys and rollbacks (the audit log): commit, images, snapshot, who, when, suite, outcome.
+
+    Examples:
+      invoke releases --env=prod
+      invoke releases --env=prod --json
+    """
     from lapinfra import promote
 
     entries = promote.releases(project(env))
@@ -130,7 +176,15 @@ def releases(c, env=None, json_=False):
             "data": "also bring back its /data (shows what that discards, keeps it in a safety snapshot first)",
             "yes": YES_HELP, "lock_wait": LOCK_WAIT_HELP})
 def rollback(c, env=None, to="", data=False, yes=False, lock_wait=0):
-    """Go back to an earlier release's images and config, keeping today's data (--data: its data too)."""
+    """Go back to an earlier release's images and config, keeping today's data (--data: its data too).
+
+    --data replaces /data with the snapshot the release's deploy took, after keeping
+    today's /data in a safety snapshot (listed by `invoke snapshot.list`).
+
+    Examples:
+      invoke rollback --env=prod
+      invoke rollback --env=prod --to=5e1d0c9a7b21 --data --yes
+    """
     from lapinfra import promote
 
     import sys
@@ -154,7 +208,12 @@ def rollback(c, env=None, to="", data=False, yes=False, lock_wait=0):
 
 @task(help={"force": "break the lock even when its holder looks alive"})
 def unlock(c, env=None, force=False):
-    """Show the environment's lock and break it when stale (one left by a killed command)."""
+    """Show the environment's lock and break it when stale (one left by a killed command).
+
+    Examples:
+      invoke unlock --env=staging
+      invoke unlock --env=staging --force     (the holder is alive but you know it is stuck)
+    """
     from lapinfra import promote
 
     promote.unlock(project(env), force=force)

@@ -1,4 +1,4 @@
-"""dns: names of the seed's dynamic DNS scheme on the environment's DNS server.
+"""dns: the dynamic names (hosts, nodes, workstations) on the environment's DNS server.
 
     <name>.host.<domain>  <name>.node.<domain>  <first>-<last>[-<specifier>].pc.<domain>
 
@@ -9,7 +9,8 @@ from invoke import Collection
 
 from tasks._common import project, task
 
-NAME_HELP = "office.host, master.node or alice-smith-notebook.pc (the domain may follow: office.host.internal)"
+NAME_HELP = ("the name: <name>.host, <name>.node or <first>-<last>[-<what>].pc, e.g. office.host, master.node, "
+             "alice-smith-notebook.pc (the domain may follow: office.host.internal)")
 
 
 def _ddns():
@@ -20,7 +21,13 @@ def _ddns():
 
 @task(help={"name": NAME_HELP, "ip": "its IPv4 address (default for a node of the environment: its configured one)"})
 def register(c, name, env=None, ip=None):
-    """Register a host, node or workstation name (replacing its address) on the environment's DNS."""
+    """Register a host, node or workstation name (replacing its address) on the environment's DNS.
+
+    Examples:
+      invoke dns.register office.host --ip=10.0.0.7 --env=staging
+      invoke dns.register --name=alice-smith-notebook.pc --ip=10.0.0.31
+      invoke dns.register backup.node       (a node of the environment: its configured address)
+    """
     p = project(env)
     registered, address = _ddns().register(p, name, ip)
     p.reporter.info(f"{registered} -> {address} (on {p.name}'s DNS, {p.env.master.ip})")
@@ -28,7 +35,12 @@ def register(c, name, env=None, ip=None):
 
 @task(help={"name": NAME_HELP})
 def unregister(c, name, env=None):
-    """Remove a host, node or workstation name from the environment's DNS."""
+    """Remove a host, node or workstation name from the environment's DNS.
+
+    Examples:
+      invoke dns.unregister office.host --env=staging
+      invoke dns.unregister --name=alice-smith-notebook.pc
+    """
     p = project(env)
     removed, present = _ddns().unregister(p, name)
     p.reporter.info(f"{removed} removed from {p.name}'s DNS" if present else f"{removed} was not registered on {p.name}'s DNS")
@@ -36,7 +48,11 @@ def unregister(c, name, env=None):
 
 @task(name="list")
 def list_(c, env=None):
-    """List the names registered in the dynamic zones (host, node, pc), with their addresses."""
+    """List the names registered in the dynamic zones (host, node, pc), with their addresses.
+
+    Example:
+      invoke dns.list --env=staging
+    """
     for name, addresses in _ddns().registered(project(env)).items():
         print(f"{name:48} {' '.join(addresses)}")
 

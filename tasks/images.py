@@ -12,8 +12,8 @@ from invoke import Collection
 from lapinfra import buildstamp
 from tasks._common import ROOT, project, task
 
-# Environments whose `build` ran on this command line: `invoke build start` is
-# the seed's buildAndStart (tasks/deploy.py).
+# Environments whose `build` ran on this command line: `invoke build start` deploys
+# what it built (tasks/deploy.py), and `render` after it must run every check (tasks/render.py).
 BUILT: set = set()
 
 
@@ -24,7 +24,12 @@ def _say(message: str) -> None:
 
 @task(help={"force": "make it again even when present"})
 def base(c, env=None, force=False):
-    """Make the base image: pull it when configured and possible, else debootstrap + import."""
+    """Make the base image: pull it when configured and possible, else debootstrap + import.
+
+    Examples:
+      invoke images.base
+      invoke images.base --force      (make it again, e.g. for the distribution's updates)
+    """
     seen = None if force else buildstamp.check(ROOT, env)
     if seen is not None and seen.base_present:
         _say(f"{seen.base_tag}: present")
@@ -36,9 +41,18 @@ def base(c, env=None, force=False):
     base_image.ensure(p.docker, p.env.base_image, p.reporter, force=force)
 
 
-@task(pre=[base], help={"force": "rebuild every image, up to date or not", "only": "comma-separated image names"})
+@task(pre=[base], help={"force": "rebuild every image, up to date or not",
+                        "only": "comma-separated image names, e.g. dns,nginx (default: every image)"})
 def build(c, env=None, force=False, only=""):
-    """Build images/*/ in FROM order; only images whose content hash changed."""
+    """Build images/*/ in FROM order (the base image first); only images whose content hash changed.
+
+    One task with two names: `build` and `images.build`.
+
+    Examples:
+      invoke build --env=staging
+      invoke build --only=dns,nginx --force
+      invoke build start          (build, then deploy what was built: see `start`)
+    """
     names = [n.strip() for n in only.split(",") if n.strip()] or None
     seen = None if force or names else buildstamp.check(ROOT, env)
     if seen is not None and seen.up_to_date:
@@ -62,7 +76,11 @@ def build(c, env=None, force=False, only=""):
 
 @task(name="list")
 def list_(c, env=None):
-    """List images in build order with their content hash and whether they are stale."""
+    """List images in build order with their content hash and whether they are stale.
+
+    Example:
+      invoke images.list --env=staging
+    """
     from lapinfra.images import Builder
 
     p = project(env)
@@ -70,4 +88,15 @@ def list_(c, env=None):
         print(f"{p.graph.specs[name].tag:24} {h[:12]}  {'stale' if stale else 'up to date'}")
 
 
-ns = Collection("images", base, build, list_)
+def other_name(t, doc: str):
+    """The same task under a second name (equal to it: named twice on a line, it runs once)."""
+    import copy
+
+    twin = copy.copy(t)
+    twin.help = dict(t.help)     # invoke hands each help text out once: each name needs its own
+    twin.__doc__ = doc
+    return twin
+
+
+ns = Collection("images", base, list_)
+ns.add_task(other_name(build, "The same task as `build`, by its images.* name.\n\n    " + build.__doc__), name="build")

@@ -15,19 +15,36 @@ def Nodes(p):  # noqa: N802 - lazy: fabric and paramiko load only for node tasks
     return _Nodes(p)
 
 
-NODE_HELP = {"node": "one node by name (default: all of the environment's nodes)"}
+NODE_HELP = {"node": "one node by name, as in nodes/<env>.yml (default: all of the environment's nodes)"}
 
 
-@task(pre=[render], help=NODE_HELP)
+@task(pre=[build, render], help=NODE_HELP)
 def up(c, env=None, node=None):
-    """Start the environment's nodes with Vagrant and pin their SSH host keys."""
+    """Start the environment's nodes with Vagrant and pin their SSH host keys.
+
+    Builds and renders first (the Vagrantfile is rendered). Undo: `invoke node.down`.
+
+    Examples:
+      invoke node.up --env=staging
+      invoke node.up --env=staging --node=backup
+    """
     Nodes(project(env)).up(node)
 
 
 @task(help={**NODE_HELP, "keep_data": "keep the nodes' /data volumes",
             "destroy_backups": "also delete the backup node's repository (kept otherwise)", "yes": YES_HELP})
 def down(c, env=None, node=None, keep_data=False, destroy_backups=False, yes=False):
-    """Destroy nodes (all of the environment's, or --node), their volumes and network; the backups stay unless asked."""
+    """Destroy nodes (all of the environment's, or --node), their volumes and network; the backups stay unless asked.
+
+    Cannot be undone except from backups: `invoke up` makes new nodes, `invoke restore`
+    brings /data back from the backup node's repository, which this keeps unless
+    --destroy-backups.
+
+    Examples:
+      invoke node.down --env=test
+      invoke node.down --env=staging --node=master --keep-data
+      invoke node.down --env=test --destroy-backups --yes
+    """
     p = project(env)
     which = f"node {node}" if node else "every node"
     confirmed(p, f"destroy {which} of {p.name}" + ("" if keep_data else " with its /data")
@@ -43,7 +60,11 @@ def down_options(destroy_backups: bool) -> dict:
 
 @task()
 def status(c, env=None):
-    """Show each node's role, address, state and whether SSH answers; with workers, the swarm's view."""
+    """Show each node's role, address, state and whether SSH answers; with workers, the swarm's view.
+
+    Example:
+      invoke node.status --env=staging
+    """
     p = project(env)
     rows = Nodes(p).status()
     for row in rows:
@@ -61,7 +82,13 @@ def status(c, env=None):
 
 @task(pre=[build], help={"lock_wait": LOCK_WAIT_HELP})
 def seed(c, env=None, lock_wait=0):
-    """Carry the base, registry and backup images onto the master (docker save | docker load): the first install's path."""
+    """Seed the master with images: carry the base, registry and backup images onto it (docker save | docker load).
+
+    The first install's path: a new master has no registry to pull from yet.
+
+    Example:
+      invoke node.seed --env=staging
+    """
     from lapinfra import deploy as deploying
 
     p = project(env)
@@ -71,7 +98,12 @@ def seed(c, env=None, lock_wait=0):
 
 @task(help={"node": "node name (default: the master)"})
 def ssh(c, env=None, node=None):
-    """Run the command after `--` on the master (or --node) over SSH; exit with its code."""
+    """Run the command after `--` on the master (or --node) over SSH; exit with its code.
+
+    Examples:
+      invoke node.ssh --env=staging -- docker ps
+      invoke node.ssh --env=staging --node=backup -- df -h /data
+    """
     nodes = Nodes(project(env))
     command = remainder(c)
     if not command:

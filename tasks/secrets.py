@@ -6,7 +6,11 @@ from tasks._common import project, task
 
 @task()
 def path(c, env=None):
-    """Print the environment's secrets folder, generating missing secrets first."""
+    """Print the environment's secrets folder, generating missing secrets first.
+
+    Example:
+      ls "$(invoke secrets.path --env=staging)"
+    """
     p = project(env)
     p.secrets.ensure()
     print(p.secrets.dir.resolve())

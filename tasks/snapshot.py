@@ -4,6 +4,7 @@ import json
 from invoke import Collection
 
 from tasks._common import LOCK_WAIT_HELP, YES_HELP, confirmed, locked, project, task
+from tasks.images import build
 from tasks.render import render
 from tasks.verify import test
 
@@ -14,9 +15,14 @@ def _backup():
     return backup
 
 
-@task(help={"label": "a label stored with the snapshot"})
+@task(help={"label": "a label stored with the snapshot, shown by snapshot.list"})
 def create(c, env=None, label="manual"):
-    """Snapshot the master's /data (writers paused for the moment) onto the backup node."""
+    """Snapshot the master's /data (writers paused for the moment) onto the backup node.
+
+    Examples:
+      invoke snapshot.create --env=staging
+      invoke snapshot.create --env=prod --label=before-upgrade
+    """
     p = project(env)
     snap = _backup().snapshot(p, label)
     p.reporter.info(f"snapshot {snap['id']} ({snap.get('size_bytes', 0) / 1e6:.1f} MB, paused: {', '.join(snap.get('paused', [])) or 'none'})")
@@ -24,7 +30,12 @@ def create(c, env=None, label="manual"):
 
 @task(name="list", help={"json": "print JSON"})
 def list_(c, env=None, json_=False):
-    """List snapshots: id, time, label, size, the commit deployed when it was taken."""
+    """List snapshots: id, time, label, size, the commit deployed when it was taken.
+
+    Examples:
+      invoke snapshot.list --env=prod
+      invoke snapshot.list --env=prod --json
+    """
     snaps = _backup().snapshots(project(env))
     if json_:
         print(json.dumps(snaps, indent=2))
@@ -34,10 +45,17 @@ def list_(c, env=None, json_=False):
         print(f"{s['id']:10} {s['time'][:19]:20} {s.get('label') or '':12} {s.get('size_bytes', 0) / 1e6:9.1f} MB  commit {tags.get('commit', '-')}")
 
 
-@task(help={"snapshot": "snapshot id, or latest", "no_start": "leave the infrastructure stopped after the restore",
-            "yes": YES_HELP, "lock_wait": LOCK_WAIT_HELP})
+@task(help={"snapshot": "snapshot id (from snapshot.list), or latest", "no_start": "leave the infrastructure stopped after the restore",
+            "yes": YES_HELP, "lock_wait": LOCK_WAIT_HELP}, required=("snapshot",))
 def restore(c, env=None, snapshot="", no_start=False, yes=False, lock_wait=0):
-    """The seed's restore.sh: stop, restore /data from a snapshot, start."""
+    """Bring /data back from a snapshot: stop, restore /data, start (unless --no-start).
+
+    What was written since the snapshot is lost; a protected environment asks first.
+
+    Examples:
+      invoke restore --env=staging --snapshot=latest
+      invoke restore --env=prod --snapshot=3f2a9c1e --yes
+    """
     if not snapshot:
         from invoke import Exit
 
@@ -52,19 +70,40 @@ def restore(c, env=None, snapshot="", no_start=False, yes=False, lock_wait=0):
 FETCH_DEFAULT_TARGET = "test"
 
 
-@task(help={"from_": "the environment whose snapshot is fetched (e.g. prod)",
+def _project_for(flag: str, name: str):
+    """The Project of an environment named by ``flag`` (not --env): an unknown one is named so."""
+    from lapinfra.errors import ConfigError
+
+    try:
+        return project(name)
+    except ConfigError as exc:
+        if exc.key != "--env":
+            raise
+        raise ConfigError(exc.file, flag, exc.message, exc.line) from None
+
+
+@task(required=("from_",), help={"from_": "the environment whose snapshot is fetched (e.g. prod)",
             "to": f"the environment prepared from it (default: {FETCH_DEFAULT_TARGET}; a protected one only when named here, "
                   "and confirmed)",
-            "snapshot": "snapshot id in the source's repository, or latest (default)",
+            "snapshot": "snapshot id in the source's repository, or latest (default: latest)",
             "no_restore": "only copy the snapshot into the target's backup repository",
             "yes": YES_HELP, "lock_wait": LOCK_WAIT_HELP})
 def fetch(c, from_="", to="", snapshot="latest", no_restore=False, yes=False, lock_wait=0):
-    """The seed's "prepare a test node": copy a snapshot of --from's backup into --to's, then restore it there."""
+    """Prepare an environment with another's data: copy a snapshot of --from's backup into --to's, then restore it there.
+
+    --to keeps its own secrets, rendered config, release record, DNS state, registry and
+    backup state (the folders of /data listed when it is done).
+
+    Examples:
+      invoke snapshot.fetch --from=prod                 (into test, the default)
+      invoke snapshot.fetch --from=prod --to=staging --snapshot=3f2a9c1e --yes
+      invoke snapshot.fetch --from=prod --no-restore    (only copy it)
+    """
     if not from_:
         from invoke import Exit
 
         raise Exit("usage: invoke snapshot.fetch --from=ENV [--to=ENV] [--snapshot ID|latest] [--no-restore]", code=2)
-    source, target = project(from_), project(to or FETCH_DEFAULT_TARGET)
+    source, target = _project_for("--from", from_), _project_for("--to", to or FETCH_DEFAULT_TARGET)
     what = (f"copy snapshot {snapshot} of {source.name} into {target.name}'s backup repository"
             + ("" if no_restore else f" and replace {target.name}'s /data with it"))
     confirmed(target, what, yes, f"invoke snapshot.fetch --from={source.name} --to={target.name}", explicit=bool(to))
@@ -77,20 +116,32 @@ def fetch(c, from_="", to="", snapshot="latest", no_restore=False, yes=False, lo
 
 @task()
 def status(c, env=None):
-    """Show the last scheduled backup: when, outcome, snapshot, next run."""
+    """Show the last scheduled backup: when, outcome, snapshot, next run.
+
+    Example:
+      invoke backup.status --env=prod
+    """
     print(json.dumps(_backup().status(project(env)), indent=2))
 
 
 @task()
 def check(c, env=None):
-    """Check the backup repository's integrity (restic check)."""
+    """Check the backup repository's integrity (restic check).
+
+    Example:
+      invoke backup.check --env=prod
+    """
     result = _backup().check(project(env))
     print("ok" if result.get("ok") else f"FAILED\n{result.get('output', '')}")
 
 
-@task(pre=[render], post=[test], help={"yes": YES_HELP, "lock_wait": LOCK_WAIT_HELP})
+@task(pre=[build, render], post=[test], help={"yes": YES_HELP, "lock_wait": LOCK_WAIT_HELP})
 def recover(c, env=None, yes=False, lock_wait=0):
-    """Disaster recovery: a fresh master node, the latest snapshot restored, started, verified."""
+    """Disaster recovery: a fresh master node, the latest snapshot restored, started, verified.
+
+    Example:
+      invoke dr.recover --env=prod --yes
+    """
     p = project(env)
     confirmed(p, f"replace /data of {p.name}'s master with the latest snapshot (bringing up a new master if there is none)",
               yes, f"invoke dr.recover --env={p.name}")
