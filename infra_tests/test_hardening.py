@@ -3,6 +3,7 @@
 - CD server (Buildbot behind the port-80 proxy, as cd.<domain>): a control action
   without the environment's account is refused, with it accepted; reads stay
   anonymous; the live updates (/ws) connect through the proxy.
+- Registry: the pull account (what the workers get) reads; its push is refused.
 - DNS: the workstations' TSIG key (tsig-pc.key) changes names in pc.<domain> only;
   no key changes the main zone.
 
@@ -165,3 +166,31 @@ def test_no_key_changes_the_main_zone(master_ip, env, project):
         rcode = _update(master_ip, env.domain, project.secrets.tsig_key(zone), f"verify-suite-probe.{env.domain}.")
         assert rcode == dns.rcode.REFUSED, f"{project.secrets.zone_key_name(zone)}: {dns.rcode.to_text(rcode)}"
     assert not _answers(master_ip, f"verify-suite-probe.{env.domain}")
+
+
+# ---- registry: the pull account -----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def pull_auth(project):
+    return project.secrets.registry_pull_user, project.secrets.registry_pull_password.reveal()
+
+
+def test_the_pull_account_reads_the_registry(registry, release, pull_auth):
+    image = next(iter(release["images"].values()))
+    r = requests.get(f"{registry['url']}/v2/{image['repository']}/manifests/latest", auth=pull_auth, verify=registry["ca"],
+                     headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"}, timeout=10)
+    assert r.status_code == 200
+
+
+def test_the_pull_accounts_push_is_refused(registry, pull_auth):
+    r = requests.post(f"{registry['url']}/v2/verify-suite/evil/blobs/uploads/", auth=pull_auth, verify=registry["ca"], timeout=10)
+    assert r.status_code == 401, f"a push with the pull account: HTTP {r.status_code}"
+    tags = requests.get(f"{registry['url']}/v2/verify-suite/evil/tags/list", auth=registry["auth"], verify=registry["ca"], timeout=10)
+    assert tags.status_code == 404
+
+
+def test_the_pull_account_cannot_delete(registry, release, pull_auth):
+    image = next(iter(release["images"].values()))
+    r = requests.delete(f"{registry['url']}/v2/{image['repository']}/manifests/{image['id']}", auth=pull_auth,
+                        verify=registry["ca"], timeout=10)
+    assert r.status_code == 401

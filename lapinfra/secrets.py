@@ -119,7 +119,17 @@ class SecretStore:
 
     @property
     def registry_password(self) -> Secret:
+        """The push account's (env.registry.user): pushes, mounts, deletes, and pulls."""
         return self.read("registry.password")
+
+    @property
+    def registry_pull_user(self) -> str:
+        return f"{self.env.registry.user}-pull"
+
+    @property
+    def registry_pull_password(self) -> Secret:
+        """The pull account's: GET and HEAD only (the registry's nginx refuses the rest)."""
+        return self.read("registry-pull.password")
 
     # ---- generation ---------------------------------------------------------
     def ensure(self) -> list[str]:
@@ -146,6 +156,7 @@ class SecretStore:
             ("tsig.key", self._tsig),
             *((zone_key_file(zone), lambda zone=zone: self._tsig(zone)) for zone in DYNAMIC_ZONES),
             ("registry.password", self._registry_password),
+            ("registry-pull.password", lambda: self._password("registry-pull", self.registry_pull_user)),
             ("cd_ed25519", lambda: self._ssh_key("cd_ed25519", "cd")),
             ("backup_ed25519", lambda: self._ssh_key("backup_ed25519", "backup")),
             ("restic.password", lambda: {"restic.password": pysecrets.token_urlsafe(32) + "\n"}),

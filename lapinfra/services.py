@@ -61,7 +61,8 @@ def services(env) -> list[Service]:
     apps = [Service(f"{env.lb.name}{i}", "sampleapp", http=8080) for i in range(1, env.lb.backends + 1)]
     return [
         Service("registry", ports={"5000/tcp": env.registry.port},
-                secrets={"htpasswd": "registry.htpasswd", "tls.crt": "registry.crt", "tls.key": "registry.key"}, local_image=True),
+                secrets={"htpasswd": "registry.htpasswd", "pull.htpasswd": "registry-pull.htpasswd",
+                         "tls.crt": "registry.crt", "tls.key": "registry.key"}, local_image=True),
         Service("environment", provides_env=True),
         Service("dns", ports={"53/udp": (ip, 53), "53/tcp": (ip, 53)}, secrets={k: k for k in DNS_KEYS}),
         Service("git", ports={"22/tcp": (ip, 22)}, secrets={"admin.pub": "admin_ed25519.pub", "cd.pub": "cd_ed25519.pub"}),

@@ -161,3 +161,54 @@ def test_the_proxy_passes_a_websocket_upgrade_and_keeps_keepalive_otherwise(proj
     assert code.count("proxy_set_header Connection") == 1
     cd_server = code[code.index("server_name cd.internal;"):].split("}")[0]
     assert "proxy_pass" in cd_server
+
+
+# ---- registry: accounts by purpose ----------------------------------------------------------------
+
+def test_the_pull_account_is_a_second_account_of_its_own(project):
+    secrets = project.secrets
+    assert secrets.registry_pull_user == "infra-pull" != project.env.registry.user
+    assert secrets.registry_pull_password.reveal() != secrets.registry_password.reveal()
+    line = secrets.path("registry-pull.htpasswd").read_text()
+    assert line.startswith("infra-pull:$2b$")
+    assert isinstance(secrets.registry_pull_password, type(secrets.registry_password)) and str(secrets.registry_pull_password) == "***"
+    assert services.by_name(project.env, "registry").secrets["pull.htpasswd"] == "registry-pull.htpasswd"
+
+
+def test_the_workers_get_the_pull_account_not_the_push_account(project):
+    from lapinfra import apps
+
+    class Engine:
+        def __init__(self):
+            self.logins = []
+
+        def login(self, **kw):
+            self.logins.append(kw)
+
+    class Session:
+        p, docker, registry_host = project, Engine(), "docker.internal:5000"
+
+    s = Session()
+    apps._login(s)
+    (login,) = s.docker.logins
+    assert login == {"username": "infra-pull", "password": project.secrets.registry_pull_password.reveal(),
+                     "registry": "docker.internal:5000"}
+
+
+def test_only_the_push_account_may_write_to_the_registry(project):
+    conf = _rendered(project, "registry", "nginx.conf")
+    code = "\n".join(line.split("#")[0] for line in conf.splitlines())
+    location = code[code.index("location /v2/ {"):]
+    assert "auth_basic_user_file /run/registry/readers.htpasswd;" in location
+    inner = location[location.index("limit_except GET HEAD {"):].split("}")[0]
+    assert "auth_basic_user_file /run/registry/writers.htpasswd;" in inner
+    registry = _rendered(project, "registry", "config.yml")
+    assert "addr: 127.0.0.1:5001" in registry and "htpasswd" not in registry   # reached through nginx only
+
+
+def test_the_registry_entrypoint_gives_writers_the_push_account_only():
+    from tests.conftest import ROOT
+
+    entrypoint = (ROOT / "images/registry/entrypoint.sh").read_text()
+    assert re.search(r'cat "\$SECRETS/htpasswd" "\$SECRETS/pull.htpasswd" \| install .* "\$ACCOUNTS/readers.htpasswd"', entrypoint)
+    assert re.search(r'install .* "\$SECRETS/htpasswd" "\$ACCOUNTS/writers.htpasswd"', entrypoint)
