@@ -49,14 +49,16 @@ def test_unsigned_dynamic_update_is_refused(master_ip, env):
 
 
 def test_signed_dynamic_update_is_accepted(master_ip, env, project):
-    keyring = project.secrets.tsig_key()
+    """A workstation name, signed with the workstations' key (each dynamic zone takes its own key)."""
+    keyring = project.secrets.tsig_key("pc")
+    zone = f"pc.{env.domain}"
     name = "verify-suite-probe"
-    add = dns.update.UpdateMessage(env.domain, keyring=keyring)
+    add = dns.update.UpdateMessage(zone, keyring=keyring)
     add.replace(name, 60, "A", "127.0.0.8")
     assert dns.query.tcp(add, master_ip, timeout=5).rcode() == dns.rcode.NOERROR
     try:
-        assert [r.address for r in _ask(master_ip, f"{name}.{env.domain}").answer[0]] == ["127.0.0.8"]
+        assert [r.address for r in _ask(master_ip, f"{name}.{zone}").answer[0]] == ["127.0.0.8"]
     finally:
-        remove = dns.update.UpdateMessage(env.domain, keyring=keyring)
-        remove.delete(name)
+        remove = dns.update.UpdateMessage(zone, keyring=keyring)
+        remove.delete(name, "A")
         dns.query.tcp(remove, master_ip, timeout=5)

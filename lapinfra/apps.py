@@ -181,10 +181,15 @@ def restore_services(s, reporter) -> list[str]:
 
 
 def _login(s) -> None:
-    """The registry's credentials in the manager's client: the swarm hands them to the
-    workers with the service (X-Registry-Auth), so that they can pull."""
-    auth = s.auth()
-    s.docker.login(username=auth["username"], password=auth["password"], registry=s.registry_host)
+    """The registry's pull account in the manager's client: the swarm hands it to the
+    workers with the service (X-Registry-Auth), so that they can pull, and no more
+    (the push account stays on the workstation)."""
+    s.docker.login(**pull_auth(s.p.secrets), registry=s.registry_host)
+
+
+def pull_auth(secrets) -> dict:
+    """The credentials the workers get: the registry's pull-only account."""
+    return {"username": secrets.registry_pull_user, "password": secrets.registry_pull_password.reveal()}
 
 
 def remove(project, name: str) -> None:

@@ -7,8 +7,11 @@
 Each of host, node and pc is a zone of its own on the master's bind9 (see
 config.DYNAMIC_ZONES and images/dns/): created once, never rendered over, so the
 names survive restarts, deploys and restores. Names are added and removed by
-dynamic updates (RFC 2136) signed with the environment's TSIG key, sent over TCP
-to the master's port 53, as ``nsupdate -k tsig.key`` would send them.
+dynamic updates (RFC 2136) sent over TCP to the master's port 53, each signed with
+the key of its zone (``tsig-<zone>.key`` in the secrets folder, as
+``nsupdate -k tsig-pc.key`` would sign it): bind9's update-policy lets a zone's key
+change the A records of that zone only, and no key changes the rendered main zone.
+The listing (a zone transfer) is signed with the transfer key, ``tsig.key``.
 """
 from __future__ import annotations
 
@@ -149,7 +152,8 @@ def send(message: dns.message.Message, server: str, port: int | None = None, tim
         raise Unreachable(f"cannot reach the DNS server at {where} ({exc.strerror or exc}): is the infrastructure started?") from None
     rcode = response.rcode()
     if rcode in (dns.rcode.NOTAUTH, dns.rcode.REFUSED):
-        raise LapinfraError(f"the DNS server at {where} refused the update ({dns.rcode.to_text(rcode)}): wrong TSIG key?")
+        raise LapinfraError(f"the DNS server at {where} refused the update ({dns.rcode.to_text(rcode)}): wrong TSIG key, "
+                            "or a key that may not change this zone (each dynamic zone takes its own tsig-<zone>.key)?")
     if rcode not in (dns.rcode.NOERROR, dns.rcode.NXRRSET):
         raise LapinfraError(f"the DNS server at {where} answered {dns.rcode.to_text(rcode)} to the update")
     return rcode
@@ -169,7 +173,7 @@ def register(project, text: str, ip: str | None = None) -> tuple[Name, str]:
     """``invoke dns.register``: the name's A records replaced by one address."""
     name = parse(text, project.env.domain)
     address = address_for(project.env, name, ip)
-    key = project.secrets.tsig_key()
+    key = project.secrets.tsig_key(name.kind)
     send(update_message(name.zone, key, {name.fqdn: address}), _server(project))
     return name, address
 
@@ -177,13 +181,13 @@ def register(project, text: str, ip: str | None = None) -> tuple[Name, str]:
 def unregister(project, text: str) -> tuple[Name, bool]:
     """``invoke dns.unregister``: the name's A records deleted; False when it had none."""
     name = parse(text, project.env.domain)
-    message = update_message(name.zone, project.secrets.tsig_key(), {name.fqdn: None})
+    message = update_message(name.zone, project.secrets.tsig_key(name.kind), {name.fqdn: None})
     message.present(dns.name.from_text(name.fqdn), dns.rdatatype.A)  # NXRRSET, not a silent no-op, when absent
     return name, send(message, _server(project)) == dns.rcode.NOERROR
 
 
 def registered(project) -> dict[str, list[str]]:
-    """Every name of the dynamic zones -> its addresses (a zone transfer, signed)."""
+    """Every name of the dynamic zones -> its addresses (a zone transfer, signed with the transfer key)."""
     key = project.secrets.tsig_key()
     out: dict[str, list[str]] = {}
     for zone in project.env.dynamic_zones:
@@ -213,7 +217,7 @@ def register_nodes(project, expect_down: bool = False, timeout: float = 5.0) -> 
     zone = f"node.{env.domain}"
     records = {**env.node_records, **Nodes(project).dynamic_records()}
     try:
-        send(update_message(zone, project.secrets.tsig_key(), records), _server(project), timeout=timeout)
+        send(update_message(zone, project.secrets.tsig_key("node"), records), _server(project), timeout=timeout)
     except LapinfraError as exc:
         later = f"the next `invoke start --env={env.name}` or deploy registers them"
         if expect_down and isinstance(exc, Unreachable):

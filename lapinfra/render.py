@@ -236,8 +236,8 @@ def _named_checks(project) -> None:
         project.docker.containers.run(
             "infra/dns", command, entrypoint=[], remove=True, network_disabled=True,
             volumes={str(project.build_dir / "rendered"): {"bind": "/env", "mode": "ro"},
-                     # the entrypoint copies the key to /run/named for user bind; checks read it there
-                     str(project.secrets.path("tsig.key")): {"bind": "/run/named/tsig.key", "mode": "ro"}},
+                     # the entrypoint copies the keys to /run/named for user bind; checks read them there
+                     **{str(project.secrets.path(key)): {"bind": f"/run/named/{key}", "mode": "ro"} for key in services.DNS_KEYS}},
         )
     except docker.errors.ContainerError as exc:
         detail = (exc.stderr or b"").decode(errors="replace").strip() or str(exc)

@@ -21,12 +21,33 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import NameOID
 
-from .config import Environment
+from .config import DYNAMIC_ZONES, Environment
 from .errors import LapinfraError
 
-# named.conf includes tsig.key as it is, so the key's name and algorithm in that
-# file are what every signed update must use (lapinfra/ddns.py reads them back).
+# named.conf includes the TSIG key files as they are, so the key's name and algorithm
+# in a file are what every message signed with it must use (lapinfra/ddns.py reads
+# them back). tsig.key signs zone transfers only (`invoke dns.list`); each dynamic
+# zone has a key of its own, tsig-<zone>.key, that may change A records in that zone
+# and nothing else (update-policy in images/dns/templates/named.conf.j2): the nodes'
+# key (node.), the hosts' key (host.), the workstations' key (pc.), the one to hand out.
 TSIG_ALGORITHM = "hmac-sha256"
+TRANSFER_KEY_FILE = "tsig.key"
+# The CD server's (Buildbot) account allowed to force, stop and rebuild builds.
+CD_ADMIN_USER = "admin"
+
+
+def zone_key_file(zone: str | None) -> str:
+    """The key file of a dynamic zone (host, node, pc); None: the transfer key."""
+    if zone is None:
+        return TRANSFER_KEY_FILE
+    if zone not in DYNAMIC_ZONES:
+        raise LapinfraError(f"no TSIG key for zone {zone!r}: the dynamic zones are {', '.join(DYNAMIC_ZONES)}")
+    return f"tsig-{zone}.key"
+
+
+def dns_key_files() -> list[str]:
+    """Every TSIG key file the DNS server includes (named.conf.j2 includes the same)."""
+    return [TRANSFER_KEY_FILE, *(zone_key_file(zone) for zone in DYNAMIC_ZONES)]
 
 
 class Secret:
@@ -69,25 +90,46 @@ class SecretStore:
 
     @property
     def tsig_key_name(self) -> str:
+        """The transfer key's name; a dynamic zone's key is named ``<this>-<zone>``."""
         return f"lapinfra-{self.env.name}"
+
+    def zone_key_name(self, zone: str | None) -> str:
+        return self.tsig_key_name if zone is None else f"{self.tsig_key_name}-{zone}"
 
     def read(self, name: str) -> Secret:
         return Secret(self.path(name).read_text().strip())
 
-    def tsig_key(self) -> TsigKey:
-        """The environment's TSIG key (for dnspython) as named.conf knows it."""
-        if not self.path("tsig.key").is_file():
-            raise LapinfraError(f"no TSIG key {self.path('tsig.key')}: the environment's secrets folder is the one its deploy used")
-        text = self.read("tsig.key").reveal()
+    def tsig_key(self, zone: str | None = None) -> TsigKey:
+        """The TSIG key (for dnspython) as named.conf knows it: the one allowed to update
+        the dynamic zone ``zone`` (host, node, pc); without a zone, the transfer key."""
+        path = self.path(zone_key_file(zone))
+        if not path.is_file():
+            raise LapinfraError(f"no TSIG key {path}: the environment's secrets folder is the one its deploy used "
+                                f"(`invoke secrets.path --env={self.env.name}` generates missing keys; deploy then hands them to the DNS)")
+        text = self.read(path.name).reveal()
         found = re.search(r'key\s+"([^"]+)"\s*\{[^}]*algorithm\s+([\w-]+);[^}]*secret\s+"([^"]+)";', text)
         if found is None:
-            raise LapinfraError(f"{self.path('tsig.key')} is not a BIND key file (key \"NAME\" {{ algorithm ...; secret \"...\"; }};)")
+            raise LapinfraError(f"{path} is not a BIND key file (key \"NAME\" {{ algorithm ...; secret \"...\"; }};)")
         name, algorithm, secret = found.groups()
         return TsigKey(name, secret, algorithm)
 
     @property
+    def cd_admin_password(self) -> Secret:
+        return self.read("cd.admin-password")
+
+    @property
     def registry_password(self) -> Secret:
+        """The push account's (env.registry.user): pushes, mounts, deletes, and pulls."""
         return self.read("registry.password")
+
+    @property
+    def registry_pull_user(self) -> str:
+        return f"{self.env.registry.user}-pull"
+
+    @property
+    def registry_pull_password(self) -> Secret:
+        """The pull account's: GET and HEAD only (the registry's nginx refuses the rest)."""
+        return self.read("registry-pull.password")
 
     # ---- generation ---------------------------------------------------------
     def ensure(self) -> list[str]:
@@ -112,11 +154,14 @@ class SecretStore:
         return [
             ("admin_ed25519", self._admin_key),
             ("tsig.key", self._tsig),
+            *((zone_key_file(zone), lambda zone=zone: self._tsig(zone)) for zone in DYNAMIC_ZONES),
             ("registry.password", self._registry_password),
+            ("registry-pull.password", lambda: self._password("registry-pull", self.registry_pull_user)),
             ("cd_ed25519", lambda: self._ssh_key("cd_ed25519", "cd")),
             ("backup_ed25519", lambda: self._ssh_key("backup_ed25519", "backup")),
             ("restic.password", lambda: {"restic.password": pysecrets.token_urlsafe(32) + "\n"}),
             ("cd.worker-password", lambda: {"cd.worker-password": pysecrets.token_urlsafe(24) + "\n"}),
+            ("cd.admin-password", lambda: {"cd.admin-password": pysecrets.token_urlsafe(24) + "\n"}),
             ("cache.password", lambda: {"cache.password": pysecrets.token_urlsafe(24) + "\n"}),
             ("maven.password", lambda: self._password("maven", "deploy")),
             ("artifact.password", lambda: self._password("artifact", "deploy")),
@@ -158,10 +203,10 @@ class SecretStore:
         hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=10)).decode()
         return {f"{service}.password": password + "\n", f"{service}.htpasswd": f"{user}:{hashed}\n"}
 
-    def _tsig(self) -> dict[str, str]:
+    def _tsig(self, zone: str | None = None) -> dict[str, str]:
         secret = base64.b64encode(pysecrets.token_bytes(32)).decode()
-        body = f'key "{self.tsig_key_name}" {{\n\talgorithm {TSIG_ALGORITHM};\n\tsecret "{secret}";\n}};\n'
-        return {"tsig.key": body}
+        body = f'key "{self.zone_key_name(zone)}" {{\n\talgorithm {TSIG_ALGORITHM};\n\tsecret "{secret}";\n}};\n'
+        return {zone_key_file(zone): body}
 
     def _registry_password(self) -> dict[str, str]:
         return self._password("registry", self.env.registry.user)

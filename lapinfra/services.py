@@ -61,12 +61,14 @@ def services(env) -> list[Service]:
     apps = [Service(f"{env.lb.name}{i}", "sampleapp", http=8080) for i in range(1, env.lb.backends + 1)]
     return [
         Service("registry", ports={"5000/tcp": env.registry.port},
-                secrets={"htpasswd": "registry.htpasswd", "tls.crt": "registry.crt", "tls.key": "registry.key"}, local_image=True),
+                secrets={"htpasswd": "registry.htpasswd", "pull.htpasswd": "registry-pull.htpasswd",
+                         "tls.crt": "registry.crt", "tls.key": "registry.key"}, local_image=True),
         Service("environment", provides_env=True),
-        Service("dns", ports={"53/udp": (ip, 53), "53/tcp": (ip, 53)}, secrets={"tsig.key": "tsig.key"}),
+        Service("dns", ports={"53/udp": (ip, 53), "53/tcp": (ip, 53)}, secrets={k: k for k in DNS_KEYS}),
         Service("git", ports={"22/tcp": (ip, 22)}, secrets={"admin.pub": "admin_ed25519.pub", "cd.pub": "cd_ed25519.pub"}),
         Service("trac", http=8000),
-        Service("cd", http=8010, secrets={"git.key": "cd_ed25519", "worker.password": "cd.worker-password"}),
+        Service("cd", http=8010, secrets={"git.key": "cd_ed25519", "worker.password": "cd.worker-password",
+                                          "admin.password": "cd.admin-password"}),
         Service("cache", ports={"3142/tcp": (ip, 3124)}, secrets={"admin.password": "cache.password"}),
         Service("maven", "repository", http=80, secrets={"htpasswd": "maven.htpasswd"}),
         Service("artifact", "repository", http=80, secrets={"htpasswd": "artifact.htpasswd"}),
@@ -76,6 +78,8 @@ def services(env) -> list[Service]:
     ]
 
 
+# The DNS's TSIG keys: the transfer key and each dynamic zone's update key (lapinfra/secrets.py).
+DNS_KEYS = ("tsig.key", "tsig-host.key", "tsig-node.key", "tsig-pc.key")
 BACKUP_SECRETS = {"restic.password": "restic.password", "backup_ed25519": "backup_ed25519", "backup_known_hosts": "backup_known_hosts"}
 
 

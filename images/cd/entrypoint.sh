@@ -31,6 +31,9 @@ install_secrets() {
     if [ -f "$SECRETS/worker.password" ]; then
         install -m 0600 -o buildbot -g buildbot "$SECRETS/worker.password" "$PRIVATE/worker.password"
     fi
+    if [ -f "$SECRETS/admin.password" ]; then
+        install -m 0600 -o buildbot -g buildbot "$SECRETS/admin.password" "$PRIVATE/admin.password"
+    fi
     # Optional: the git server's host key(s) in known_hosts format, pinned. Without
     # it the first key seen is trusted and kept in /data/ssh/known_hosts.
     if [ -f "$SECRETS/git.known_hosts" ]; then
@@ -62,6 +65,8 @@ fi
 install_secrets
 [ -s "$PRIVATE/worker.password" ] || die "$SECRETS/worker.password missing or empty (secrets not mounted?)"
 [ -s "$PRIVATE/git.key" ] || die "$SECRETS/git.key missing or empty (secrets not mounted?)"
+# Without it the web UI and REST API would have no account that may force or stop builds.
+[ -s "$PRIVATE/admin.password" ] || die "$SECRETS/admin.password missing or empty (secrets not mounted? a deploy hands it over)"
 git_ssh
 
 if [ "${1:-serve}" = checkconfig ]; then

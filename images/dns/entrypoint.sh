@@ -7,8 +7,9 @@ set -eu
 
 CONF=/env/dns/named.conf
 RENDERED=/env/dns/db.zone
-KEY=/run/secrets/tsig.key
-KEY_COPY=/run/named/tsig.key  # what named.conf includes: readable by user bind
+SECRETS=/run/secrets
+KEY=$SECRETS/tsig.key         # the transfer key; tsig-<zone>.key: each dynamic zone's update key
+KEYS_COPY=/run/named          # what named.conf includes: readable by user bind
 ZONE=/data/db.zone            # live zone file, rewritten by named after updates
 JOURNAL=/data/db.zone.jnl     # dynamic update journal
 INSTALLED=/data/db.zone.rendered  # copy of the rendered zone last installed
@@ -20,15 +21,17 @@ die() { log "ERROR: $*"; exit 1; }
 
 # named (9.18) already runs as user bind when it parses named.conf, and the
 # read-only secrets mount keeps the host's owner/mode (typically root, 0600), so
-# the key is copied to a place only root and group bind can read. This is also
+# the keys are copied to a place only root and group bind can read. This is also
 # done for other commands, so "named-checkconf /env/dns/named.conf" works.
 install_key() {
-    mkdir -p /run/named
-    chown bind:bind /run/named
-    chmod 0750 /run/named
-    if [ -f "$KEY" ]; then
-        install -m 0640 -o root -g bind "$KEY" "$KEY_COPY"
-    fi
+    mkdir -p "$KEYS_COPY"
+    chown bind:bind "$KEYS_COPY"
+    chmod 0750 "$KEYS_COPY"
+    for key in "$SECRETS"/tsig*.key; do
+        if [ -f "$key" ]; then
+            install -m 0640 -o root -g bind "$key" "$KEYS_COPY/$(basename "$key")"
+        fi
+    done
 }
 
 install_key
@@ -39,6 +42,10 @@ fi
 [ -f "$CONF" ] || die "$CONF missing (environment volume not mounted?)"
 [ -s "$RENDERED" ] || die "$RENDERED missing or empty"
 [ -f "$KEY" ] || die "$KEY missing (secrets not mounted?)"
+# Every key named.conf includes must be there (a deploy hands them all to the container).
+for include in $(sed -n 's|^[[:space:]]*include[[:space:]]*"'"$KEYS_COPY"'/\([^"/]*\)".*|\1|p' "$CONF"); do
+    [ -f "$SECRETS/$include" ] || die "$SECRETS/$include missing: named.conf includes it (run a deploy, which hands every TSIG key to the DNS)"
+done
 
 # The zone name is the first zone statement of the rendered named.conf.
 ZONE_NAME=$(sed -n 's/^[[:space:]]*zone[[:space:]]*"\([^"]*\)".*/\1/p' "$CONF" | head -n 1)

@@ -195,16 +195,16 @@ def server(project, monkeypatch):
 
 
 def test_register_sends_the_signed_replace_to_the_master(project, server):
-    s = server(key=project.secrets.tsig_key())
+    s = server(key=project.secrets.tsig_key("host"))
     name, address = ddns.register(project, "office.host", "172.28.10.77")
     assert (str(name), address) == ("office.host.internal", "172.28.10.77")
     (got,) = s.received
-    assert got.had_tsig and got.keyname == dns.name.from_text("lapinfra-test")
+    assert got.had_tsig and got.keyname == dns.name.from_text("lapinfra-test-host")
     assert [r.to_text() for r in got.sections[2]] == ["office.host.internal. ANY A", "office.host.internal. 300 IN A 172.28.10.77"]
 
 
 def test_a_refused_name_or_address_sends_nothing(project, server):
-    s = server(key=project.secrets.tsig_key())
+    s = server(key=project.secrets.tsig_key("host"))
     for name, ip in (("alice.pc", "172.28.10.77"), ("git", "172.28.10.77"), ("office.host", "300.0.0.1"), ("office.host", None)):
         with pytest.raises(LapinfraError):
             ddns.register(project, name, ip)
@@ -212,9 +212,9 @@ def test_a_refused_name_or_address_sends_nothing(project, server):
 
 
 def test_unregister_says_whether_the_name_was_there(project, server):
-    server(key=project.secrets.tsig_key())
+    server(key=project.secrets.tsig_key("host"))
     assert ddns.unregister(project, "office.host") == (ddns.parse("office.host", "internal"), True)
-    s = server(key=project.secrets.tsig_key(), rcode=dns.rcode.NXRRSET)
+    s = server(key=project.secrets.tsig_key("host"), rcode=dns.rcode.NXRRSET)
     assert ddns.unregister(project, "office.host")[1] is False
     (got,) = s.received
     (prerequisite,) = got.sections[1]            # the A records must be there
@@ -223,14 +223,14 @@ def test_unregister_says_whether_the_name_was_there(project, server):
 
 @pytest.mark.parametrize("rcode", [dns.rcode.REFUSED, dns.rcode.NOTAUTH])
 def test_a_refusal_names_the_key(project, server, rcode):
-    server(key=project.secrets.tsig_key(), rcode=rcode)
-    with pytest.raises(LapinfraError, match=r"refused the update \((REFUSED|NOTAUTH)\): wrong TSIG key\?"):
+    server(key=project.secrets.tsig_key("host"), rcode=rcode)
+    with pytest.raises(LapinfraError, match=r"refused the update \((REFUSED|NOTAUTH)\): wrong TSIG key, or a key that may not change this zone"):
         ddns.register(project, "office.host", "172.28.10.77")
 
 
 @pytest.mark.parametrize("tsig_error, shown", [(dns.rcode.BADSIG, "BADSIG"), (dns.rcode.BADKEY, "BADKEY")])
 def test_a_tsig_error_of_the_server_names_the_key(project, server, tsig_error, shown):
-    server(key=project.secrets.tsig_key(), rcode=dns.rcode.NOTAUTH, tsig_error=tsig_error)
+    server(key=project.secrets.tsig_key("host"), rcode=dns.rcode.NOTAUTH, tsig_error=tsig_error)
     with pytest.raises(LapinfraError, match=rf"refused the update: wrong TSIG key\? \({shown}\)"):
         ddns.register(project, "office.host", "172.28.10.77")
 
@@ -248,7 +248,7 @@ def test_an_unsigned_answer_is_not_trusted(project, server):
 
 
 def test_another_failure_is_named(project, server):
-    server(key=project.secrets.tsig_key(), rcode=dns.rcode.SERVFAIL)
+    server(key=project.secrets.tsig_key("host"), rcode=dns.rcode.SERVFAIL)
     with pytest.raises(LapinfraError, match="answered SERVFAIL"):
         ddns.register(project, "office.host", "172.28.10.77")
 
@@ -269,7 +269,7 @@ def test_register_nodes_sends_every_node_and_never_fails(project, server, monkey
 
     # worker1 has no fixed address: it is registered with the one it holds (here: a stand-in)
     monkeypatch.setattr(Nodes, "dynamic_records", lambda self: {"worker1.node.internal": "172.28.10.130"})
-    s = server(key=project.secrets.tsig_key())
+    s = server(key=project.secrets.tsig_key("node"))
     assert ddns.register_nodes(project) is True
     (got,) = s.received
     added = {r.name.to_text(): r[0].address for r in got.sections[2] if r.deleting is None}
@@ -282,7 +282,7 @@ def test_register_nodes_sends_every_node_and_never_fails(project, server, monkey
     assert project.reporter.lines[-1].startswith("! node names not registered in node.internal")
     assert ddns.register_nodes(project, expect_down=True) is False
     assert project.reporter.lines[-1].startswith("node names not registered: the DNS does not run yet")
-    server(key=project.secrets.tsig_key(), rcode=dns.rcode.REFUSED)
+    server(key=project.secrets.tsig_key("node"), rcode=dns.rcode.REFUSED)
     assert ddns.register_nodes(project, expect_down=True) is False      # a refusal always warns
     assert project.reporter.lines[-1].startswith("! ") and "wrong TSIG key" in project.reporter.lines[-1]
 
@@ -331,7 +331,8 @@ def test_named_conf_serves_each_dynamic_zone_from_data_dynamic_with_signed_updat
     for zone in project.env.dynamic_zones:
         block = conf.split(f'zone "{zone}" {{')[1].split("\n};")[0]
         assert f'file "/data/dynamic/{zone}.zone";' in block
-        assert 'allow-update { key "lapinfra-test"; }' in block
+        kind = zone.split(".")[0]
+        assert f'update-policy {{ grant "lapinfra-test-{kind}" zonesub A; }};' in block   # its own key only
     command = render.named_check_command(project.env)
     assert command.count("named-checkzone -i local") == 3 and "named-checkconf /env/dns/named.conf" in command
 
