@@ -297,3 +297,20 @@ def test_the_scheduler_forgets_nothing_on_the_master(lapbackup, monkeypatch, tmp
     status = json.loads((tmp_path / "status.json").read_text())
     assert status["outcome"] == "ok" and status["snapshot"] == "5afe0001"
     assert not [c for c in calls if c[0] == "forget"]
+
+
+def test_a_vm_backup_node_is_provisioned_with_the_same_sftp_user_and_vault_loop(tree):
+    p = Project("prod", root=tree, reporter=Recorder())
+    p.secrets.ensure()
+    text = render.render_all(p).files[p.build_dir / "Vagrantfile"]
+    blocks = {n.name: text.split(f"# ---- node {n.name} ")[1].split("# ---- node ")[0] for n in p.env.nodes}
+    backup = blocks["backup"]
+    vm_block = sshd_match_block(backup.split("<<'EOF_SFTP'\n")[1].split("EOF_SFTP")[0], "backup")
+    assert vm_block == sshd_match_block((ROOT / "nodes/image/sshd_config").read_text(), "backup")
+    assert json.dumps(f"LAPVAULT_KEEP={p.env.backup.forget_flags()}") in backup
+    assert "systemctl enable lapvault" in backup
+    # root's key file on every VM is the admin key alone
+    assert json.dumps(str(p.secrets.authorized_keys("backup").resolve())) in backup
+    for name, block in blocks.items():
+        if name != "backup":
+            assert "restic.password" not in block and "lapvault" not in block
