@@ -1,9 +1,11 @@
 """Snapshots of the master's /data on the backup node, restore, and disaster recovery.
 
 restic runs on the master in the ``infra/backup`` image (a copy kept on the node
-itself, like the registry's) and stores into a repository on the backup node
-over sftp, with a key the backup node accepts (``restrict``: no forwarding, no
-pty) and its host key pinned. ``infra_backup`` takes the scheduled snapshots; every command here runs
+itself, like the registry's) and stores into the backup node's inbox over sftp, with a
+key the backup node accepts only for its chrooted sftp-only user ``backup`` (no shell,
+no forwarding, no pty) and its host key pinned. The backup node copies each snapshot
+into its vault, which that user can read but not change, and applies the retention
+there (nodes/image/lapvault): nothing the master holds deletes a snapshot. ``infra_backup`` takes the scheduled snapshots; every command here runs
 a one-off container of the same image, so it also works while the
 infrastructure is stopped or the master is brand new.
 
@@ -275,6 +277,8 @@ def recover(project) -> dict:
 # registry (the images of the release it runs) and the backup tool's state.
 FETCH_KEEP = ("secrets", "environment", "lapinfra", "dns", "registry", "backup")
 FETCH_MOUNT = "/run/lapinfra-fetch"
+SFTP_USER = "backup"      # the backup node's sftp-only user, chrooted to its /data (nodes/image/sshd_config)
+INBOX = "/restic"         # the inbox, /data/restic on the backup node, as that user sees it
 
 
 def fetch(source, target, snapshot_id: str = "latest", restore_after: bool = True) -> dict:
@@ -295,7 +299,7 @@ def fetch(source, target, snapshot_id: str = "latest", restore_after: bool = Tru
             for name in ("backup_ed25519", "backup_known_hosts", "restic.password"):
                 volumes[str(p.secrets.path(name).resolve())] = {"bind": f"{FETCH_MOUNT}/{side}/{name}", "mode": "ro"}
             ssh.append(
-                f"Host lapinfra-{side}\n  HostName {node.ip}\n  Port {node.admin_port}\n  User root\n"
+                f"Host lapinfra-{side}\n  HostName {node.ip}\n  Port {node.admin_port}\n  User {SFTP_USER}\n"
                 f"  IdentityFile {FETCH_MOUNT}/{side}/backup_ed25519\n  IdentitiesOnly yes\n  BatchMode yes\n"
                 f"  UserKnownHostsFile {FETCH_MOUNT}/{side}/backup_known_hosts\n  GlobalKnownHostsFile /dev/null\n"
                 f"  StrictHostKeyChecking yes\n  ConnectTimeout 20\n  ServerAliveInterval 30\n")
@@ -304,13 +308,13 @@ def fetch(source, target, snapshot_id: str = "latest", restore_after: bool = Tru
         config.chmod(0o644)
         volumes[str(config)] = {"bind": "/etc/ssh/ssh_config.d/lapinfra-fetch.conf", "mode": "ro"}
         networking = _fetch_networking(source, target)
-        ls = ["--no-cache", "-r", "sftp:lapinfra-from:/data/restic", "--password-file", f"{FETCH_MOUNT}/from/restic.password",
+        ls = ["--no-cache", "-r", f"sftp:lapinfra-from:{INBOX}", "--password-file", f"{FETCH_MOUNT}/from/restic.password",
               "ls", snapshot_id, SNAPSHOT_SECRETS]
         with target.reporter.step(f"check that snapshot {snapshot_id} of {source.name} holds none of its secrets"):
             code, out = _run_local_restic(target, ls, networking, volumes, check=False)
         _refuse_unfetchable(source, snapshot_id, code, out)
-        command = ["--no-cache", "-r", "sftp:lapinfra-to:/data/restic", "--password-file", f"{FETCH_MOUNT}/to/restic.password",
-                   "copy", "--from-repo", "sftp:lapinfra-from:/data/restic",
+        command = ["--no-cache", "-r", f"sftp:lapinfra-to:{INBOX}", "--password-file", f"{FETCH_MOUNT}/to/restic.password",
+                   "copy", "--from-repo", f"sftp:lapinfra-from:{INBOX}",
                    "--from-password-file", f"{FETCH_MOUNT}/from/restic.password", snapshot_id]
         with target.reporter.step(f"copy snapshot {snapshot_id} of {source.name} into {target.name}'s backup repository"):
             _, out = _run_local_restic(target, command, networking, volumes)

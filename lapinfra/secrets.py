@@ -50,6 +50,10 @@ def dns_key_files() -> list[str]:
     return [TRANSFER_KEY_FILE, *(zone_key_file(zone) for zone in DYNAMIC_ZONES)]
 
 
+# the backup node's keys for its sftp-only user (Vagrantfile.j2 mounts it next to authorized_keys.backup)
+SFTP_AUTHORIZED_KEYS = "sftp_authorized_keys.backup"
+
+
 class Secret:
     """A secret value that never shows itself in str(), repr() or f-strings."""
 
@@ -170,15 +174,23 @@ class SecretStore:
         ]
 
     def authorized_keys(self, role: str) -> Path:
-        """The keys a node of this role accepts: the admin key; on the backup node
-        also the master's backup key, restricted to what sftp needs."""
-        lines = [self.path("admin_ed25519.pub").read_text().strip()]
+        """The keys root accepts on a node of this role: the admin key alone. On the backup
+        node the master's backup key is for the sftp-only user ``backup`` instead
+        (``sftp_authorized_keys``, next to this file): a master's key is never root's."""
+        path = self._write_if_changed(f"authorized_keys.{role}", self.path("admin_ed25519.pub").read_text().strip() + "\n")
         if role == "backup":
-            lines.append("restrict " + self.path("backup_ed25519.pub").read_text().strip())
-        path = self.path(f"authorized_keys.{role}")
-        content = "\n".join(lines) + "\n"
+            self.sftp_authorized_keys()
+        return path
+
+    def sftp_authorized_keys(self) -> Path:
+        """The backup node's keys for ``backup`` (chrooted, ForceCommand internal-sftp:
+        nodes/image/sshd_config): the master's backup key, with no forwarding and no pty."""
+        return self._write_if_changed(SFTP_AUTHORIZED_KEYS, "restrict " + self.path("backup_ed25519.pub").read_text().strip() + "\n")
+
+    def _write_if_changed(self, name: str, content: str) -> Path:
+        path = self.path(name)
         if not path.exists() or path.read_text() != content:
-            self._write(path.name, content)
+            self._write(name, content)
         return path
 
     def _write(self, name: str, content: str | bytes) -> None:

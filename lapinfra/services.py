@@ -99,10 +99,12 @@ def backup_service(env) -> Service:
 
 
 def backup_repository(node) -> str:
-    """restic's sftp repository on the backup node (URL form when its sshd is off port 22)."""
+    """restic's sftp repository on the backup node, the inbox: the backup node's /data/restic
+    as its sftp-only user ``backup`` sees it, chrooted to /data (URL form when its sshd is
+    off port 22). lapbackup reads the vault, /vault, beside it."""
     if node.admin_port == 22:
-        return f"sftp:root@{node.ip}:/data/restic"
-    return f"sftp://root@{node.ip}:{node.admin_port}//data/restic"
+        return f"sftp:backup@{node.ip}:/restic"
+    return f"sftp://backup@{node.ip}:{node.admin_port}//restic"
 
 
 def by_name(env, name: str) -> Service:

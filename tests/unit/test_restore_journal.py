@@ -214,7 +214,7 @@ def restorable(tool, monkeypatch):
     monkeypatch.setattr(lb, "restic", restic)
     monkeypatch.setattr(lb, "prepare", lambda: os.makedirs(lb.STATE, exist_ok=True))
     monkeypatch.setattr(lb, "ensure_repo", lambda create=True: None)
-    monkeypatch.setattr(lb, "snapshots_raw", lambda: [{"id": SID, "time": "t", "paths": [lb.DATA]}])
+    monkeypatch.setattr(lb, "snapshots_raw", lambda vault=False: [] if vault else [{"id": SID, "time": "t", "paths": [lb.DATA]}])
     unpaused = []
     monkeypatch.setattr(lb, "pause_all", lambda: [{"id": "c1", "name": "infra_git"}])
     monkeypatch.setattr(lb, "unpause_all", lambda paused: unpaused.extend(paused))
