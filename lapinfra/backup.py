@@ -223,7 +223,7 @@ def check(project) -> dict:
 
 def restore(project, snapshot_id: str, start: bool = True, keep: tuple[str, ...] = (), foreign: bool = False,
             purpose: str = "restore", safety: bool = True) -> dict:
-    """The seed's restore.sh: stop, restore /data, start (stopping once).
+    """Restore: stop, restore /data from a snapshot, start (stopping once).
     Paths in ``keep`` (below /data), the audit logs and the secrets stay as they are on the
     node; ``foreign`` allows another environment's snapshot (snapshot.fetch). A safety
     snapshot (``safety``; labelled for ``purpose``) is taken first, when /data holds a release."""
@@ -282,7 +282,7 @@ INBOX = "/restic"         # the inbox, /data/restic on the backup node, as that 
 
 
 def fetch(source, target, snapshot_id: str = "latest", restore_after: bool = True) -> dict:
-    """The seed's "fetch snapshot from production, restore snapshot": copy one snapshot
+    """Prepare one environment from another's data: copy one snapshot
     of ``source``'s backup repository into ``target``'s (restic copy, deduplicated,
     re-encrypted with the target's password), then restore it on ``target``'s master,
     keeping the target's own secrets, config and release (FETCH_KEEP)."""

@@ -138,7 +138,7 @@ class Cache(Strict):
                         "else the upstream Debian's apt-cacher-ng package ships")
 
 
-# The seed's names of hosts, nodes and workstations (<x>.host.<domain>,
+# The names of hosts, nodes and workstations (<x>.host.<domain>,
 # <x>.node.<domain>, <first>-<last>[-<specifier>].pc.<domain>) are not rendered:
 # each is a zone of its own that takes TSIG-signed dynamic updates
 # (`invoke dns.register`, lapinfra/ddns.py) and keeps them in /data/dns/dynamic/.
@@ -235,7 +235,7 @@ class Verify(Strict):
 class Network(Strict):
     name: Annotated[str, Field(pattern=NETWORK_NAME)] = Field(description="the Docker network of the container nodes")
     subnet: IPv4Net = Field(description="its subnet; the first host is the gateway")
-    dynamic: IPv4Net | None = Field(None, description="the seed's DHCP range: where nodes without a fixed address (workers) get theirs; "
+    dynamic: IPv4Net | None = Field(None, description="the LAN's DHCP range: where nodes without a fixed address (workers) get theirs; "
                                     "fixed addresses stay outside it; default: the upper half of the subnet")
 
     @property
@@ -273,7 +273,7 @@ class Node(Strict):
 
     @property
     def dynamic(self) -> bool:
-        """No fixed address: the node gets one when it starts (the seed's worker nodes)."""
+        """No fixed address: the node gets one when it starts (worker nodes usually do)."""
         return self.ip is None
 
     @property

@@ -1,4 +1,4 @@
-"""Dynamic DNS: the seed's names of hosts, nodes and workstations.
+"""Dynamic DNS: the names of hosts, nodes and workstations.
 
     <name>.host.<domain>                        a host, the machine that runs nodes (office.host.internal)
     <name>.node.<domain>                        a node (registered by lapinfra whenever the infrastructure starts)

@@ -1,12 +1,12 @@
-"""start, stop and deploy on the master node, as the seed's scripts describe them.
+"""start, stop and deploy on the master node, and what they do.
 
 - stop:   remove every ``infra_*`` container (selected through the Docker API).
-- start:  the seed's startNoStop: the registry first, then pull the release's
+- start:  start without stopping: the registry first, then pull the release's
           images from it and start the other containers. Reads the release
           record on the node, so it works from the node's state alone (and the
           images the node keeps itself, see seed). Then the nodes' names are
           (re)registered in the DNS (lapinfra/ddns.py).
-- seed:   the seed's first installation: the base, registry and backup images
+- seed:   the first installation: the base, registry and backup images
           carried from the workstation (``docker save | docker load``), each
           only when the node's copy differs; `invoke node.seed`, and the first
           step of deploy and dr.recover.
@@ -484,7 +484,7 @@ def seed_tags(env) -> list[str]:
 
 
 def seed(s: MasterSession, project, tags: list[str] | None = None) -> list[str]:
-    """The seed's first installation (``docker save | ssh node docker load``): the
+    """The first installation (``docker save | ssh node docker load``): the
     images of ``tags`` (default: seed_tags) from the workstation's engine onto the
     master's, each only when the node's copy differs. Returns the tags loaded.
     deploy, dr.recover and `invoke node.seed` all take this path."""

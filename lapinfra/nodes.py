@@ -14,7 +14,7 @@ channel (`vagrant ssh NODE -c cat ...`), never trusted on first use over the LAN
 Node state comes from where the nodes are: the local Docker engine for container
 nodes, `vagrant status --machine-readable` for VMs (`parse_vagrant_status`,
 `vm_state`: a VM that this checkout's Vagrant does not have but that answers at its
-address is `running elsewhere`, e.g. on the office host while this is the seed
+address is `running elsewhere`, e.g. on the office host while this is the administrator's
 machine). What ``node.down`` removes and keeps (`down_plan`: the backup node's
 repository only when asked) and whether an existing node container belongs to
 another checkout (`managed_elsewhere`, from the `lapinfra.checkout` label the
@@ -60,7 +60,7 @@ RUNNING_ELSEWHERE = "running elsewhere"
 def vm_state(vagrant_state: str | None, answers: bool) -> str:
     """A VM node's state. Vagrant's own word when this checkout's Vagrant has the machine
     (`running`, `poweroff`, `saved`, ...). Otherwise (`not_created`, or ``vagrant_state``
-    None: Vagrant cannot tell here, e.g. no VirtualBox on a seed machine that is not the VM
+    None: Vagrant cannot tell here, e.g. no VirtualBox on a workstation that is not the VM
     host): `running elsewhere` when the node answers at its address (the VM host's or
     another checkout's Vagrant runs it), else `absent` when Vagrant here says so, else
     `unknown`."""
@@ -191,7 +191,7 @@ class Nodes:
 
     def ensure_network(self) -> None:
         """The environment's docker network: its subnet, and its dynamic range (ip_range,
-        the seed's DHCP range) where nodes without a fixed address get theirs."""
+        the LAN's DHCP range) where nodes without a fixed address get theirs."""
         import docker.errors
 
         net = self.env.network

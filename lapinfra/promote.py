@@ -1,4 +1,4 @@
-"""Promotion: the seed's deployToProduction.sh as one safe command.
+"""Promotion: a release verified on one environment deployed to the next, as one safe command.
 
 ``invoke build test deploy --env=prod`` on an environment that names the one it
 is promoted from (``promoted_from: test``):
@@ -123,7 +123,7 @@ def safety_snapshot(s: MasterSession, project, purpose: str) -> str | None:
 # ---- the git repository ---------------------------------------------------------
 
 def push_git(s: MasterSession, project) -> str | None:
-    """Push HEAD to the target's infrastructure repository (branch ``master``, the seed's
+    """Push HEAD to the target's infrastructure repository (branch ``master``, the
     productive version, and tag ``deployed-<commit>``); None when its git server is not up yet."""
     import git
 

@@ -55,8 +55,8 @@ class Service:
 
 
 def services(env) -> list[Service]:
-    """The infrastructure containers in start order: the registry first (the seed's
-    startNoStop), the port-80 proxy last (nginx resolves its upstreams when it starts)."""
+    """The infrastructure containers in start order: the registry first (every
+    other image is pulled from it), the port-80 proxy last (nginx resolves its upstreams when it starts)."""
     ip = str(env.master.ip)
     apps = [Service(f"{env.lb.name}{i}", "sampleapp", http=8080) for i in range(1, env.lb.backends + 1)]
     return [

@@ -1,8 +1,7 @@
 """Worker nodes: a Docker Swarm whose manager is the master and whose workers run applications.
 
-The seed left worker nodes open ("specifying the master node as initial etcd peer.
-TODO: how?"). The nodes' Docker engine already has a distributed scheduler, so the
-answer is Docker Swarm:
+Worker nodes join a cluster whose manager is the master. The nodes' Docker engine
+already has a distributed scheduler, so the cluster is Docker Swarm:
 
 - the master initialises the swarm (advertising its fixed address); the infrastructure
   containers stay standalone containers on it, as before, and applications are
