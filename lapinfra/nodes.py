@@ -494,7 +494,14 @@ class Nodes:
                 f"  UserKnownHostsFile {self.known_hosts.resolve()}\n  StrictHostKeyChecking yes\n"
                 f"  PasswordAuthentication no\n  LogLevel ERROR\n"
             )
-        self.ssh_config.write_text("\n".join(blocks))
+        content = "\n".join(blocks)
+        if self.ssh_config.exists() and self.ssh_config.read_text() == content:
+            return
+        # written aside, then renamed: another process (the suite's, an ssh tunnel) reading it
+        # meanwhile sees the old file or the new one, never a half-written one
+        aside = self.ssh_config.with_name(f".{self.ssh_config.name}.{os.getpid()}")
+        aside.write_text(content)
+        aside.replace(self.ssh_config)
 
     def wait_ssh(self, node, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
