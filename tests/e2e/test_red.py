@@ -47,7 +47,7 @@ def failed_checks() -> list[str]:
 @pytest.mark.parametrize("container", sorted(SERVICES))
 def test_a_stopped_service_turns_its_checks_red(infra, container):
     selection, module = SERVICES[container]
-    node_sh(f"docker stop {container}")
+    node_sh(f"docker stop -t 2 {container}")
     try:
         red = invoke("test", f"--env={ENV}", "-k", selection, check=False)
         assert red.returncode != 0, f"suite stayed green with {container} stopped:\n{red.stdout[-2000:]}"
