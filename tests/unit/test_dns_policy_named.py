@@ -38,15 +38,9 @@ def _loopback_conf(conf: str, folder, port: int) -> str:
 @pytest.fixture(scope="module")
 def named(tmp_path_factory):
     """(port, project) of a named serving the test environment's rendered zones."""
-    from tests.conftest import ROOT
-    from lapinfra.project import Project
-    from lapinfra.report import Recorder
+    from tests.conftest import copy_tree, test_project
 
-    tree = tmp_path_factory.mktemp("tree")
-    for folder in ("environments", "nodes", "images", "apps"):
-        shutil.copytree(ROOT / folder, tree / folder)
-    project = Project("test", root=tree, reporter=Recorder())
-    project.secrets.ensure()
+    project = test_project(copy_tree(tmp_path_factory.mktemp("tree")))
     files = render.render_all(project).files
     rendered = project.build_dir / "rendered" / "dns"
     run = tmp_path_factory.mktemp("named")

@@ -42,15 +42,9 @@ def _wait(url, proc, what, **kw):
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory):
     """(url, ca, push account, pull account) of the rendered registry and its nginx."""
-    from tests.conftest import ROOT
-    from lapinfra.project import Project
-    from lapinfra.report import Recorder
+    from tests.conftest import copy_tree, test_project
 
-    tree = tmp_path_factory.mktemp("tree")
-    for folder in ("environments", "nodes", "images", "apps"):
-        shutil.copytree(ROOT / folder, tree / folder)
-    project = Project("test", root=tree, reporter=Recorder())
-    project.secrets.ensure()
+    project = test_project(copy_tree(tmp_path_factory.mktemp("tree")))
     files = render.render_all(project).files
     rendered = project.build_dir / "rendered" / "registry"
     run = tmp_path_factory.mktemp("registry")
