@@ -44,6 +44,9 @@ class Service:
     volumes: dict = field(default_factory=dict)    # extra node path -> container path
     environment: dict = field(default_factory=dict)
     networks: tuple = ()                           # further networks, joined once it runs (the apps' overlay)
+    # paths below its /data that it writes in place (a database, a journal): a snapshot copies
+    # them with this container paused for just that copy; the rest of its data is read live
+    freeze: tuple = ()
 
     @property
     def image(self) -> str:
@@ -59,23 +62,25 @@ def services(env) -> list[Service]:
     other image is pulled from it), the port-80 proxy last (nginx resolves its upstreams when it starts)."""
     ip = str(env.master.ip)
     apps = [Service(f"{env.lb.name}{i}", "sampleapp", http=8080) for i in range(1, env.lb.backends + 1)]
-    return [
+    others = [
         Service("registry", ports={"5000/tcp": env.registry.port},
                 secrets={"htpasswd": "registry.htpasswd", "pull.htpasswd": "registry-pull.htpasswd",
                          "tls.crt": "registry.crt", "tls.key": "registry.key"}, local_image=True),
         Service("environment", provides_env=True),
-        Service("dns", ports={"53/udp": (ip, 53), "53/tcp": (ip, 53)}, secrets={k: k for k in DNS_KEYS}),
+        Service("dns", ports={"53/udp": (ip, 53), "53/tcp": (ip, 53)}, secrets={k: k for k in DNS_KEYS},
+                freeze=("dynamic",)),
         Service("git", ports={"22/tcp": (ip, 22)}, secrets={"admin.pub": "admin_ed25519.pub", "cd.pub": "cd_ed25519.pub"}),
-        Service("trac", http=8000),
+        Service("trac", http=8000, freeze=("env/db",)),
         Service("cd", http=8010, secrets={"git.key": "cd_ed25519", "worker.password": "cd.worker-password",
-                                          "admin.password": "cd.admin-password"}),
+                                          "admin.password": "cd.admin-password"},
+                freeze=("master/state.sqlite*",)),
         Service("cache", ports={"3142/tcp": (ip, 3124)}, secrets={"admin.password": "cache.password"}),
         Service("maven", "repository", http=80, secrets={"htpasswd": "maven.htpasswd"}),
         Service("artifact", "repository", http=80, secrets={"htpasswd": "artifact.htpasswd"}),
         *apps,
         Service("proxy", ports={"80/tcp": (ip, 80)}, networks=(APPS_NETWORK,) if env.workers else ()),
-        backup_service(env),
     ]
+    return [*others, backup_service(env, others)]
 
 
 # The DNS's TSIG keys: the transfer key and each dynamic zone's update key (lapinfra/secrets.py).
@@ -83,9 +88,13 @@ DNS_KEYS = ("tsig.key", "tsig-host.key", "tsig-node.key", "tsig-pc.key")
 BACKUP_SECRETS = {"restic.password": "restic.password", "backup_ed25519": "backup_ed25519", "backup_known_hosts": "backup_known_hosts"}
 
 
-def backup_service(env) -> Service:
+def backup_service(env, others: list[Service] | None = None) -> Service:
     """Snapshots of the whole /data to the backup node (restic over sftp), on a schedule.
-    Its image is kept on the node itself, so a fresh master can restore before any registry runs."""
+    Its image is kept on the node itself, so a fresh master can restore before any registry runs.
+    ``others``: the services whose ``freeze`` paths it copies paused (BACKUP_FREEZE);
+    default: the environment's."""
+    if others is None:
+        others = [s for s in services(env) if s.name != "backup"]
     return Service(
         "backup", secrets=BACKUP_SECRETS, local_image=True,
         volumes={DATA: "/srv/data", "/var/run/docker.sock": "/var/run/docker.sock"},
@@ -94,8 +103,14 @@ def backup_service(env) -> Service:
             "BACKUP_INTERVAL": str(env.backup.interval_minutes * 60),
             "BACKUP_KEEP": env.backup.forget_flags(),
             "BACKUP_ENV": env.name,
+            "BACKUP_FREEZE": json.dumps(freeze_policy(others), sort_keys=True),
         },
     )
+
+
+def freeze_policy(services_: list[Service]) -> dict:
+    """lapbackup's BACKUP_FREEZE: container -> its frozen paths below the node's /data."""
+    return {s.container: [f"{s.name}/{p}" for p in s.freeze] for s in services_ if s.freeze}
 
 
 def backup_repository(node) -> str:

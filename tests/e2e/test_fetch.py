@@ -2,6 +2,8 @@
 development process asks (fetch, then restore), keeping test's own secrets, config and release."""
 import json
 import os
+import re
+import subprocess
 import uuid
 
 import pytest
@@ -15,6 +17,53 @@ pytestmark = pytest.mark.e2e
 
 # what a fetch must leave exactly as it is on the target
 OWN = "cd /data && find secrets environment lapinfra/release.json -type f -print0 | sort -z | xargs -0 sha256sum"
+
+
+# Public by nature: never searched for (a CA certificate or a public key may be anywhere).
+PUBLIC = re.compile(r"(\.pub|\.crt|known_hosts|authorized_keys\..*)$")
+TOKEN = re.compile(rb"[A-Za-z0-9+/=_$.-]{20,}")
+
+# Run on the target's backup node as root: the needles arrive on stdin (never on disk or in
+# an argument); prints the names of what holds one: the snapshot's files (restic dump, a tar
+# stream) and the repository's own files (inbox and vault).
+SCAN = r"""
+import json, os, subprocess, sys, tarfile
+needles = [n.encode("latin-1") for n in json.load(sys.stdin)["needles"]]
+snapshot = sys.argv[1]
+def holds(data):
+    return any(n in data for n in needles)
+found = []
+dump = subprocess.Popen(["restic", "-r", "/data/restic", "--password-file", "/etc/lapinfra/restic.password",
+                         "--no-lock", "-q", "dump", snapshot, "/srv/data"], stdout=subprocess.PIPE)
+files = 0
+with tarfile.open(fileobj=dump.stdout, mode="r|") as tar:
+    for member in tar:
+        if member.isfile():
+            files += 1
+            if holds(tar.extractfile(member).read()):
+                found.append("snapshot:" + member.name)
+if dump.wait() != 0:
+    sys.exit("restic dump failed")
+for repo in ("/data/restic", "/data/vault"):
+    for root, _, names in os.walk(repo):
+        for name in names:
+            with open(os.path.join(root, name), "rb") as f:
+                if holds(f.read()):
+                    found.append("repository:" + os.path.join(root, name))
+print(json.dumps({"files": files, "found": found}))
+"""
+
+
+def secret_needles(source, own):
+    """Every long token of ``source``'s secret files that no file of ``own``'s secrets has
+    (key-file boilerplate is the same in every environment)."""
+    def tokens(env_name):
+        out = set()
+        for f in (ROOT / "secrets" / env_name).iterdir():
+            if f.is_file() and not PUBLIC.search(f.name):
+                out |= set(TOKEN.findall(f.read_bytes()))
+        return out
+    return sorted(t.decode("latin-1") for t in tokens(source) - tokens(own))
 
 
 def running(env=ENV):
@@ -48,6 +97,17 @@ def test_fetch_brings_stagings_data_to_test_and_keeps_tests_own_state(infra, tar
     snaps = json.loads(invoke("snapshot.list", f"--env={ENV}", "--json").stdout)
     copied = [s for s in snaps if f"env={TARGET}" in s.get("tags", [])]
     assert copied, snaps
+
+    # ... and not a byte of staging's secrets: neither in the fetched snapshot nor anywhere
+    # in test's repository (searched on test's backup node for every secret value of staging)
+    needles = secret_needles(TARGET, ENV)
+    assert len(needles) > 20, "staging's secrets folder is suspiciously small"
+    scan = subprocess.run(["docker", "exec", "-i", f"lapinfra-{ENV}-backup", "python3", "-c", SCAN, copied[-1]["id"]],
+                          input=json.dumps({"needles": needles}), capture_output=True, text=True, timeout=600)
+    assert scan.returncode == 0, scan.stderr[-2000:]
+    result = json.loads(scan.stdout)
+    assert result["files"] > 100, result
+    assert result["found"] == [], f"staging secrets found in test's backups: {result['found']}"
     before = running()
     refused = invoke("restore", f"--env={ENV}", "--snapshot", copied[-1]["id"], check=False)
     assert refused.returncode == 1 and f"snapshot.fetch --from={TARGET}" in refused.stderr

@@ -3,6 +3,7 @@ recreated while a snapshot held it paused is not "left paused" (it failed schedu
 snapshots whenever a deploy or a `docker stop` met one)."""
 import importlib.machinery
 import importlib.util
+import json
 
 import pytest
 
@@ -72,7 +73,7 @@ def test_no_snapshot_holds_the_environments_secrets(lapbackup, monkeypatch):
     def backup(args):
         argv.extend(args)
         return 0, '{"message_type": "summary", "snapshot_id": "1234abcd", "total_bytes_processed": 5}\n', "", []
-    monkeypatch.setattr(lapbackup, "_backup_paused", backup)
+    monkeypatch.setattr(lapbackup, "_backup_frozen", lambda args, policy: backup(args))
     monkeypatch.setattr(lapbackup, "_cache_size", lambda sid, size: None)
     lapbackup.do_snapshot("safety-restore", ["safety", "commit=abc"])
     excluded = [argv[i + 1] for i, a in enumerate(argv) if a == "--exclude"]
@@ -167,3 +168,122 @@ def test_a_pause_interrupted_half_way_unpauses_what_it_had_paused(lapbackup, mon
     with pytest.raises(lapbackup.Terminated):
         lapbackup.pause_all()
     assert ("POST", "/containers/a/unpause") in calls and not (tmp_path / "paused.json").exists()
+
+
+# ---- consistency per service: frozen copies instead of one global pause ----------------
+
+def _running_engine(lapbackup, monkeypatch, names, events):
+    """A stand-in Docker API with running containers ``names``; pauses and unpauses go to ``events``."""
+    def docker(method, path):
+        if path == "/containers/json":
+            return 200, [{"Names": [f"/{n}"], "Id": n, "State": "running"} for n in names]
+        if path.endswith("/pause") or path.endswith("/unpause"):
+            events.append((path.split("/")[-1], path.split("/")[2]))
+            return 204, b""
+        return 200, {"State": {"Paused": False}}
+    monkeypatch.setattr(lapbackup, "docker", docker)
+
+
+def test_a_snapshot_pauses_only_the_frozen_services_and_each_only_for_its_own_copy(tmp_path, monkeypatch):
+    data = tmp_path / "data"
+    (data / "trac/env/db").mkdir(parents=True)
+    (data / "trac/env/db/trac.db").write_bytes(b"db-then")
+    (data / "cd/master").mkdir(parents=True)
+    (data / "cd/master/state.sqlite").write_bytes(b"state")
+    (data / "cd/master/http.log").write_text("log")
+    (data / "registry/blob").mkdir(parents=True)
+    (data / "backup").mkdir()
+    lb = load_lapbackup(tmp_path, monkeypatch, data)
+    monkeypatch.setenv("BACKUP_FREEZE", '{"infra_trac": ["trac/env/db"], "infra_cd": ["cd/master/state.sqlite*"]}')
+    events, seen = [], {}
+    _running_engine(lb, monkeypatch, ["infra_trac", "infra_cd", "infra_registry", "infra_git"], events)
+
+    def restic(*args):
+        # what restic sees: the copies, while nothing is paused
+        seen["paused_during_backup"] = [n for kind, n in events if kind == "pause"] != \
+            [n for kind, n in events if kind == "unpause"]
+        seen["copy"] = (data / ".lapsnap/trac/env/db/trac.db").read_bytes()
+        seen["index"] = json.loads((data / ".lapsnap/index.json").read_text())
+        seen["args"] = args
+        return 0, '{"message_type": "summary", "snapshot_id": "1234abcd", "total_bytes_processed": 5}\n', ""
+    monkeypatch.setattr(lb, "restic", restic)
+    monkeypatch.setattr(lb, "_cache_size", lambda sid, size: None)
+    result = lb.do_snapshot()
+
+    assert events == [("pause", "infra_cd"), ("unpause", "infra_cd"), ("pause", "infra_trac"), ("unpause", "infra_trac")]
+    assert seen["paused_during_backup"] is False
+    assert seen["copy"] == b"db-then"
+    assert sorted(seen["index"]) == ["cd/master/state.sqlite", "trac/env/db"]
+    excluded = [seen["args"][i + 1] for i, a in enumerate(seen["args"]) if a == "--exclude"]
+    assert f"{data}/trac/env/db" in excluded and f"{data}/cd/master/state.sqlite*" in excluded
+    assert not (data / ".lapsnap").exists()            # the copies are gone after the backup
+    assert {f["name"] for f in result["frozen"]} == {"infra_trac", "infra_cd"}
+
+
+def test_pause_all_is_the_old_way_every_infra_container_for_the_whole_backup(tmp_path, monkeypatch):
+    data = tmp_path / "data"
+    (data / "trac/env/db").mkdir(parents=True)
+    (data / "backup").mkdir()
+    lb = load_lapbackup(tmp_path, monkeypatch, data)
+    monkeypatch.setenv("BACKUP_FREEZE", '{"infra_trac": ["trac/env/db"]}')
+    events = []
+    _running_engine(lb, monkeypatch, ["infra_trac", "infra_git"], events)
+    during = []
+    monkeypatch.setattr(lb, "restic", lambda *a: (during.extend(events),
+                        (0, '{"message_type": "summary", "snapshot_id": "1234abcd"}\n', ""))[1])
+    monkeypatch.setattr(lb, "_cache_size", lambda sid, size: None)
+    lb.do_snapshot(pause_everything=True)
+    assert during == [("pause", "infra_git"), ("pause", "infra_trac")]
+
+
+def test_a_restore_puts_each_frozen_copy_back_in_its_place(tmp_path, monkeypatch):
+    import os
+    root = tmp_path / "restored"
+    (root / "trac/env").mkdir(parents=True)
+    (root / "trac/env/trac.ini").write_text("ini")
+    (root / ".lapsnap/trac/env/db").mkdir(parents=True)
+    (root / ".lapsnap/trac/env/db/trac.db").write_bytes(b"consistent")
+    (root / ".lapsnap/cd/master").mkdir(parents=True)
+    (root / ".lapsnap/cd/master/state.sqlite").write_bytes(b"state")
+    (root / ".lapsnap/index.json").write_text('["trac/env/db", "cd/master/state.sqlite"]')
+    lb = load_lapbackup(tmp_path, monkeypatch)
+    os.utime(root / "trac/env", (1000, 1000))
+    lb.place_frozen_copies(str(root))
+    assert (root / "trac/env").stat().st_mtime == 1000     # the parent's time as in the snapshot
+    assert (root / "trac/env/db/trac.db").read_bytes() == b"consistent"
+    assert (root / "cd/master/state.sqlite").read_bytes() == b"state"
+    assert not (root / ".lapsnap").exists()
+
+
+def test_a_frozen_copy_keeps_the_owner_of_its_original(tmp_path, monkeypatch):
+    import os
+    data = tmp_path / "data"
+    (data / "dns/dynamic").mkdir(parents=True)
+    (data / "dns/dynamic/node.zone.jnl").write_bytes(b"j")
+    (data / "dns/dynamic/sub").mkdir()
+    lb = load_lapbackup(tmp_path, monkeypatch, data)
+    _running_engine(lb, monkeypatch, [], [])
+    chowned = []
+    monkeypatch.setattr(lb.os, "lchown", lambda path, uid, gid: chowned.append(os.path.relpath(path, data)))
+    held = lb.copy_frozen({"infra_dns": ["dns/dynamic"]})
+    assert (data / ".lapsnap/dns/dynamic/node.zone.jnl").read_bytes() == b"j"
+    assert held == [{"name": "infra_dns", "paused_ms": 0.0, "paths": ["dns/dynamic"]}]   # not running: no pause
+    assert {".lapsnap/dns/dynamic", ".lapsnap/dns/dynamic/node.zone.jnl", ".lapsnap/dns/dynamic/sub"} <= set(chowned)
+
+
+@pytest.mark.parametrize("raw,error", [
+    ("[1]", "must map container names"),
+    ('{"infra_trac": ["/data/trac"]}', "relative to /srv/data"),
+    ('{"infra_trac": ["trac/../secrets"]}', "without '..'"),
+    ("{", "not JSON"),
+])
+def test_a_bad_freeze_policy_is_refused_before_anything_is_paused(lapbackup, raw, error):
+    with pytest.raises(lapbackup.Fail, match=error):
+        lapbackup.freeze_policy(raw)
+
+
+def test_digest_reads_a_frozen_file_from_its_copy(lapbackup):
+    policy = {"infra_trac": ["trac/env/db"], "infra_cd": ["cd/master/state.sqlite*"]}
+    assert lapbackup.stored_path("trac/env/db/trac.db", policy) == ".lapsnap/trac/env/db/trac.db"
+    assert lapbackup.stored_path("cd/master/state.sqlite", policy) == ".lapsnap/cd/master/state.sqlite"
+    assert lapbackup.stored_path("cd/master/http.log", policy) == "cd/master/http.log"

@@ -54,3 +54,14 @@ def test_each_container_has_its_own_fixed_address(tree):
     addresses = [services.address(env, s) for s in services.services(env)]
     assert len(set(addresses)) == len(addresses)
     assert all(a.startswith("172.31.254.") for a in addresses)
+
+
+def test_the_backup_freezes_exactly_the_services_that_write_in_place(tree):
+    """Trac's and Buildbot's databases and bind9's dynamic zones and journals are copied
+    paused; registry, git, Maven/artifact files (written by rename) are read live."""
+    import json
+    env = config.load(tree, "test")
+    freeze = json.loads(services.by_name(env, "backup").environment["BACKUP_FREEZE"])
+    assert freeze == {"infra_cd": ["cd/master/state.sqlite*"], "infra_dns": ["dns/dynamic"],
+                      "infra_trac": ["trac/env/db"]}
+    assert services.backup_service(env).environment == services.by_name(env, "backup").environment   # the one-off tool too
