@@ -45,6 +45,7 @@ from perfdoc import write_section  # noqa: E402  (bench/, the script's own folde
 INTERVAL = 0.02
 TIMEOUT = 3.0
 SETTLE = 1.0          # s of probes before and after each snapshot
+QUIET = 3.0           # s of a window without a snapshot: what the machine's load alone does to answers
 METHODS = {"frozen copies": [], "pause everything": ["--pause-all"]}
 
 
@@ -105,11 +106,9 @@ class Probe(threading.Thread):
         return self.samples
 
 
-def effect(samples, window) -> dict:
+def effect(samples, window, usual) -> dict:
     """The longest wait beyond the usual answer time inside ``window``, and the failures there."""
     inside = [s for s in samples if window[0] <= s[0] <= window[1]]
-    outside = [d for t, d, ok in samples if ok and not window[0] <= t <= window[1]]
-    usual = statistics.median(outside) if outside else 0.0
     # a probe started before the window that was still waiting when it began counts too
     waiting = [s for s in samples if s[0] < window[0] < s[0] + s[1]]
     stall = max((d - usual for _, d, _ in inside + waiting), default=0.0)
@@ -124,22 +123,30 @@ def measure(session, flags: list[str], label: str, ip: str, domain: str) -> dict
     for t in threads.values():
         t.start()
     time.sleep(SETTLE)
+    quiet = (time.perf_counter(), time.perf_counter() + QUIET)
+    time.sleep(QUIET + SETTLE)
     start = time.perf_counter()
     result = backup.run_tool(session, ["snapshot", "--label", label, *flags])
     end = time.perf_counter()
     time.sleep(SETTLE)
     samples = {name: t.finish() for name, t in threads.items()}
-    return {"seconds": end - start, "snapshot": result.get("id"), "paused": result.get("paused", []),
-            "frozen": result.get("frozen", []),
-            "checks": {name: effect(s, (start, end)) for name, s in samples.items()}}
+    out = {"seconds": end - start, "snapshot": result.get("id"), "paused": result.get("paused", []),
+           "frozen": result.get("frozen", []), "checks": {}, "quiet": {}}
+    for name, ss in samples.items():
+        usual = statistics.median([d for t, d, ok in ss if ok and not start <= t <= end] or [0.0])
+        out["checks"][name] = effect(ss, (start, end), usual)
+        out["quiet"][name] = effect(ss, quiet, usual)
+    return out
 
 
 def render(rows: dict, info: dict) -> str:
     names = list(next(iter(rows.values()))[0]["checks"])
-    head = "| check | " + " | ".join(f"{m}: longest stall (ms) | {m}: failed probes" for m in rows) + " |"
-    lines = [head, "|" + "---|" * (1 + 2 * len(rows))]
+    head = ("| check | no snapshot (same load): longest stall (ms) | "
+            + " | ".join(f"{m}: longest stall (ms) | {m}: failed probes" for m in rows) + " |")
+    lines = [head, "|" + "---|" * (2 + 2 * len(rows))]
+    every = [r for runs in rows.values() for r in runs]
     for name in names:
-        cells = []
+        cells = [f"{max(r['quiet'][name]['stall'] for r in every) * 1000:.0f}"]
         for runs in rows.values():
             cells.append(f"{max(r['checks'][name]['stall'] for r in runs) * 1000:.0f}")
             cells.append(str(sum(r["checks"][name]["failed"] for r in runs)))
@@ -157,7 +164,9 @@ def render(rows: dict, info: dict) -> str:
         f"({info['cpus']} cores, load average {info['load']} before the run): each round takes one snapshot "
         "with each method, while every check probes the master every 20 ms on a fresh connection. "
         "\"Stall\" is the longest a probe waited beyond the check's usual answer time (outside snapshots); "
-        "a failed probe is a timeout (3 s), a refused connection or an HTTP status >= 500.",
+        "a failed probe is a timeout (3 s), a refused connection or an HTTP status >= 500. "
+        f"The first column is the same measure over {QUIET:.0f} s without a snapshot, just before each one: "
+        "what the machine's load alone (restic aside) does to the answers.",
         "",
         "- **frozen copies** (every snapshot now): what is written by rename is read live; Trac's and "
         "Buildbot's databases and bind9's dynamic zones are copied with only that container paused "
