@@ -265,3 +265,19 @@ def test_progress_lines_lose_lapvaults_timestamp():
     assert backup.progress_line("  restic: 12 packs\n") == "  restic: 12 packs"
     assert backup.progress_line("   \n") is None
 
+
+
+def test_the_suites_backup_check_is_red_with_the_failures_of_the_newest_drill():
+    from tests.unit.test_verify import _backup_checks
+
+    check = _backup_checks().test_the_last_restore_drill_passed
+    env = SimpleNamespace(name="test", backup=SimpleNamespace(drill_interval_s=86400))
+    import datetime as dt
+
+    now = dt.datetime.now(dt.timezone.utc)
+    failed = dict(FAILED, at=now.isoformat(timespec="seconds"))
+    older_pass = dict(PASSED, at=(now - dt.timedelta(hours=2)).isoformat(timespec="seconds"))
+    with pytest.raises(AssertionError, match="pack 1a2b3c4d"):
+        check(drills=[older_pass, failed], env=env)
+    check(drills=[], env=env)                           # a fresh environment: no drill yet
+    check(drills=[older_pass], env=env)
