@@ -455,6 +455,8 @@ def test_the_loop_drills_when_due_and_again_next_minute_when_there_was_nothing_t
     monkeypatch.setattr(lv, "password_file", lambda: __file__)
     monkeypatch.setattr(lv, "fix_owners", lambda: None)
     monkeypatch.setattr(lv, "one_run", lambda: {})
+    shared = []
+    monkeypatch.setattr(lv, "share_state", lambda: shared.append(True))
     answers = iter([False, True, True])            # nothing in the vault yet, then a drill
     drills = []
 
@@ -481,6 +483,7 @@ def test_the_loop_drills_when_due_and_again_next_minute_when_there_was_nothing_t
     with pytest.raises(Stop):
         lv.loop()
     assert len(drills) == 2, "one try with nothing to drill, one drill, then none while the last is fresh"
+    assert shared, "the loop opens the way to drill.json for the master at its start (node-init closes it)"
 
 
 def test_the_record_is_written_whole_and_readable_by_the_sftp_users_group_only(lv, tmp_path, monkeypatch):
