@@ -535,8 +535,9 @@ def drill_verdict(env: str, doc: dict | None, now: float, interval_s: int) -> st
     if doc is None:
         return None
     if not doc["ok"]:
-        failures = "\n".join(f"  - {f}" for f in doc.get("failures", []))
-        return (f"the last restore drill ({doc['at']}, snapshot {doc.get('snapshot')}) failed:\n{failures}\n"
+        first, *more = doc.get("failures") or ["(no failure recorded)"]
+        rest = "".join(f"\n  - {f}" for f in more)
+        return (f"the last restore drill ({doc['at']}, snapshot {doc.get('snapshot')}) failed: {first}{rest}\n"
                 f"fix the cause, then `invoke backup.drill --env={env}` (docs/data.md, \"Restore drills\")")
     age = now - dt.datetime.fromisoformat(doc["at"]).timestamp()
     if age > 2 * interval_s + STALE_MARGIN_S:

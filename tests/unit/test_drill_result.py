@@ -236,9 +236,12 @@ def test_no_drill_yet_passes_and_the_newest_copy_decides():
 
 
 def test_a_failed_drill_is_red_with_its_failures_and_the_way_back():
-    message = backup.drill_verdict("test", dict(FAILED, at=at(1)), NOW, 86400)
-    assert "the last restore drill" in message and "failed" in message
-    assert "pack 1a2b3c4d" in message and "invoke backup.drill --env=test" in message
+    two = dict(FAILED, at=at(1), failures=FAILED["failures"] + ["git fsck of git/git/repositories/x.git failed (exit 1)"])
+    message = backup.drill_verdict("test", two, NOW, 86400)
+    first = message.splitlines()[0]      # what `invoke test` shows of a failed check
+    assert first.startswith("the last restore drill (") and "failed: restic check" in first and "pack 1a2b3c4d" in first
+    assert "\n  - git fsck of git/git/repositories/x.git failed" in message
+    assert "invoke backup.drill --env=test" in message
 
 
 def test_a_drill_long_overdue_is_red_the_schedules_own_slack_is_not():
