@@ -54,3 +54,29 @@ def test_a_snapshot_of_the_running_release_holds_its_config(restic_turn, project
     stored = backup.digest(project, snap["id"], STABLE_FILE)
     on_master = node.check_output(f"sha256sum /data/{STABLE_FILE}").split()[0]
     assert stored["sha256"] == on_master, f"{STABLE_FILE} in snapshot {snap['id']} differs from the master's"
+
+
+@pytest.fixture(scope="module")
+def drills(node, project):
+    """The last restore drill's record as the backup node holds it (admin SSH) and as the
+    master's copy has it (lapbackup drill-status); whichever copy can be read."""
+    import json
+
+    copies = []
+    copy = node.file(backup.DRILL_COPY)
+    if copy.exists:
+        copies.append(json.loads(copy.content_string))
+    try:
+        copies.append(backup.read_drill_on_backup_node(project))
+    except Exception as exc:  # noqa: BLE001 - the master's copy still speaks; the vault's checks name the node
+        print(f"the backup node's drill record could not be read: {exc}")
+    return [c for c in copies if c is not None]
+
+
+def test_the_last_restore_drill_passed(drills, env):
+    """A failed drill (a damaged pack, a restore that lacks files, a repository git fsck
+    refuses) turns this red with its failures; no drill yet (a fresh environment) passes."""
+    import time
+
+    message = backup.drill_verdict(env.name, backup.latest_drill(drills), time.time(), env.backup.drill_interval_s)
+    assert message is None, message

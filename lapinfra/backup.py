@@ -418,3 +418,142 @@ def digest(project, snapshot_id: str, path: str) -> dict:
     with MasterSession(project) as s:
         _prepare(s, project)
         return run_tool(s, ["digest", snapshot_id, path])
+
+
+# ---- restore drills (nodes/image/lapvault drill; docs/data.md "Restore drills") ----------
+
+VAULT_TOOL = "/usr/local/sbin/lapvault"                 # on the backup node
+DRILL_ON_BACKUP_NODE = "/data/lapinfra/vault/drill.json"
+DRILL_COPY = f"{svc.DATA}/backup/drill.json"            # the master's copy (lapbackup drill-status)
+DRILL_TIMEOUT = 4 * 3600                                # restic's own limits: check and restore 3000 s each
+STALE_MARGIN_S = 3600
+
+
+class _LineWriter:
+    """A stream for Fabric's err_stream: each complete line to ``emit``, and kept."""
+
+    def __init__(self, emit):
+        self.emit, self.buffer, self.lines = emit, "", []
+
+    def write(self, text: str) -> None:
+        self.buffer += text
+        *done, self.buffer = self.buffer.split("\n")
+        for line in done:
+            self.lines.append(line)
+            shown = progress_line(line)
+            if shown:
+                self.emit(shown)
+
+    def flush(self) -> None:
+        pass
+
+
+def progress_line(raw: str) -> str | None:
+    """lapvault's log line as progress: without its timestamp and name; None for blank."""
+    import re
+
+    text = re.sub(r"^\S+Z lapvault: ", "", raw.rstrip())
+    return text or None
+
+
+def drill(project, full: bool = False, connect=None) -> dict:
+    """One restore drill on the backup node now (``lapvault drill`` over the admin SSH), its
+    progress shown as it goes; then the master's copy of the record refreshed. The record
+    (``ok`` False when the drill failed); an error when no drill could run."""
+    node = project.env.node("backup")
+    command = VAULT_TOOL + " drill" + (" --full" if full else "")
+    connect = connect or Nodes(project).connect
+    err = _LineWriter(project.reporter.info)
+    what = "every pack" if full else "the next subset of packs"
+    with project.reporter.step(f"restore drill on {node.name}: restic check of {what}, the latest snapshot "
+                               f"restored and compared, service probes"):
+        with connect(node) as conn:
+            result = conn.run(command, warn=True, hide="out", err_stream=err, timeout=DRILL_TIMEOUT)
+    err.write("\n")
+    doc = drill_outcome(project.name, node.name, result.exited, result.stdout, "\n".join(err.lines))
+    refresh_drill_copy(project)
+    return doc
+
+
+def drill_outcome(env: str, node: str, code: int, out: str, err: str) -> dict:
+    """What ``lapvault drill`` answered: its record, else an error that says what to do."""
+    try:
+        doc = json.loads(out)
+    except json.JSONDecodeError:
+        doc = None
+    if isinstance(doc, dict) and isinstance(doc.get("ok"), bool):
+        return doc
+    if isinstance(doc, dict) and doc.get("error"):
+        raise LapinfraError(f"no restore drill on {node}: {doc['error']}")
+    if (code == 2 and "unknown command" in err) or code == 127:
+        raise LapinfraError(f"{node} runs a lapvault without drills (an older node image): "
+                            f"`invoke node.down --env={env} --node {node}` and `invoke node.up --env={env}` bring "
+                            f"the current one (the repository volume is kept)")
+    tail = "\n".join(f"    {line}" for line in err.strip().splitlines()[-8:])
+    raise LapinfraError(f"`lapvault drill` on {node} failed (exit {code}) without a result:\n{tail}")
+
+
+def refresh_drill_copy(project) -> None:
+    """The master's copy of the backup node's drill record (``lapbackup drill-status``), which
+    the status page reads; a master that cannot be reached is only warned about."""
+    try:
+        with MasterSession(project) as s:
+            _prepare(s, project)
+            run_tool(s, ["drill-status"])
+    except Exception as exc:  # noqa: BLE001 - the drill's own result stands
+        project.reporter.warn(f"the master's copy of the drill record ({DRILL_COPY}) was not refreshed: {exc}")
+
+
+def drill_lines(doc: dict) -> list[str]:
+    """A drill's record as lines for people: the verdict, what was checked, what failed."""
+    verdict = "passed" if doc.get("ok") else f"FAILED ({len(doc.get('failures', []))} failures)"
+    head = (f"restore drill of snapshot {doc.get('snapshot')} {verdict} in {doc.get('seconds')} s "
+            f"(packs read: {doc.get('subset', '?')}, at {doc.get('at')})")
+    return ([head] + [f"  ok      {c}" for c in doc.get("checked", [])]
+            + [f"  FAILED  {f}" for f in doc.get("failures", [])])
+
+
+def latest_drill(docs: list) -> dict | None:
+    """The newest drill record of several copies (the backup node's, the master's)."""
+    import datetime as dt
+
+    def at(doc):
+        try:
+            return dt.datetime.fromisoformat(doc["at"]).timestamp()
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    dated = [d for d in docs if isinstance(d, dict) and isinstance(d.get("ok"), bool) and at(d) is not None]
+    return max(dated, key=at, default=None)
+
+
+def drill_verdict(env: str, doc: dict | None, now: float, interval_s: int) -> str | None:
+    """Why the backup is not proven restorable (the suite's message), or None: the last drill
+    passed and is recent (within two intervals and an hour), or none ran yet (a fresh environment)."""
+    import datetime as dt
+
+    if doc is None:
+        return None
+    if not doc["ok"]:
+        first, *more = doc.get("failures") or ["(no failure recorded)"]
+        rest = "".join(f"\n  - {f}" for f in more)
+        return (f"the last restore drill ({doc['at']}, snapshot {doc.get('snapshot')}) failed: {first}{rest}\n"
+                f"fix the cause, then `invoke backup.drill --env={env}` (docs/data.md, \"Restore drills\")")
+    age = now - dt.datetime.fromisoformat(doc["at"]).timestamp()
+    if age > 2 * interval_s + STALE_MARGIN_S:
+        return (f"the last restore drill ran {age / 3600:.0f} h ago; the backup node drills every {interval_s / 3600:g} h: "
+                f"is lapvault running? (`invoke node.ssh --env={env} --node=backup -- tail /var/log/lapvault.log`)")
+    return None
+
+
+def read_drill_on_backup_node(project, connect=None) -> dict | None:
+    """The backup node's own drill record (admin SSH), None when it has none."""
+    connect = connect or Nodes(project).connect
+    with connect(project.env.node("backup")) as conn:
+        result = conn.run(f"cat {DRILL_ON_BACKUP_NODE}", hide=True, warn=True)
+    if not result.ok:
+        return None
+    try:
+        return json.loads(result.stdout)
+    except json.JSONDecodeError:
+        raise LapinfraError(f"{DRILL_ON_BACKUP_NODE} on the backup node is not JSON") from None

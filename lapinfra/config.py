@@ -221,6 +221,14 @@ class Retention(Strict):
 class Backup(Strict):
     interval_minutes: int = Field(10, ge=1, description="scheduled snapshots of the master's /data to the backup node")
     keep: Retention = Field(Retention(), description="the snapshots kept (restic forget)")
+    drill_hours: int = Field(24, ge=1, le=744, description="restore drills on the backup node, every this many hours: "
+                             "restic check of the next seventh of the vault's packs, the latest snapshot restored and "
+                             "compared with its manifest, git fsck, sqlite and registry probes (docs/data.md)")
+
+    @property
+    def drill_interval_s(self) -> int:
+        """LAPVAULT_DRILL_INTERVAL_S of the backup node."""
+        return self.drill_hours * 3600
 
     def forget_flags(self) -> str:
         k = self.keep

@@ -147,6 +147,33 @@ def check(c, env=None):
     print("ok" if result.get("ok") else f"FAILED\n{result.get('output', '')}")
 
 
+@task(help={"full": "read every pack of the vault (restic check --read-data) instead of the next seventh",
+            "lock_wait": LOCK_WAIT_HELP})
+def drill(c, env=None, full=False, lock_wait=0):
+    """Run a restore drill on the backup node now: check packs, restore the latest snapshot, compare, probe.
+
+    restic check reads the next of seven rotating subsets of the vault's packs (every pack
+    in seven drills; --full reads them all), the latest snapshot is restored into a scratch
+    folder on the backup node and compared with its manifest, and each git repository, SQLite
+    database and registry manifest of it is probed. The result is recorded on the backup node
+    and copied to the master (the status page, the suite's backup check); the backup node also
+    drills on its own every backup.drill_hours. Exits 1 when the drill failed.
+
+    Examples:
+      invoke backup.drill --env=test
+      invoke backup.drill --env=prod --full
+    """
+    from invoke import Exit
+
+    p = project(env)
+    with locked(p, "backup.drill", lock_wait):
+        result = _backup().drill(p, full=full)
+    for line in _backup().drill_lines(result):
+        print(line)
+    if not result.get("ok"):
+        raise Exit(code=1)
+
+
 @task(pre=[build, render], post=[test], help={"yes": YES_HELP, "lock_wait": LOCK_WAIT_HELP})
 def recover(c, env=None, yes=False, lock_wait=0):
     """Disaster recovery: a fresh master node, the latest snapshot restored, started, verified.
@@ -169,5 +196,5 @@ def recover(c, env=None, yes=False, lock_wait=0):
 
 
 ns = Collection("snapshot", create, list_, fetch)
-backup_ns = Collection("backup", status, check)
+backup_ns = Collection("backup", status, check, drill)
 dr_ns = Collection("dr", recover)
