@@ -457,6 +457,7 @@ def test_the_loop_drills_when_due_and_again_next_minute_when_there_was_nothing_t
     monkeypatch.setattr(lv, "one_run", lambda: {})
     shared = []
     monkeypatch.setattr(lv, "share_state", lambda: shared.append(True))
+    lv.write_drill_result({"at": "2020-01-01T00:00:00+00:00", "ok": True})   # a node that drilled long ago
     answers = iter([False, True, True])            # nothing in the vault yet, then a drill
     drills = []
 
@@ -555,3 +556,29 @@ def test_drill_hours_outside_1_to_744_are_refused_with_file_and_key(tree, value)
     with pytest.raises(ConfigError) as err:
         config.load(tree, "test")
     assert (err.value.file, err.value.key) == ("environments/test/env.yml", "backup.drill_hours")
+
+
+def test_a_fresh_backup_node_waits_one_interval_before_its_first_scheduled_drill(lv, monkeypatch):
+    """Not beside the environment's first snapshot and suite: `invoke backup.drill` runs one at once."""
+    monkeypatch.setenv("LAPVAULT_DRILL_INTERVAL_S", "3600")
+    monkeypatch.setattr(lv, "password_file", lambda: __file__)
+    monkeypatch.setattr(lv, "fix_owners", lambda: None)
+    monkeypatch.setattr(lv, "one_run", lambda: {})
+    monkeypatch.setattr(lv, "share_state", lambda: None)
+    monkeypatch.setattr(lv, "is_repository", lambda path: True)
+    drills = []
+    monkeypatch.setattr(lv, "scheduled_drill", lambda: drills.append(1) or True)
+
+    class Stop(BaseException):
+        pass
+
+    sleeps = []
+
+    def sleep(s):
+        sleeps.append(s)
+        if len(sleeps) == 3:
+            raise Stop
+    monkeypatch.setattr(lv.time, "sleep", sleep)
+    with pytest.raises(Stop):
+        lv.loop()
+    assert drills == []
