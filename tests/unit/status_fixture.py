@@ -70,11 +70,11 @@ def backup(drill=True, drill_ok=True):
     for i in range(500):
         total += 1_500_000 + (i % 9) * 400_000
         sid = SNAPSHOT if i == 499 else f"{i:08x}"
-        history.append({"at": at((500 - i) * 600 + 240), "snapshot": sid, "size_bytes": 412_000_000 + i * 90_000,
+        history.append({"at": at((499 - i) * 600 + 240), "snapshot": sid, "size_bytes": 412_000_000 + i * 90_000,
                         "data_added": 1_500_000, "repo_bytes": total})
     status = {"last_run": at(240), "outcome": "ok", "snapshot": SNAPSHOT, "duration_s": 3.4, "error": None,
               "next_run": at(-360)}
-    out = {"status": status, "sizes": {SNAPSHOT: 456_900_000}, "history": history, "drill": None}
+    out = {"status": status, "sizes": {SNAPSHOT: 412_000_000 + 499 * 90_000}, "history": history, "drill": None}
     if drill:
         out["drill"] = {"at": at(5400), "ok": drill_ok, "snapshot": "4e1d22b0", "seconds": 84.2,
                         "checked": ["dns zone", "git clone infra", "trac tickets", "registry catalog"],
