@@ -13,8 +13,10 @@ last entries' release, outcome, counts, who, when and (cut short) error; each
 check's name, outcome, seconds and failure message; each infrastructure
 container's state and health as the Docker API reports them; DNS names and
 addresses; the swarm's node names, roles and states and the apps' replica counts;
-the backup retention. Nothing is read from the secrets folder, the secret store or
-a container's environment; nothing from ``/data/lapinfra/ssh``.
+the backup retention. Nothing is read from a container's environment or from
+``/data/lapinfra/ssh``. As a second line of defence, every string of the facts is
+scrubbed of the environment's secrets (a failed check's message may quote a value it
+compared) before they leave the workstation.
 
 lapstatus is the single source of truth for the summary and its rendering: this
 module loads that script (a file without .py) instead of copying its functions.
@@ -231,9 +233,40 @@ def gather(s, project, run: dict | None = None, cases: list[dict] | None = None)
         cases=published, swarm=swarm_facts(s), names=registered_names(project))
 
 
+def secret_texts(project) -> list[str]:
+    """Every secret of the environment as text that could turn up in a message: each file's
+    content and each of its lines of 8 characters or more (not PEM armour), longest first."""
+    found = set()
+    folder = project.secrets.dir
+    for path in sorted(folder.iterdir()) if folder.is_dir() else []:
+        if not path.is_file():
+            continue
+        text = path.read_text(errors="replace").strip()
+        for piece in [text, *text.splitlines()]:
+            piece = piece.strip()
+            if len(piece) >= 8 and not piece.startswith("-----"):
+                found.add(piece)
+    return sorted(found, key=len, reverse=True)
+
+
+def scrubbed(value, secrets: list[str]):
+    """``value`` (the facts, any JSON) with every secret text in its strings replaced by ***: a
+    check's failure message may quote what it compared (pytest shows the values)."""
+    if isinstance(value, str):
+        for secret in secrets:
+            if secret in value:
+                value = value.replace(secret, "***")
+        return value
+    if isinstance(value, dict):
+        return {k: scrubbed(v, secrets) for k, v in value.items()}
+    if isinstance(value, list):
+        return [scrubbed(v, secrets) for v in value]
+    return value
+
+
 def publish(s, project, run: dict | None = None, cases: list[dict] | None = None) -> dict:
     """Write the facts to the master, where the status container reads them; the facts."""
-    facts = gather(s, project, run, cases)
+    facts = scrubbed(gather(s, project, run, cases), secret_texts(project))
     s.put(FACTS, (json.dumps(facts, indent=1, sort_keys=True) + "\n").encode(), mode=0o644)
     return facts
 

@@ -80,3 +80,25 @@ def backup(drill=True, drill_ok=True):
                         "checked": ["dns zone", "git clone infra", "trac tickets", "registry catalog"],
                         "failures": [] if drill_ok else ["trac tickets: 0 of 12 tickets in the restored database"]}
     return out
+
+
+def main(argv):
+    """python -m tests.unit.status_fixture OUT.html [FAILING CHECK ...]: the page of these facts
+    (trac stopped when checks fail), as docs/status.png shows it."""
+    from pathlib import Path
+
+    from lapinfra import config, status
+    from tests.conftest import ROOT
+
+    env = config.load(ROOT, "test")
+    failing = tuple(argv[2:])
+    ls = status.lapstatus()
+    summary = ls.summarize(facts(env, states={"infra_trac": ("exited", "")} if failing else None, failing=failing),
+                           backup(), now=NOW)
+    Path(argv[1]).write_text(ls.render_html(summary))
+
+
+if __name__ == "__main__":
+    import sys
+
+    main(sys.argv)

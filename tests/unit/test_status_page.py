@@ -54,9 +54,9 @@ def test_failed_checks_make_their_service_red(env):
     assert service(s, "maven")["checks_failed"] == ["test_repository::test_repository_check_1"]
 
 
-def test_the_load_balancers_checks_belong_to_its_backends(env):
+def test_the_load_balancers_checks_belong_to_the_proxy_and_its_backends(env):
     s = summary_of(env, failing=("test_lb::test_lb_check_0",))
-    assert s["red"] == ["app1", "app2"]
+    assert s["red"] == ["app1", "app2", "proxy"]
 
 
 def test_checks_of_an_older_run_are_not_taken_for_the_last_ones(env):
