@@ -238,3 +238,29 @@ def test_the_server_serves_nothing_else(server, path):
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(server + path, timeout=5)
     assert e.value.code == 404
+
+
+def test_the_watcher_regenerates_on_each_change_and_an_unreadable_input_is_shown_as_missing(tmp_path, env, monkeypatch):
+    facts, backup = write_inputs(tmp_path, env)
+    monkeypatch.setattr(ls, "SUMMARY", str(tmp_path / "status.json"))
+    monkeypatch.setattr(ls, "INDEX", str(tmp_path / "index.html"))
+    monkeypatch.setattr(ls, "regenerate", lambda f, b, real=ls.regenerate: real(f, b, ls.SUMMARY, ls.INDEX))
+    pages, stop, rounds = ls.Pages(), threading.Event(), []
+    assert b"being generated" in pages.get("/")[0]
+
+    def wait(seconds):                       # one round of the loop per call, driven by the test
+        rounds.append(pages.get("/")[0])
+        if len(rounds) == 1:
+            (backup / "drill.json").write_text(json.dumps({"at": fx.at(5), "ok": False, "snapshot": "0badf00d",
+                                                           "failures": ["git clone infra: empty"]}))
+        elif len(rounds) == 2:
+            facts.write_text("{not json")        # unreadable: the summary says less, the page stays up
+        else:
+            stop.set()
+        return stop.is_set()
+
+    monkeypatch.setattr(stop, "wait", wait)
+    ls.watch(pages, stop, str(facts), str(backup))
+    assert b"no drill yet" in rounds[0]
+    assert b"0badf00d" in rounds[1] and b"git clone infra: empty" in rounds[1]
+    assert b"Nothing deployed yet" in rounds[2]
