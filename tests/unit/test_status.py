@@ -254,3 +254,46 @@ def test_each_snapshot_adds_a_history_line_and_the_file_stays_bounded(tmp_path, 
     assert lines[-1] == {"at": fx.at(96), "snapshot": "00000004", "size_bytes": 1004, "data_added": 10, "repo_bytes": 50}
     page = status.lapstatus().read_jsonl(str(tmp_path / "backup/history.jsonl"))
     assert page == lines
+
+
+# ---- who publishes ----------------------------------------------------------------------------
+
+from tests.unit.test_promote import failing_deploy, node  # noqa: E402,F401  (fixtures: a stand-in master)
+
+
+@pytest.fixture
+def published(monkeypatch):
+    calls = []
+    monkeypatch.setattr(status, "publish", lambda s, p, run=None, cases=None: calls.append((s, run)))
+    return calls
+
+
+def test_a_rollback_publishes_after_it_is_recorded(node, published):
+    entry = promote_rollback(node)
+    assert published == [(node.session, None)] and node.session.appended == [entry]
+
+
+def test_a_rolled_back_deploy_publishes_what_runs_again(failing_deploy, published):
+    from lapinfra import promote
+
+    with pytest.raises(LapinfraError, match="rolled back"):
+        promote.deploy(failing_deploy.project)
+    assert published == [(failing_deploy.session, None)]
+    assert failing_deploy.session.appended[-1]["outcome"] == "rolled back"
+
+
+def test_a_failing_publish_never_fails_the_rollback(node, monkeypatch):
+    def broken(s, p, run=None, cases=None):
+        raise OSError("sftp: permission denied")
+
+    monkeypatch.setattr(status, "publish", broken)
+    entry = promote_rollback(node)
+    assert entry["outcome"] == "rolled back"
+    assert "! status page not updated on staging (sftp: permission denied); the next deploy or " \
+           "`invoke test --env=staging` publishes again" in node.project.reporter.lines
+
+
+def promote_rollback(node):
+    from lapinfra import promote
+
+    return promote.rollback(node.project)
