@@ -346,6 +346,7 @@ def table_lines(summary: dict, colour: bool = False) -> list[str]:
                      f"{ls.size_text(latest['size_bytes'])}; keep {', '.join(f'{k} {v}' for k, v in b.get('retention', {}).items())}")
     else:
         lines.append("    no snapshot yet")
+    lines.extend(paint(f"RED {a}", RED) for a in b.get("attention") or [])
     drill = b.get("drill")
     lines.append("    no drill yet" if drill is None else
                  f"{mark(drill['ok'])} last drill {drill['at']} of snapshot {drill['snapshot']} ({drill['seconds']} s)"

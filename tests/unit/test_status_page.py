@@ -264,3 +264,15 @@ def test_the_watcher_regenerates_on_each_change_and_an_unreadable_input_is_shown
     assert b"no drill yet" in rounds[0]
     assert b"0badf00d" in rounds[1] and b"git clone infra: empty" in rounds[1]
     assert b"Nothing deployed yet" in rounds[2]
+
+
+def test_a_failed_scheduled_snapshot_or_an_old_latest_one_needs_attention(env):
+    backup = fx.backup()
+    backup["status"].update(outcome="failed", error="restic backup: repository is locked", snapshot=None)
+    s = ls.summarize(fx.facts(env), backup, now=fx.NOW)
+    assert not s["ok"] and s["red"] == []
+    assert s["backups"]["attention"] == ["the last scheduled snapshot failed: restic backup: repository is locked"]
+    assert "repository is locked" in ls.render_html(s)
+    old = ls.summarize(fx.facts(env), fx.backup(), now=fx.NOW + 3 * 3600)
+    assert old["backups"]["attention"] == ["the latest snapshot is 3 h old (one every 10 min)"] and not old["ok"]
+    assert ls.summarize(fx.facts(env), {}, now=fx.NOW)["backups"]["attention"] == ["no snapshot yet"]
