@@ -74,7 +74,7 @@ def services(env) -> list[Service]:
         Service("maven", "repository", http=80, secrets={"htpasswd": "maven.htpasswd"}),
         Service("artifact", "repository", http=80, secrets={"htpasswd": "artifact.htpasswd"}),
         *apps,
-        status_service(),
+        status_service(env),
         Service("proxy", ports={"80/tcp": (ip, 80)}, networks=(APPS_NETWORK,) if env.workers else ()),
         backup_service(env),
     ]
@@ -85,10 +85,10 @@ DNS_KEYS = ("tsig.key", "tsig-host.key", "tsig-node.key", "tsig-pc.key")
 BACKUP_SECRETS = {"restic.password": "restic.password", "backup_ed25519": "backup_ed25519", "backup_known_hosts": "backup_known_hosts"}
 
 
-def status_service() -> Service:
+def status_service(env) -> Service:
     """The status page (images/status/lapstatus): its own /data holds facts.json (published by
     lapinfra/status.py) and what it generates; lapbackup's state (no secret there) it reads only."""
-    return Service("status", http=8020, read_only={f"{DATA}/backup": "/backup"})
+    return Service("status", http=8020, read_only={f"{DATA}/backup": "/backup"}, environment={"STATUS_ENV": env.name})
 
 
 def backup_service(env) -> Service:

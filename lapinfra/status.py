@@ -304,7 +304,7 @@ def local_summary(s, project) -> dict:
               "sizes": s.read_json(f"{BACKUP_STATE}/sizes.json") or {},
               "history": s.read_jsonl(f"{BACKUP_STATE}/history.jsonl"),
               "drill": s.read_json(f"{BACKUP_STATE}/drill.json")}
-    return lapstatus().summarize(facts, backup)
+    return lapstatus().summarize(facts, backup, environment=project.name)
 
 
 GREEN, RED, DIM, RESET = "\033[32m", "\033[31m", "\033[2m", "\033[0m"
@@ -321,7 +321,8 @@ def table_lines(summary: dict, colour: bool = False) -> list[str]:
         return paint("ok ", GREEN) if ok else paint("RED", RED)
 
     release = summary.get("release") or {}
-    lines = [f"{summary.get('environment')} ({summary.get('domain')}): "
+    lines = [paint(f"! {summary['notice']}", RED)] if summary.get("notice") else []
+    lines += [f"{summary.get('environment')} ({summary.get('domain')}): "
              + (paint("all green", GREEN) if summary.get("ok") else paint("attention", RED))
              + f"  release {release.get('release') or 'none'} by {release.get('by') or '-'} at {release.get('at') or '-'}",
              "", f"    {'service':12} {'container':22} {'checks':8} names"]

@@ -276,3 +276,24 @@ def test_a_failed_scheduled_snapshot_or_an_old_latest_one_needs_attention(env):
     old = ls.summarize(fx.facts(env), fx.backup(), now=fx.NOW + 3 * 3600)
     assert old["backups"]["attention"] == ["the latest snapshot is 3 h old (one every 10 min)"] and not old["ok"]
     assert ls.summarize(fx.facts(env), {}, now=fx.NOW)["backups"]["attention"] == ["no snapshot yet"]
+
+
+def test_facts_of_another_environment_from_a_fetched_snapshot_are_not_shown_as_this_ones(env):
+    facts = fx.facts(env)
+    facts["environment"] = "prod"
+    s = ls.summarize(facts, fx.backup(), now=fx.NOW, environment="test")
+    assert s["environment"] == "test" and s["release"] is None and s["services"] == []
+    assert s["backups"]["latest"]["id"] == fx.SNAPSHOT              # the backup state is this node's own
+    page = ls.render_html(s)
+    assert "the published facts are prod&#x27;s" in page and fx.RELEASE not in page
+    assert ls.summarize(fx.facts(env), fx.backup(), now=fx.NOW, environment="test")["notice"] is None
+
+
+def test_the_container_is_told_its_environment(env, monkeypatch, tmp_path):
+    from lapinfra import services
+
+    assert services.by_name(env, "status").environment == {"STATUS_ENV": "test"}
+    facts, backup = write_inputs(tmp_path, env)
+    monkeypatch.setenv("STATUS_ENV", "staging")
+    doc, _ = ls.regenerate(str(facts), str(backup), str(tmp_path / "s.json"), str(tmp_path / "i.html"), now=fx.NOW)
+    assert json.loads(doc)["notice"].startswith("the published facts are test's")
