@@ -297,3 +297,25 @@ def test_the_container_is_told_its_environment(env, monkeypatch, tmp_path):
     monkeypatch.setenv("STATUS_ENV", "staging")
     doc, _ = ls.regenerate(str(facts), str(backup), str(tmp_path / "s.json"), str(tmp_path / "i.html"), now=fx.NOW)
     assert json.loads(doc)["notice"].startswith("the published facts are test's")
+
+
+def test_the_realistic_page_is_served_well_within_100_ms(env):
+    """The issue's budget is 100 ms from the LAN: the page is in memory, so loopback takes a few ms."""
+    import time
+
+    pages = ls.Pages()
+    summary = summary_of(env, states={"infra_trac": ("exited", "")})
+    pages.set(json.dumps(summary).encode(), ls.render_html(summary).encode())
+    httpd = ls.http.server.ThreadingHTTPServer(("127.0.0.1", 0), ls.handler_for(pages))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        took = []
+        for _ in range(5):
+            start = time.monotonic()
+            with urllib.request.urlopen(f"http://127.0.0.1:{httpd.server_address[1]}/", timeout=5) as r:
+                assert b'id="service-trac"' in r.read()
+            took.append(time.monotonic() - start)
+        assert min(took) < 0.1, took
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
