@@ -310,7 +310,7 @@ def test_the_realistic_page_is_served_well_within_100_ms(env):
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     try:
         took = []
-        for _ in range(5):
+        for _ in range(10):     # the best of ten: a loaded test machine must not make it flaky
             start = time.monotonic()
             with urllib.request.urlopen(f"http://127.0.0.1:{httpd.server_address[1]}/", timeout=5) as r:
                 assert b'id="service-trac"' in r.read()
