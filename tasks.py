@@ -14,7 +14,7 @@ from invoke import Collection
 
 __path__ = [str(Path(__file__).resolve().with_name("tasks"))]
 
-from tasks import app, config, deploy, dns, images, node, render, secrets, snapshot, verify  # noqa: E402
+from tasks import app, config, deploy, dns, images, node, render, secrets, snapshot, status, verify  # noqa: E402
 
 ns = Collection()
 for module in (app, config, dns, images, node, secrets, snapshot):
@@ -25,5 +25,6 @@ ns.add_task(snapshot.restore)
 ns.add_task(images.build)
 ns.add_task(render.render)
 ns.add_task(verify.test)
+ns.add_task(status.status)
 for name in ("up", "deploy", "start", "stop", "restart", "plan", "releases", "rollback", "unlock"):
     ns.add_task(getattr(deploy, name))

@@ -260,7 +260,8 @@ MASTER_SSH_PORT = 2222
 SERVICE_OWNERS = {"git": "the git server", "dns": "DNS", "proxy": "the HTTP proxy", "cache": "the apt cache", "registry": "the registry"}
 # Names of the infrastructure's containers (lapinfra/services.py, infra_<name>), which
 # no configured name may take; test_config keeps them equal to services.services().
-SERVICE_NAMES = ("registry", "environment", "dns", "git", "trac", "cd", "cache", "maven", "artifact", "proxy", "backup")
+SERVICE_NAMES = ("registry", "environment", "dns", "git", "trac", "cd", "cache", "maven", "artifact", "status", "proxy",
+                 "backup")
 # Networks a node's subnet must not overlap: the master's network of infrastructure
 # containers (= services.NETWORK_SUBNET) and the swarm's pool (= swarm.ADDRESS_POOL).
 RESERVED_NETWORKS = {ipaddress.IPv4Network("172.31.254.0/24"): "the master's infra network (services.NETWORK_SUBNET)",

@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 from . import lock, services as svc
-from . import verify
+from . import status, verify
 from .deploy import (DeployResult, MasterSession, activate, config_files, host_images, push_release,
                      registry_has, release_record)
 from .errors import LapinfraError
@@ -181,6 +181,7 @@ def deploy(project, force: bool = False) -> DeployResult:
         previous = (s.read_json(RELEASE) or {}).get("release")
         entry["previous"] = previous
         step = Step()
+        suite_run = None      # the verification run recorded on the target, for the status page
         try:
             if gated:
                 step("snapshot")
@@ -200,7 +201,7 @@ def deploy(project, force: bool = False) -> DeployResult:
                 step("verification suite")
                 passed, counts = verify.run_suite(project)
                 entry["suite"] = {"passed": passed, **counts}
-                _record_suite(s, record, passed, counts)
+                suite_run = _record_suite(s, record, passed, counts)
                 if not passed:
                     raise LapinfraError(f"the verification suite failed on {env.name} "
                                         f"({counts.get('failures', 0)} failed, {counts.get('errors', 0)} errors; "
@@ -210,6 +211,7 @@ def deploy(project, force: bool = False) -> DeployResult:
             if entry["snapshot"] is None:
                 entry["outcome"] = "failed"
                 s.append_jsonl(RELEASES, entry)
+                status.publish_quietly(s, project)
                 raise
             rep.warn(f"deploy of {release} failed at {step.name}: rolling back to "
                      f"{previous or 'nothing deployed'} (snapshot {entry['snapshot']})")
@@ -232,6 +234,7 @@ def deploy(project, force: bool = False) -> DeployResult:
                                     f"and the rollback to snapshot {entry['snapshot']} failed too: {again}") from None
             entry["outcome"] = "rolled back"
             s.append_jsonl(RELEASES, entry)
+            status.publish_quietly(s, project, run=suite_run, cases=verify.last_cases(project) if suite_run else None)
             raise LapinfraError(f"deploy of {release} to {env.name} failed at {step.name}: {exc}\n"
                                 f"rolled back: {env.name} runs {previous or 'nothing'} again, with /data of snapshot "
                                 f"{entry['snapshot']}; {_safety_note(entry['safety_snapshot'])} "
@@ -239,6 +242,7 @@ def deploy(project, force: bool = False) -> DeployResult:
         entry.update(outcome="deployed", seconds=round(time.monotonic() - started, 1),
                      pushed=result.pushed, containers=result.containers)
         s.append_jsonl(RELEASES, entry)
+        status.publish_quietly(s, project, run=suite_run, cases=verify.last_cases(project) if suite_run else None)
     result.verified = gated
     return result
 
@@ -250,8 +254,10 @@ def _safety_note(snapshot_id: str | None) -> str:
             f"(`invoke snapshot.list`; `invoke restore --snapshot {snapshot_id}` brings it back)")
 
 
-def _record_suite(s: MasterSession, record: dict, passed: bool, counts: dict) -> None:
-    s.append_jsonl(verify.VERIFIED, verify.run_entry(record, passed, counts))
+def _record_suite(s: MasterSession, record: dict, passed: bool, counts: dict) -> dict:
+    entry = verify.run_entry(record, passed, counts)
+    s.append_jsonl(verify.VERIFIED, entry)
+    return entry
 
 
 # ---- releases and rollback --------------------------------------------------------
@@ -297,6 +303,7 @@ def rollback(project, to: str | None = None, data: bool = False, confirm=None, w
                                   f"(from snapshot {snap}); today's data stays")
             backup.restore(project, snap, start=True, keep=tuple(keep))
         s.append_jsonl(RELEASES, entry)
+        status.publish_quietly(s, project)
         return entry
 
 

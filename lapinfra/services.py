@@ -42,6 +42,7 @@ class Service:
     provides_env: bool = False                     # the environment container itself
     local_image: bool = False                      # from the node's own copy (loaded by save|load, not pulled)
     volumes: dict = field(default_factory=dict)    # extra node path -> container path
+    read_only: dict = field(default_factory=dict)  # extra node path -> container path, mounted read-only
     environment: dict = field(default_factory=dict)
     networks: tuple = ()                           # further networks, joined once it runs (the apps' overlay)
     # paths below its /data that it writes in place (a database, a journal): a snapshot copies
@@ -78,6 +79,7 @@ def services(env) -> list[Service]:
         Service("maven", "repository", http=80, secrets={"htpasswd": "maven.htpasswd"}),
         Service("artifact", "repository", http=80, secrets={"htpasswd": "artifact.htpasswd"}),
         *apps,
+        status_service(env),
         Service("proxy", ports={"80/tcp": (ip, 80)}, networks=(APPS_NETWORK,) if env.workers else ()),
     ]
     return [*others, backup_service(env, others)]
@@ -86,6 +88,12 @@ def services(env) -> list[Service]:
 # The DNS's TSIG keys: the transfer key and each dynamic zone's update key (lapinfra/secrets.py).
 DNS_KEYS = ("tsig.key", "tsig-host.key", "tsig-node.key", "tsig-pc.key")
 BACKUP_SECRETS = {"restic.password": "restic.password", "backup_ed25519": "backup_ed25519", "backup_known_hosts": "backup_known_hosts"}
+
+
+def status_service(env) -> Service:
+    """The status page (images/status/lapstatus): its own /data holds facts.json (published by
+    lapinfra/status.py) and what it generates; lapbackup's state (no secret there) it reads only."""
+    return Service("status", http=8020, read_only={f"{DATA}/backup": "/backup"}, environment={"STATUS_ENV": env.name})
 
 
 def backup_service(env, others: list[Service] | None = None) -> Service:
@@ -156,6 +164,8 @@ def run_kwargs(service: Service, image: str, env, config_hash: str, image_id: st
         volumes[f"{ENV_DIR}/{service.image}"] = {"bind": f"/env/{service.image}", "mode": "ro"}
     for source, target in service.volumes.items():
         volumes[source] = {"bind": target, "mode": "rw"}
+    for source, target in service.read_only.items():
+        volumes[source] = {"bind": target, "mode": "ro"}
     kwargs = {
         "image": image,
         "name": service.container,

@@ -14,7 +14,7 @@ import sys
 import time
 import xml.etree.ElementTree as ET
 
-from . import services as svc
+from . import services as svc, status
 
 VERIFIED = f"{svc.STATE_DIR}/verified.jsonl"
 RELEASE = f"{svc.STATE_DIR}/release.json"
@@ -113,7 +113,17 @@ def record_run(project, passed: bool, counts: dict, partial: bool) -> dict | Non
             return None
         entry = run_entry(release, passed, counts, partial)
         s.append_jsonl(VERIFIED, entry)
+        status.publish_quietly(s, project, run=entry, cases=last_cases(project))
         return entry
+
+
+def last_cases(project) -> list[dict] | None:
+    """Each check of the run that just ended (build/<env>/junit.xml, which run_suite writes anew), for the status page."""
+    junit = project.build_dir / "junit.xml"
+    try:
+        return junit_cases(junit) if junit.exists() else None
+    except ET.ParseError:
+        return None
 
 
 def run_entry(release: dict, passed: bool, counts: dict, partial: bool = False) -> dict:
