@@ -52,13 +52,21 @@ def test_commands_that_need_no_docker_install_and_start_nothing_of_it(bin_dir, a
     assert out["docker engine"] == "not needed"
 
 
-@pytest.mark.parametrize("args", [["up"], ["pytest", "-v", "--durations=15"], ["build", "deploy", "--env=staging"],
+@pytest.mark.parametrize("args", [["up"], ["build", "deploy", "--env=staging"],
                                   ["config.check", "node.up"], ["dns.register", "office.host", "--ip", "10.0.0.9"]])
 def test_up_pytest_and_node_commands_prepare_everything(bin_dir, args):
     out = explain(bin_dir, *args)
     assert out["needs"] == "all"
     assert out["packages to install"].split() == ["docker.io", "debootstrap", "vagrant", "ruby", "openssh-client", "bind9-dnsutils"]
     assert out["docker engine"] == "needed, would start it"
+
+
+def test_the_projects_tests_also_get_the_browser_of_the_status_page_check(bin_dir):
+    out = explain(bin_dir, "pytest", "-v", "--durations=15")
+    assert out["needs"] == "tests"
+    assert out["packages to install"].split() == ["docker.io", "debootstrap", "vagrant", "ruby", "openssh-client",
+                                                  "bind9-dnsutils", "chromium"]
+    assert explain(bin_dir, "up")["packages to install"].split()[-1] == "bind9-dnsutils"   # not for `up`
 
 
 def test_image_builds_need_the_engine_but_not_vagrant(bin_dir):
@@ -92,7 +100,7 @@ def test_every_task_has_a_line_in_the_table():
     listed = subprocess.run([sys.executable, "-m", "invoke", "--list", "--list-format=json"], cwd=ROOT,
                             env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, check=True).stdout
     tasks = set(_names(json.loads(listed)))
-    table = set(re.findall(r"\[([a-z.\-]+)\]=(?:venv|docker|all)", (ROOT / "lap").read_text()))
+    table = set(re.findall(r"\[([a-z.\-]+)\]=(?:venv|docker|all|tests)", (ROOT / "lap").read_text()))
     assert tasks <= table, f"tasks without a NEEDS line in ./lap: {sorted(tasks - table)}"
     assert table - tasks == {"pytest"}, f"NEEDS lines for no task: {sorted(table - tasks - {'pytest'})}"
 
