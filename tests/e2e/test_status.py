@@ -106,17 +106,4 @@ def test_invoke_status_is_the_same_summary_in_the_terminal(env):
     table = invoke("status", f"--env={ENV}").stdout
     assert "trac" in table and "backup" in table
 
-
-def test_a_stopped_service_is_red_on_the_page_after_the_suite_ran(env):
-    node_sh("docker stop -t 2 infra_trac")
-    try:
-        assert invoke("test", f"--env={ENV}", "-k", "test_trac", check=False).returncode != 0
-        doc = wait_for(env, lambda d: "trac" in d.get("red", []))
-        page = requests.get(f"http://{env.master.ip}/", headers={"Host": f"status.{env.domain}"}, timeout=10).text
-        assert re.search(r'id="service-trac"[^>]*data-ok="no"', page), "trac is not red on the page"
-        assert "RED" in invoke("status", f"--env={ENV}").stdout
-        assert doc["verification"]["passed"] is False
-    finally:
-        invoke("start", f"--env={ENV}")
-    invoke("test", f"--env={ENV}")
-    assert wait_for(env, lambda d: d.get("red") == [])["red"] == []
+# A stopped service turns red on the page: tests/e2e/test_red.py (its round that stops Trac).
