@@ -25,9 +25,11 @@ import getpass
 import json
 import time
 
-from . import services as svc
+from . import images, services as svc
 from . import swarm
 from .errors import LapinfraError
+from .registry import push_image, registry_has, wait_registry
+from .session import MasterSession
 
 RECORD = f"{svc.STATE_DIR}/apps.json"
 NS = 1_000_000_000
@@ -68,11 +70,9 @@ def _app(env, name: str):
 
 def deploy(project, name: str, image: str | None = None, timeout: float = 300) -> dict:
     """Push the app's image and roll the service to it; raise when the swarm rolled it back."""
-    from .deploy import MasterSession, _host_image, push_image, registry_has, wait_registry
-
     env, reporter = project.env, project.reporter
     app = _app(env, name)
-    host_image = _host_image(project.docker, image or app.image)
+    host_image = images.host_image(project.docker, image or app.image)
     tag = host_image.id.split(":")[-1][:12]
     with MasterSession(project) as s:
         swarm.ensure(project, s.docker)
@@ -195,8 +195,6 @@ def pull_auth(secrets) -> dict:
 def remove(project, name: str) -> None:
     import docker.errors
 
-    from .deploy import MasterSession
-
     _app(project.env, name)
     with MasterSession(project) as s:
         try:
@@ -211,8 +209,6 @@ def remove(project, name: str) -> None:
 def status(project) -> list[dict]:
     """Each deployed app: image, replicas running of wanted, and where they run."""
     import docker.errors
-
-    from .deploy import MasterSession
 
     rows = []
     with MasterSession(project) as s:

@@ -20,26 +20,16 @@ import json
 import uuid
 from pathlib import Path
 
-from . import services as svc
-from .deploy import MasterSession, seed, start_services, stop_all, upload_secrets
+from . import nodeup, services as svc
+from .backuptool import STOP_GRACE, TOOL_TIMEOUT, recovery_messages  # noqa: F401 - part of this module's interface
+from .backuptool import recover_interrupted, run_tool
+from .deploy import seed, start_services, stop_all, upload_secrets
 from .errors import LapinfraError
-from .nodes import Nodes
+from .nodes import Nodes, write_backup_known_hosts
+from .records import RELEASE
+from .session import MasterSession
 
-RELEASE = f"{svc.STATE_DIR}/release.json"
 STATUS = f"{svc.DATA}/backup/status.json"
-
-
-def write_backup_known_hosts(project) -> None:
-    """The backup node's pinned host key, as the backup container's known_hosts."""
-    backup = project.env.node("backup")
-    known = Nodes(project).known_hosts
-    lines = [l for l in (known.read_text().splitlines() if known.exists() else []) if l.startswith(f"{backup.ssh_host} ")]
-    if not lines:
-        raise LapinfraError(f"the backup node {backup.name} ({backup.ip}) has no pinned host key: is it up? (`invoke node.up --env={project.name}`)")
-    content = "\n".join(lines) + "\n"
-    path = project.secrets.path("backup_known_hosts")
-    if not path.exists() or path.read_text() != content:
-        project.secrets._write("backup_known_hosts", content)
 
 
 def _prepare(s: MasterSession, project, seed_all: bool = False) -> None:
@@ -48,107 +38,9 @@ def _prepare(s: MasterSession, project, seed_all: bool = False) -> None:
     seed(s, project, None if seed_all else ["infra/backup"])
 
 
-TOOL_TIMEOUT = 3600      # above every restic limit in lapbackup (restore: 3000 s)
-STOP_GRACE = 60          # SIGTERM first: an interrupted restore undoes its swap at once
-
-
-def run_tool(s: MasterSession, args: list[str]) -> object:
-    """Run the backup tool once on the master; return its JSON output.
-    Interrupted (Ctrl-C, the time limit), the tool is stopped with SIGTERM and time to
-    undo what it was doing before it is removed; what a hard kill leaves, the next
-    command's recover_interrupted repairs."""
-    service = svc.backup_service(s.env)
-    volumes = svc.run_kwargs(service, "infra/backup", s.env, "", "")["volumes"]
-    container = s.docker.containers.run(
-        # restic picks an earlier snapshot as parent only from the same host name:
-        # the same name as infra_backup, so unchanged files are not read again
-        "infra/backup", args, detach=True, hostname=service.name, volumes=volumes, environment=dict(service.environment),
-        name=f"lapinfra-backup-{args[0]}-{uuid.uuid4().hex[:8]}", labels={"lapinfra.purpose": "backup tool"},
-    )
-    finished = False
-    try:
-        code = container.wait(timeout=TOOL_TIMEOUT)["StatusCode"]
-        finished = True
-        out = container.logs(stdout=True, stderr=False).decode(errors="replace")
-        err = container.logs(stdout=False, stderr=True).decode(errors="replace")
-    finally:
-        if not finished:
-            _stop_gently(container)
-        container.remove(force=True)
-    if code != 0:
-        tail = "\n".join(f"    {line}" for line in err.strip().splitlines()[-12:])
-        raise LapinfraError(f"backup tool `{' '.join(args)}` failed (exit {code}):\n{tail}")
-    try:
-        return json.loads(out)
-    except json.JSONDecodeError:
-        raise LapinfraError(f"backup tool `{' '.join(args)}` printed no JSON: {out[-500:]!r}") from None
-
-
-def _stop_gently(container) -> None:
-    import contextlib
-
-    with contextlib.suppress(Exception):   # best effort: remove(force=True) follows
-        container.stop(timeout=STOP_GRACE)
-
-
 # ---- repairs and safety nets ----------------------------------------------------------
 
 SAFETY_TAG = "safety"
-
-
-def _repair_needed(s: MasterSession) -> bool:
-    """Cheap facts first (one command, one API call): a restore's journal folder on the
-    master, or an infra container left paused. Only then does the tool run."""
-    journal = s.conn.run(f"test -e {svc.DATA}/.restore-tmp", hide=True, warn=True).ok
-    paused = s.docker.containers.list(filters={"status": "paused", "name": svc.PREFIX})
-    return journal or bool(paused)
-
-
-def recover_interrupted(s: MasterSession, project) -> dict | None:
-    """Finish or undo a restore that a kill interrupted on the master and unpause what a
-    killed snapshot left paused (``lapbackup recover``), reporting what was done. None
-    when the master has no backup image (the tool never ran there: nothing to repair).
-
-    Must run first in every command that touches the master's /data: backup's own here,
-    and start and deploy (lapinfra/deploy.py, lapinfra/promote.py), after _prepare's
-    uploads of the backup tool's secrets and image."""
-    import docker.errors
-
-    if not _repair_needed(s):
-        return None
-    try:
-        s.docker.images.get("infra/backup")
-    except docker.errors.ImageNotFound:
-        return None
-    try:
-        result = run_tool(s, ["recover"])
-    except LapinfraError as exc:
-        if "invalid choice: 'recover'" not in str(exc):
-            raise
-        # a master's copy of the tool older than the journal: it cannot have left one
-        project.reporter.info(f"{project.env.master.name}'s backup tool predates `lapbackup recover`; "
-                              f"`invoke node.seed --env={project.name}` brings the current one")
-        return None
-    for message in recovery_messages(project.name, project.env.master.name, result):
-        project.reporter.warn(message)
-    return result
-
-
-def recovery_messages(env: str, master: str, result: dict) -> list[str]:
-    """What ``lapbackup recover`` did, in words (nothing when it had nothing to do)."""
-    out = []
-    swap = result.get("swap") or {}
-    sid = swap.get("snapshot")
-    if swap.get("action") == "undone":
-        out.append(f"an interrupted restore of snapshot {sid} on {master} was undone: /data is as it was "
-                   f"before that restore (`invoke restore --env={env} --snapshot {sid}` runs it again)")
-    elif swap.get("action") == "finished":
-        out.append(f"an interrupted restore of snapshot {sid} on {master} was finished: /data is that snapshot")
-    elif swap.get("action") == "removed leftover":
-        out.append(f"removed the leftover folder of an earlier restore on {master} (/data was not changed)")
-    if result.get("unpaused"):
-        out.append(f"unpaused {', '.join(result['unpaused'])} on {master}: an interrupted snapshot had left them paused")
-    return out
 
 
 def safety_snapshot(s: MasterSession, project, purpose: str) -> str | None:
@@ -252,9 +144,8 @@ def recover(project) -> dict:
     """Disaster recovery: a fresh master from the backup node alone, then start. A master
     that still runs is snapshotted (safety), stopped, then restored; on either, the audit
     logs stay, and every service's secrets come from the workstation (no snapshot holds them)."""
-    nodes = Nodes(project)
-    if nodes.state(project.env.master) == "absent":
-        nodes.up(project.env.master.name)
+    if Nodes(project).state(project.env.master) == "absent":
+        nodeup.up(project, project.env.master.name)
     with MasterSession(project) as s:
         _prepare(s, project, seed_all=True)
         recover_interrupted(s, project)

@@ -28,7 +28,7 @@ from typing import Annotated, Any, Literal, NamedTuple, get_args, get_origin
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo, field_validator, model_validator
 
-from . import configfile
+from . import aptsources, configfile, services as svc
 from .configfile import format_key
 from .envname import DEFAULT_ENV, NAME  # noqa: F401 - DEFAULT_ENV is part of this module's interface
 from .errors import ConfigError
@@ -442,10 +442,8 @@ class Environment(Strict):
         return out
 
     def _master_listeners(self) -> list["Listener"]:
-        from .services import services
-
         out = []
-        for service in services(self):
+        for service in svc.services(self):
             for spec, binding in service.ports.items():
                 address, port = binding if isinstance(binding, tuple) else (None, binding)   # a bare port: every address
                 key, default = ("registry.port", Registry.model_fields["port"].default) if service.name == "registry" else ("", port)
@@ -622,8 +620,6 @@ def _default_mirrors(merged: dict, apt_dir: Path) -> None:
     wanted = [("base_image", "mirror", "debian"), ("cache", "debian_upstream", "debian"), ("cache", "ubuntu_upstream", "ubuntu")]
     if all(isinstance(merged.get(s, {}), dict) and merged.get(s, {}).get(k) for s, k, _ in wanted):
         return
-    from . import aptsources
-
     sources = aptsources.read(apt_dir)
     for section, key, archive in wanted:
         part = merged.setdefault(section, {})

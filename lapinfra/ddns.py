@@ -31,6 +31,7 @@ import dns.zone
 
 from .config import DYNAMIC_ZONES
 from .errors import LapinfraError
+from .nodes import Nodes
 
 TTL = 300
 PORT = 53
@@ -211,8 +212,6 @@ def register_nodes(project, expect_down: bool = False, timeout: float = 5.0) -> 
     infrastructure starts and when nodes come up: a DNS server that is not running
     yet or refuses is a warning (with ``expect_down``, not running is just said),
     never a failure."""
-    from .nodes import Nodes
-
     env = project.env
     zone = f"node.{env.domain}"
     records = {**env.node_records, **Nodes(project).dynamic_records()}

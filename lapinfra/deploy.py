@@ -17,103 +17,23 @@
 """
 from __future__ import annotations
 
-import contextlib
 import getpass
 import hashlib
-import io
 import json
 import shlex
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
-import requests
-
-from . import ddns, services as svc
+from . import apps, ddns, records, services as svc, swarm
+from .backuptool import recover_interrupted
 from .base import split_tag
 from .errors import LapinfraError
 from .gitinfo import release_id
-from .nodes import DOCKER_API_PORT, Nodes
-from .tunnel import Tunnel
-
-
-class MasterSession(contextlib.ExitStack):
-    """SSH to the master with tunnels to its Docker API and its registry."""
-
-    def __init__(self, project):
-        super().__init__()
-        self.p = project
-        self.env = project.env
-
-    def __enter__(self):
-        super().__enter__()
-        import docker
-
-        nodes = Nodes(self.p)
-        self.conn = self.enter_context(nodes.connect())
-        self.conn.open()
-        self.conn.transport.set_keepalive(15)
-        nodes.write_ssh_config()
-        master = self.env.master.name
-        self.api_port = self.enter_context(Tunnel(nodes.ssh_config, master, DOCKER_API_PORT)).port
-        self.registry_port = self.enter_context(Tunnel(nodes.ssh_config, master, self.env.registry.port)).port
-        self.docker = docker.DockerClient(base_url=f"tcp://127.0.0.1:{self.api_port}", timeout=600)
-        self.callback(self.docker.close)
-        return self
-
-    @property
-    def registry_host(self) -> str:
-        return f"docker.{self.env.domain}:{self.env.registry.port}"
-
-    def auth(self) -> dict:
-        return {"username": self.env.registry.user, "password": self.p.secrets.registry_password.reveal()}
-
-    # ---- files on the node --------------------------------------------------
-    def remote_hashes(self, folder: str) -> dict[str, str]:
-        out = self.conn.run(f"mkdir -p {folder} && cd {folder} && find . -type f -exec sha256sum {{}} +", hide=True).stdout
-        return {line.split(None, 1)[1].strip()[2:]: line.split()[0] for line in out.splitlines() if line.strip()}
-
-    def sync(self, files: dict[str, bytes], folder: str, mode: int = 0o644) -> list[str]:
-        """Make ``folder`` on the node hold exactly ``files`` (relative path -> content)."""
-        remote = self.remote_hashes(folder)
-        sftp = self.conn.sftp()
-        changed = []
-        for rel, data in sorted(files.items()):
-            if remote.get(rel) != hashlib.sha256(data).hexdigest():
-                self.conn.run(f"mkdir -p {folder}/{Path(rel).parent}", hide=True)
-                sftp.putfo(io.BytesIO(data), f"{folder}/{rel}")
-                sftp.chmod(f"{folder}/{rel}", mode)
-                changed.append(rel)
-        for rel in sorted(set(remote) - set(files)):
-            sftp.remove(f"{folder}/{rel}")
-            changed.append(rel)
-        return changed
-
-    def put(self, path: str, data: bytes, mode: int = 0o600) -> None:
-        """Write one file atomically (write aside, then rename)."""
-        self.conn.run(f"mkdir -p {Path(path).parent}", hide=True)
-        self.conn.sftp().putfo(io.BytesIO(data), f"{path}.new")
-        self.conn.sftp().chmod(f"{path}.new", mode)
-        self.conn.run(f"mv -f {path}.new {path}", hide=True)
-
-    def read_json(self, path: str) -> dict | None:
-        result = self.conn.run(f"cat {path}", hide=True, warn=True)
-        return json.loads(result.stdout) if result.ok and result.stdout.strip() else None
-
-    def read_jsonl(self, path: str) -> list[dict]:
-        """A JSON-lines log on the node (an absent file is empty; a torn last line is skipped)."""
-        result = self.conn.run(f"cat {path}", hide=True, warn=True)
-        out = []
-        for line in result.stdout.splitlines() if result.ok else []:
-            with contextlib.suppress(json.JSONDecodeError):
-                out.append(json.loads(line))
-        return out
-
-    def append_jsonl(self, path: str, entry: dict) -> None:
-        """Append one line to a JSON-lines log on the node (O_APPEND: lines never interleave)."""
-        self.conn.run(f"mkdir -p {Path(path).parent}", hide=True)
-        with self.conn.sftp().open(path, "a") as f:
-            f.write(json.dumps(entry, sort_keys=True) + "\n")
+from .images import host_image
+from .nodes import write_backup_known_hosts
+# the session and the registry client, where they were before lapinfra/session.py and lapinfra/registry.py
+from .registry import MANIFEST_V2, copy_in_registry, push, push_image, registry_has, wait_registry  # noqa: F401
+from .session import MasterSession, named_networks
 
 
 # ---- stop ---------------------------------------------------------------------------
@@ -141,19 +61,15 @@ def stop_all(s: MasterSession, reporter) -> list[str]:
 # ---- start --------------------------------------------------------------------------
 
 def start(project) -> dict[str, str]:
-    from .backup import recover_interrupted   # the layers' redesign (issue 14) removes this circle
-
     with MasterSession(project) as s:
         recover_interrupted(s, project)   # a restore that was interrupted: finished or undone first
-        release = s.read_json(f"{svc.STATE_DIR}/release.json")
+        release = s.read_json(records.RELEASE)
         if release is None:
             raise LapinfraError(f"nothing deployed on {project.env.master.name} yet: run `invoke deploy --env={project.name}` first")
         return start_services(s, release, project.reporter)
 
 
 def start_services(s: MasterSession, release: dict, reporter) -> dict[str, str]:
-    from . import apps, swarm
-
     outcome = {}
     ensure_network(s.docker)
     if s.env.workers:   # before the proxy, which joins the applications' network
@@ -267,12 +183,6 @@ def port_prober(s: "MasterSession", ports: dict[str, int]):
     return accepting
 
 
-def named_networks(client, name: str) -> list:
-    """The engine's networks called exactly ``name``: its name filter also matches parts of
-    names ("infra" finds the swarm's "lapinfra_apps")."""
-    return [net for net in client.networks.list(names=[name]) if net.name == name]
-
-
 def ensure_network(client) -> None:
     """The node's network on which infrastructure containers reach each other by name."""
     import docker.types
@@ -366,27 +276,6 @@ def reconcile(client, kwargs: dict, reporter) -> str:
     return action
 
 
-def wait_registry(s: MasterSession, timeout: float = 60) -> None:
-    url = f"https://127.0.0.1:{s.registry_port}/v2/"
-    deadline = time.monotonic() + timeout
-    last = ""
-    while time.monotonic() < deadline:
-        try:
-            r = requests.get(url, auth=_auth_tuple(s), verify=str(s.p.secrets.path("ca.crt")), timeout=5)
-            if r.status_code == 200:
-                return
-            last = f"HTTP {r.status_code}"
-        except requests.RequestException as exc:
-            last = type(exc).__name__
-        time.sleep(1)
-    raise LapinfraError(f"registry on {s.env.master.name} did not answer within {timeout:.0f}s ({last}); see `invoke node.ssh --env={s.env.name} -- docker logs infra_registry`")
-
-
-def _auth_tuple(s: MasterSession) -> tuple[str, str]:
-    a = s.auth()
-    return a["username"], a["password"]
-
-
 # ---- deploy -------------------------------------------------------------------------
 
 @dataclass
@@ -418,12 +307,10 @@ def config_hashes(project, files: dict[str, bytes]) -> dict[str, str]:
 
 def host_images(project) -> dict:
     """The workstation's built image of every service, by image name."""
-    return {s.image: _host_image(project.docker, f"infra/{s.image}") for s in svc.services(project.env)}
+    return {s.image: host_image(project.docker, f"infra/{s.image}") for s in svc.services(project.env)}
 
 
 def release_record(project, release: str, images: dict, files: dict[str, bytes]) -> dict:
-    from .backup import write_backup_known_hosts
-
     write_backup_known_hosts(project)   # a secret of the backup container, part of its config hash
     return {
         "release": release,
@@ -451,23 +338,12 @@ def push_release(s: "MasterSession", project, record: dict, images: dict, files:
 
 def activate(s: "MasterSession", record: dict, reporter) -> dict[str, str]:
     """Make ``record`` the node's release and reconcile its containers."""
-    s.put(f"{svc.STATE_DIR}/release.json", json.dumps(record, indent=2).encode())
+    s.put(records.RELEASE, json.dumps(record, indent=2).encode())
     return start_services(s, record, reporter)
-
-
-def _host_image(host, tag: str):
-    import docker.errors
-
-    try:
-        return host.images.get(tag)
-    except docker.errors.ImageNotFound:
-        raise LapinfraError(f"image {tag} is missing: run `invoke build`") from None
 
 
 def upload_secrets(s: MasterSession, project, services) -> None:
     """Each service's secrets into /data/secrets/<name> (0600), and the registry CA for the engine."""
-    from .backup import write_backup_known_hosts
-
     write_backup_known_hosts(project)
     for service in services:
         if service.secrets:
@@ -488,7 +364,7 @@ def seed(s: MasterSession, project, tags: list[str] | None = None) -> list[str]:
     images of ``tags`` (default: seed_tags) from the workstation's engine onto the
     master's, each only when the node's copy differs. Returns the tags loaded.
     deploy, dr.recover and `invoke node.seed` all take this path."""
-    images = {tag: _host_image(project.docker, tag) for tag in (tags or seed_tags(project.env))}
+    images = {tag: host_image(project.docker, tag) for tag in (tags or seed_tags(project.env))}
     return load_local_images(s, images, project.reporter)
 
 
@@ -524,33 +400,6 @@ def load_local_images(s: MasterSession, images: dict, reporter) -> list[str]:
     return loaded
 
 
-def registry_has(s: MasterSession, repository: str, tag: str = "latest") -> bool:
-    return _registry(s, "HEAD", f"{repository}/manifests/{tag}", headers={"Accept": MANIFEST_V2}).status_code == 200
-
-
-MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
-
-
-def _registry(s: MasterSession, method: str, path: str, **kw):
-    return requests.request(method, f"https://127.0.0.1:{s.registry_port}/v2/{path}", auth=_auth_tuple(s),
-                            verify=str(s.p.secrets.path("ca.crt")), timeout=60, **kw)
-
-
-def copy_in_registry(s: MasterSession, source: str, target: str) -> bool:
-    """Give an image already in the registry a second repository name without uploading it:
-    mount its blobs from ``source`` into ``target`` and put the same manifest there."""
-    got = _registry(s, "GET", f"{source}/manifests/latest", headers={"Accept": MANIFEST_V2})
-    if got.status_code != 200 or got.headers.get("Content-Type") != MANIFEST_V2:
-        return False
-    manifest = got.json()
-    for blob in [manifest["config"], *manifest["layers"]]:
-        mounted = _registry(s, "POST", f"{target}/blobs/uploads/", params={"mount": blob["digest"], "from": source})
-        if mounted.status_code != 201:
-            return False
-    put = _registry(s, "PUT", f"{target}/manifests/latest", data=got.content, headers={"Content-Type": MANIFEST_V2})
-    return put.status_code == 201
-
-
 def push_decisions(images: dict, release: str, present: dict[str, str], in_registry) -> dict[str, tuple]:
     """What getting each image of ``release`` into the node's registry takes: ("have",), ("tag", source)
     (the same image id is there under another release's name), or ("push",). ``present``: image id ->
@@ -569,7 +418,7 @@ def push_decisions(images: dict, release: str, present: dict[str, str], in_regis
 
 
 def _push_missing(s: MasterSession, host, images: dict, release: str, reporter) -> list[str]:
-    current = s.read_json(f"{svc.STATE_DIR}/release.json") or {"images": {}}
+    current = s.read_json(records.RELEASE) or {"images": {}}
     present = {image["id"]: image["repository"] for image in current["images"].values()}
     to_push = []
     for name, decision in push_decisions(images, release, present, lambda repo: registry_has(s, repo)).items():
@@ -618,24 +467,7 @@ def _push_one(s: MasterSession, image, repository: str, tag: str) -> float:
     started = time.monotonic()
     client = docker.from_env(timeout=600)
     try:
-        _push(s, client, image, repository, tag)
+        push(s, client, image, repository, tag)
     finally:
         client.close()
     return time.monotonic() - started
-
-
-def push_image(s: MasterSession, host, image, repository: str, tag: str, reporter) -> None:
-    """One image of the workstation's engine into the node's registry, through the tunnel."""
-    with reporter.step(f"push {repository}:{tag}"):
-        _push(s, host, image, repository, tag)
-
-
-def _push(s: MasterSession, client, image, repository: str, tag: str) -> None:
-    target = f"127.0.0.1:{s.registry_port}/{repository}"
-    client.api.tag(image.id, target, tag)
-    try:
-        for chunk in client.api.push(target, tag=tag, auth_config=s.auth(), stream=True, decode=True):
-            if "error" in chunk:
-                raise LapinfraError(f"push of {repository}:{tag} failed: {chunk['error']}")
-    finally:
-        client.api.remove_image(f"{target}:{tag}", noprune=True)

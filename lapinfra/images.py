@@ -210,3 +210,13 @@ class Builder:
                 tail = "\n".join(f"    {line}" for line in log[-25:])
                 raise BuildError(f"image {spec.tag} ({spec.dir}/Dockerfile) failed to build:\n{tail}")
         return image_id
+
+
+def host_image(client, tag: str):
+    """The image ``tag`` of the workstation's engine (``client``), built by `invoke build`."""
+    import docker.errors
+
+    try:
+        return client.images.get(tag)
+    except docker.errors.ImageNotFound:
+        raise LapinfraError(f"image {tag} is missing: run `invoke build`") from None

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import LapinfraError
+from .nodes import Nodes
 
 LOCK = "/var/lib/lapinfra/deploy.lock"      # outside /data: a restore never brings a lock back
 HEARTBEAT_SECONDS = 10
@@ -309,8 +310,6 @@ def env_lock(project, purpose: str, wait: float = 0):
         with EnvLock(None, project.name, project.reporter, purpose):
             yield
         return
-    from .nodes import Nodes
-
     with Nodes(project).connect() as conn:
         with EnvLock(RemoteLockFile(conn), project.name, project.reporter, purpose, wait):
             yield

@@ -30,7 +30,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import ddns
 from .errors import LapinfraError, NodeError
 
 HOST_KEY_PUB = "/data/lapinfra/ssh/ssh_host_ed25519_key.pub"  # kept on /data: survives node recreation
@@ -217,7 +216,10 @@ class Nodes:
         self.p.docker.networks.create(net.name, driver="bridge", ipam=docker.types.IPAMConfig(pool_configs=[pool]),
                                       labels={"lapinfra.env": self.env.name})
 
-    def up(self, name: str | None = None) -> None:
+    def boot(self, name: str | None = None) -> None:
+        """`vagrant up` the nodes (all, or ``name``), pin their host keys, wait until SSH
+        answers, write the ssh_config. `invoke node.up` is lapinfra.nodeup.up: this, then
+        the swarm and the nodes' DNS names."""
         todo = self.select(name)
         if self.env.provider == "docker":
             self._refuse_nodes_of_other_checkouts(todo)
@@ -235,14 +237,6 @@ class Nodes:
                 self._pin_host_key(node)
                 self.wait_ssh(node)
         self.write_ssh_config()
-        if self.env.workers and self.state(self.env.master) == "running":
-            from . import swarm
-
-            # the master manages the swarm, the workers join it (lapinfra/swarm.py)
-            for name, action in swarm.ensure(self.p).items():
-                self.p.reporter.info(f"swarm: {name}: {action}")
-        # a node that comes up registers its name, where the master's DNS already runs
-        ddns.register_nodes(self.p, expect_down=True)
 
     def _vagrant_up(self, todo) -> None:
         try:
@@ -548,3 +542,16 @@ class Nodes:
         """Run a command on a node (default: the master), streaming its output; return its exit code."""
         with self.connect(node) as conn:
             return conn.run(command, warn=True, pty=False).exited
+
+
+def write_backup_known_hosts(project) -> None:
+    """The backup node's pinned host key, as the backup container's known_hosts."""
+    backup = project.env.node("backup")
+    known = Nodes(project).known_hosts
+    lines = [l for l in (known.read_text().splitlines() if known.exists() else []) if l.startswith(f"{backup.ssh_host} ")]
+    if not lines:
+        raise LapinfraError(f"the backup node {backup.name} ({backup.ip}) has no pinned host key: is it up? (`invoke node.up --env={project.name}`)")
+    content = "\n".join(lines) + "\n"
+    path = project.secrets.path("backup_known_hosts")
+    if not path.exists() or path.read_text() != content:
+        project.secrets._write("backup_known_hosts", content)

@@ -11,8 +11,10 @@ from pathlib import Path
 
 from . import buildstamp, config
 from .envname import resolve_env
+from .errors import ConfigError, LapinfraError
 from .images import ImageGraph
 from .report import Reporter
+from .secrets import SecretStore
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,9 +29,7 @@ class Project:
         self.build_dir = self.root / "build" / self.env.name
 
     @cached_property
-    def secrets(self):
-        from .secrets import SecretStore  # cryptography is slow to import; builds do not need it
-
+    def secrets(self) -> SecretStore:
         return SecretStore(self.root, self.env)
 
     @property
@@ -43,8 +43,6 @@ class Project:
         try:
             return docker.from_env(timeout=600)
         except docker.errors.DockerException as exc:
-            from .errors import LapinfraError
-
             raise LapinfraError(f"cannot reach the Docker engine ({exc}); is dockerd running?") from None
 
     def extra_ca(self) -> bytes:
@@ -52,8 +50,6 @@ class Project:
         for i, name in enumerate(self.env.build.extra_ca_certs):
             path = Path(os.path.expanduser(name))
             if not path.is_file():
-                from .errors import ConfigError
-
                 key = f"build.extra_ca_certs[{i}]"
                 file, line = config.where(self.env, key)   # the file that listed it, not always env.yml
                 raise ConfigError(file, key, f"no such file {path}", line)

@@ -32,15 +32,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import lock, services as svc
+from . import backup, lock, records, services as svc
 from . import status, verify
 from .deploy import (DeployResult, MasterSession, activate, config_files, host_images, push_release,
                      registry_has, release_record)
 from .errors import LapinfraError
 from .gitinfo import release_id
+from .project import Project
 
-RELEASES = f"{svc.STATE_DIR}/releases.jsonl"
-RELEASE = f"{svc.STATE_DIR}/release.json"
+RELEASES = records.RELEASES
+RELEASE = records.RELEASE
 LOCK = lock.LOCK
 
 
@@ -54,8 +55,6 @@ def check_gate(project, release: str, images: dict, force: bool = False) -> dict
     if force:
         project.reporter.warn(f"--force: the gate (verified on {source_name}) is skipped; this is recorded")
         return {"source": source_name, "forced": True}
-    from .project import Project
-
     source = Project(source_name, root=project.root, reporter=project.reporter)
     want = {name: image.id for name, image in images.items()}
     try:
@@ -115,8 +114,6 @@ def unlock(project, force: bool = False) -> dict | None:
 
 def safety_snapshot(s: MasterSession, project, purpose: str) -> str | None:
     """A snapshot of /data as it is now, before something discards it; its id (None: nothing to keep)."""
-    from . import backup
-
     return backup.safety_snapshot(s, project, purpose)
 
 
@@ -163,8 +160,6 @@ class Step:
 
 def deploy(project, force: bool = False) -> DeployResult:
     """Gate, lock, snapshot, push, git, start, verify; roll back on failure."""
-    from . import backup
-
     env, rep = project.env, project.reporter
     gated = bool(env.promoted_from)
     release = release_id(project.root)
@@ -279,8 +274,6 @@ def rollback(project, to: str | None = None, data: bool = False, confirm=None, w
     from the snapshot taken just before the deploy that replaced R), with today's data.
     With ``data``: also R's /data of then; first shows what that discards, asks
     ``confirm(summary)`` (which raises to stop), takes a safety snapshot of today's."""
-    from . import backup
-
     with MasterSession(project) as s, env_lock(s, project, purpose="rollback", wait=wait):
         entries = s.read_jsonl(RELEASES)
         current = (s.read_json(RELEASE) or {}).get("release")
@@ -334,8 +327,6 @@ NEVER_DISCARDED = ("backup", "lapinfra/ssh", *svc.AUDIT_LOGS)
 
 def snapshot_time(project, snapshot_id: str) -> float:
     """When a snapshot was taken (seconds since the epoch), from the backup repository's list."""
-    from . import backup
-
     for snap in backup.snapshots(project):
         if snap["id"].startswith(snapshot_id) or snapshot_id.startswith(snap["id"]):
             return parse_time(snap["time"])

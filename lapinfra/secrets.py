@@ -8,21 +8,22 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import functools
 import ipaddress
 import os
 import re
 import secrets as pysecrets
 from pathlib import Path
-
-import bcrypt
-import dns.tsig
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
-from cryptography.x509.oid import NameOID
+from typing import TYPE_CHECKING
 
 from .config import DYNAMIC_ZONES, Environment
 from .errors import LapinfraError
+
+# bcrypt, cryptography and dnspython's tsig are imported where they are used: they cost a
+# tenth of a second, and every Project imports this module (a build needs none of them).
+if TYPE_CHECKING:
+    import dns.tsig
+    from cryptography import x509
 
 # named.conf includes the TSIG key files as they are, so the key's name and algorithm
 # in a file are what every message signed with it must use (lapinfra/ddns.py reads
@@ -74,11 +75,23 @@ class Secret:
     __format__ = lambda self, spec: "***"  # noqa: E731
 
 
-class TsigKey(dns.tsig.Key):
-    """dnspython's TSIG key, whose repr would show the secret: this one does not."""
+@functools.cache
+def _tsig_key_class() -> type:
+    import dns.tsig
 
-    def __repr__(self) -> str:
-        return f"TsigKey({self.name.to_text(omit_final_dot=True)!r}, {self.algorithm.to_text(omit_final_dot=True)}, ***)"
+    class TsigKey(dns.tsig.Key):
+        """dnspython's TSIG key, whose repr would show the secret: this one does not."""
+
+        def __repr__(self) -> str:
+            return f"TsigKey({self.name.to_text(omit_final_dot=True)!r}, {self.algorithm.to_text(omit_final_dot=True)}, ***)"
+
+    return TsigKey
+
+
+def __getattr__(name: str):
+    if name == "TsigKey":   # made on first use (dnspython's tsig module)
+        return _tsig_key_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class SecretStore:
@@ -103,7 +116,7 @@ class SecretStore:
     def read(self, name: str) -> Secret:
         return Secret(self.path(name).read_text().strip())
 
-    def tsig_key(self, zone: str | None = None) -> TsigKey:
+    def tsig_key(self, zone: str | None = None) -> dns.tsig.Key:
         """The TSIG key (for dnspython) as named.conf knows it: the one allowed to update
         the dynamic zone ``zone`` (host, node, pc); without a zone, the transfer key."""
         path = self.path(zone_key_file(zone))
@@ -115,7 +128,7 @@ class SecretStore:
         if found is None:
             raise LapinfraError(f"{path} is not a BIND key file (key \"NAME\" {{ algorithm ...; secret \"...\"; }};)")
         name, algorithm, secret = found.groups()
-        return TsigKey(name, secret, algorithm)
+        return _tsig_key_class()(name, secret, algorithm)
 
     @property
     def cd_admin_password(self) -> Secret:
@@ -204,6 +217,9 @@ class SecretStore:
         return self._ssh_key("admin_ed25519", "admin")
 
     def _ssh_key(self, name: str, who: str) -> dict[str, bytes]:
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ed25519
+
         key = ed25519.Ed25519PrivateKey.generate()
         private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption())
         public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
@@ -211,6 +227,8 @@ class SecretStore:
 
     def _password(self, service: str, user: str) -> dict[str, str]:
         """A password and its bcrypt htpasswd line (nginx and the registry accept $2b$)."""
+        import bcrypt
+
         password = pysecrets.token_urlsafe(24)
         hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=10)).decode()
         return {f"{service}.password": password + "\n", f"{service}.htpasswd": f"{user}:{hashed}\n"}
@@ -224,6 +242,11 @@ class SecretStore:
         return self._password("registry", self.env.registry.user)
 
     def _ca(self) -> dict[str, bytes]:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+
         key = ec.generate_private_key(ec.SECP256R1())
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"lapinfra {self.env.name} CA")])
         cert = (
@@ -235,6 +258,11 @@ class SecretStore:
         return {"ca.key": _pem_key(key), "ca.crt": cert.public_bytes(serialization.Encoding.PEM)}
 
     def _registry_cert(self) -> dict[str, bytes]:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+
         ca_key = serialization.load_pem_private_key(self.path("ca.key").read_bytes(), None)
         ca_cert = x509.load_pem_x509_certificate(self.path("ca.crt").read_bytes())
         key = ec.generate_private_key(ec.SECP256R1())
@@ -251,6 +279,8 @@ class SecretStore:
 
 
 def _builder(subject, issuer, public_key, days: int) -> x509.CertificateBuilder:
+    from cryptography import x509
+
     now = dt.datetime.now(dt.timezone.utc)
     return (
         x509.CertificateBuilder()
@@ -264,4 +294,6 @@ def _builder(subject, issuer, public_key, days: int) -> x509.CertificateBuilder:
 
 
 def _pem_key(key) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())

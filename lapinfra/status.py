@@ -29,7 +29,9 @@ import importlib.util
 import json
 from pathlib import Path
 
-from . import services as svc
+from . import apps, ddns, records, services as svc
+from .errors import LapinfraError
+from .session import MasterSession
 
 STATUS_DIR = f"{svc.DATA}/status"           # infra_status's /data
 FACTS = f"{STATUS_DIR}/facts.json"
@@ -185,8 +187,6 @@ def swarm_facts(s) -> dict | None:
     """The swarm's nodes and each recorded app's replicas per worker, from the manager (the master)."""
     if not s.env.workers:
         return None
-    from . import apps
-
     try:
         if not (s.docker.info().get("Swarm") or {}).get("ControlAvailable"):
             return {"error": f"{s.env.master.name} does not manage a swarm (yet)", "nodes": [], "apps": []}
@@ -207,9 +207,6 @@ def swarm_facts(s) -> dict | None:
 
 
 def registered_names(project) -> dict:
-    from . import ddns
-    from .errors import LapinfraError
-
     try:
         return names_by_zone(ddns.registered(project), project.env.dynamic_zones)
     except LapinfraError as exc:
@@ -219,16 +216,14 @@ def registered_names(project) -> dict:
 def gather(s, project, run: dict | None = None, cases: list[dict] | None = None) -> dict:
     """The facts of ``project``'s environment, read through the MasterSession ``s``; ``run`` and
     ``cases``: a verification run just recorded and its checks (else the last published ones stay)."""
-    from . import promote, verify
-
     published = case_facts(run, cases)
     if published is None:
         published = (s.read_json(FACTS) or {}).get("cases")
     return facts_document(
-        project.env, at=verify.now(), by=verify.who(),
-        record=s.read_json(verify.RELEASE),
-        releases=s.read_jsonl(promote.RELEASES),
-        runs=verify.runs(s),
+        project.env, at=records.now(), by=records.who(),
+        record=s.read_json(records.RELEASE),
+        releases=s.read_jsonl(records.RELEASES),
+        runs=s.read_jsonl(records.VERIFIED),
         states=container_states(s.docker.containers.list(all=True)),
         cases=published, swarm=swarm_facts(s), names=registered_names(project))
 
@@ -287,8 +282,6 @@ def publish_quietly(s, project, run: dict | None = None, cases: list[dict] | Non
 def current(project) -> dict:
     """The summary the status container wrote, with container states as the engine reports them
     now; computed here, with lapstatus's functions, when there is none yet."""
-    from .deploy import MasterSession
-
     with MasterSession(project) as s:
         summary = s.read_json(SUMMARY)
         if summary is None:

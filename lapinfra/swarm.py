@@ -26,7 +26,9 @@ from typing import Iterator
 
 from .errors import LapinfraError, NodeError
 from .nodes import DOCKER_API_PORT, Nodes
+from .secrets import Secret
 from .services import APPS_NETWORK
+from .session import named_networks
 from .tunnel import Tunnel
 
 SWARM_PORT = 2377
@@ -92,8 +94,6 @@ def _ensure_manager(project, manager) -> str:
 
 
 def _worker_token(manager):
-    from .secrets import Secret
-
     manager.swarm.reload()
     return Secret(manager.swarm.attrs["JoinTokens"]["Worker"])
 
@@ -157,8 +157,6 @@ def _forget_replaced(manager, project) -> None:
 
 def ensure_apps_network(manager) -> None:
     """The attachable overlay network of the applications (and of infra_proxy)."""
-    from .deploy import named_networks
-
     if not named_networks(manager, APPS_NETWORK):
         manager.networks.create(APPS_NETWORK, driver="overlay", attachable=True, scope="swarm",
                                 labels={"lapinfra": "apps"})

@@ -7,17 +7,14 @@ only images that passed there may be deployed to the target.
 """
 from __future__ import annotations
 
-import getpass
-import socket
 import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
 
-from . import services as svc, status
-
-VERIFIED = f"{svc.STATE_DIR}/verified.jsonl"
-RELEASE = f"{svc.STATE_DIR}/release.json"
+from . import status
+from .records import RELEASE, VERIFIED, now, who  # noqa: F401 - now and who are part of this module's interface
+from .session import MasterSession
 
 
 # Checks wait on the network, not the CPU: several processes at once, each with one SSH
@@ -95,18 +92,8 @@ def junit_counts(path) -> dict:
     return out
 
 
-def now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
-
-
-def who() -> str:
-    return f"{getpass.getuser()}@{socket.gethostname()}"
-
-
 def record_run(project, passed: bool, counts: dict, partial: bool) -> dict | None:
     """Append this run to the master's verified.jsonl; the entry, or None when nothing is deployed."""
-    from .deploy import MasterSession
-
     with MasterSession(project) as s:
         release = s.read_json(RELEASE)
         if release is None:

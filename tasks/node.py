@@ -28,7 +28,9 @@ def up(c, env=None, node=None):
       invoke node.up --env=staging
       invoke node.up --env=staging --node=backup
     """
-    Nodes(project(env)).up(node)
+    from lapinfra import nodeup
+
+    nodeup.up(project(env), node)
 
 
 @task(help={**NODE_HELP, "keep_data": "keep the nodes' /data volumes",

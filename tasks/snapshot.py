@@ -186,11 +186,11 @@ def recover(c, env=None, yes=False, lock_wait=0):
               yes, f"invoke dr.recover --env={p.name}")
     # The lock lives on the master: with no master yet, bring it up first, then take it
     # (a brand-new master has no lock, so nothing else can be changing it).
+    from lapinfra import nodeup
     from lapinfra.nodes import Nodes
 
-    nodes = Nodes(p)
-    if nodes.state(p.env.master) == "absent":
-        nodes.up(p.env.master.name)
+    if Nodes(p).state(p.env.master) == "absent":
+        nodeup.up(p, p.env.master.name)
     with locked(p, "dr.recover", lock_wait):
         _backup().recover(p)
 

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import docker.errors
 import pytest
 
-from lapinfra import backup, services as svc
+from lapinfra import backup, backuptool, nodeup, services as svc
 from lapinfra.errors import LapinfraError
 
 SNAPS = [
@@ -59,6 +59,7 @@ def master(project, monkeypatch):
         m = Master(project, events, **kw)
         monkeypatch.setattr(backup, "MasterSession", lambda p: m)
         monkeypatch.setattr(backup, "run_tool", m.tool)
+        monkeypatch.setattr(backuptool, "run_tool", m.tool)    # recover_interrupted's
         return m
     monkeypatch.setattr(backup, "_prepare", lambda s, p, seed_all=False: events.append("prepare"))
     monkeypatch.setattr(backup, "stop_all", lambda s, reporter: events.append("stop"))
@@ -142,7 +143,8 @@ def test_dr_recover_on_a_running_master_saves_it_stops_it_keeps_the_audit_logs_a
 def test_dr_recover_on_a_fresh_master_takes_no_safety_snapshot(project, master, monkeypatch):
     m = master(release=False)
     ups = []
-    monkeypatch.setattr(backup, "Nodes", lambda p: SimpleNamespace(state=lambda node: "absent", up=ups.append))
+    monkeypatch.setattr(backup, "Nodes", lambda p: SimpleNamespace(state=lambda node: "absent"))
+    monkeypatch.setattr(nodeup, "up", lambda p, name: ups.append(name))
 
     def restored(s, args):
         result = Master.tool(m, s, args)
@@ -217,10 +219,10 @@ def test_a_master_with_an_older_backup_tool_is_not_an_error_but_a_hint(project, 
     def old_tool(s, args):
         raise LapinfraError("backup tool `recover` failed (exit 2):\n    lapbackup: error: argument cmd: invalid choice: 'recover' "
                             "(choose from 'scheduler', 'snapshot')")
-    monkeypatch.setattr(backup, "run_tool", old_tool)
+    monkeypatch.setattr(backuptool, "run_tool", old_tool)
     assert backup.recover_interrupted(m, project) is None
     assert any("node.seed --env=test" in line for line in project.reporter.lines)
-    monkeypatch.setattr(backup, "run_tool", lambda s, args: (_ for _ in ()).throw(LapinfraError("backup tool `recover` failed (exit 1)")))
+    monkeypatch.setattr(backuptool, "run_tool", lambda s, args: (_ for _ in ()).throw(LapinfraError("backup tool `recover` failed (exit 1)")))
     with pytest.raises(LapinfraError, match="exit 1"):
         backup.recover_interrupted(m, project)
 
@@ -232,7 +234,7 @@ def test_the_repair_runs_the_tool_only_when_a_journal_or_a_paused_container_is_t
     s = SimpleNamespace(
         conn=SimpleNamespace(run=lambda *a, **kw: SimpleNamespace(ok=journal)),
         docker=SimpleNamespace(containers=SimpleNamespace(list=lambda **kw: paused), images=SimpleNamespace(get=lambda ref: None)))
-    monkeypatch.setattr(backup, "run_tool", lambda s, args: ran.append(args) or {"swap": None, "unpaused": []})
+    monkeypatch.setattr(backuptool, "run_tool", lambda s, args: ran.append(args) or {"swap": None, "unpaused": []})
     project = SimpleNamespace(name="test", env=SimpleNamespace(master=SimpleNamespace(name="master")), reporter=None)
     backup.recover_interrupted(s, project)
     assert ran == ([["recover"]] if runs else [])

@@ -15,7 +15,7 @@ from types import SimpleNamespace
 import docker.errors
 import pytest
 
-from lapinfra import backup, ddns, render, swarm
+from lapinfra import backup, ddns, nodeup, render, swarm
 from lapinfra.errors import NodeError
 from lapinfra.nodes import Nodes, down_plan, managed_elsewhere, parse_vagrant_status, vm_state
 from lapinfra.project import Project
@@ -203,7 +203,7 @@ def test_dr_recover_where_vagrant_cannot_tell_and_the_master_is_gone_says_where_
 def test_a_vm_that_answers_but_that_vagrant_here_does_not_have_is_not_started_twice(prod, vagrant, monkeypatch):
     monkeypatch.setattr(Nodes, "_answers", lambda self, node: node.name == "master")
     with pytest.raises(NodeError) as err:
-        Nodes(prod).up("master")
+        nodeup.up(prod, "master")
     assert "master (192.168.0.10:2222)" in str(err.value) and "another checkout or the VM host" in str(err.value)
     assert [c for c in vagrant.calls() if c[0] == "up"] == []
 
@@ -211,7 +211,7 @@ def test_a_vm_that_answers_but_that_vagrant_here_does_not_have_is_not_started_tw
 def test_vagrant_up_failing_for_a_vm_says_where_vms_are_started(prod, vagrant, monkeypatch):
     monkeypatch.setenv("FAKE_VAGRANT_FAIL", "up:The provider 'virtualbox' could not be found")
     with pytest.raises(NodeError) as err:
-        Nodes(prod).up("master")
+        nodeup.up(prod, "master")
     assert "could not be found" in str(err.value) and "on the VM host" in str(err.value)
 
 
@@ -353,7 +353,7 @@ def up_path(project, engine, vagrant, monkeypatch):
 
 def test_node_up_after_node_down_mounts_the_kept_backup_repository_again_and_says_so(project, engine, up_path):
     Nodes(project).down()
-    Nodes(project).up()
+    nodeup.up(project)
     assert ["up", "--provider=docker", "master", "backup", "worker1", "worker2"] in up_path.calls()
     assert ("node backup: reusing the kept volume lapinfra-test-backup-data: the backup repository (/data/restic)"
             in project.reporter.lines)
@@ -363,7 +363,7 @@ def test_node_up_from_a_second_checkout_names_the_checkout_that_manages_the_envi
     for node in project.env.nodes:
         engine.add_node(f"lapinfra-test-{node.name}", labels={"lapinfra.checkout": "/home/alice/lap-infra"})
     with pytest.raises(NodeError) as err:
-        Nodes(project).up()
+        nodeup.up(project)
     message = str(err.value)
     assert "lapinfra-test-master is managed from the checkout /home/alice/lap-infra" in message
     assert "`invoke node.down --env=test` in /home/alice/lap-infra" in message
@@ -377,7 +377,7 @@ def test_node_up_of_this_checkouts_own_nodes_goes_ahead(project, engine, up_path
         machine.mkdir(parents=True)
         (machine / "id").write_text(f"id-{node.name}")
         engine.add_node(f"lapinfra-test-{node.name}", node_id=f"id-{node.name}0123")
-    Nodes(project).up()
+    nodeup.up(project)
     assert ["up", "--provider=docker", "master", "backup", "worker1", "worker2"] in up_path.calls()
 
 

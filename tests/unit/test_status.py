@@ -155,10 +155,8 @@ def test_unreachable_dns_leaves_the_names_out_with_the_reason(project, monkeypat
 
 
 def test_record_run_publishes_the_run_with_each_check_from_the_junit_report(project, names, monkeypatch):
-    import lapinfra.deploy
-
     s = Session(project, master_files("x"), containers=[container("infra_dns", "running", "healthy")])
-    monkeypatch.setattr(lapinfra.deploy, "MasterSession", lambda p: _Ctx(s))
+    monkeypatch.setattr(verify, "MasterSession", lambda p: _Ctx(s))
     s.append_jsonl = lambda path, entry: s.files.setdefault(path, []).append(entry)
     project.build_dir.mkdir(parents=True, exist_ok=True)
     (project.build_dir / "junit.xml").write_text(

@@ -1,0 +1,79 @@
+"""The node's registry, through the session's tunnel: ask it, name an image twice, push into it.
+
+Every request authenticates with the push account (env.registry.user) and verifies the
+registry's certificate against the environment's CA. Pushes go from a workstation
+engine's client to ``127.0.0.1:<tunnel>/<repository>``.
+"""
+from __future__ import annotations
+
+import time
+
+import requests
+
+from .errors import LapinfraError
+from .session import MasterSession
+
+
+def wait_registry(s: MasterSession, timeout: float = 60) -> None:
+    url = f"https://127.0.0.1:{s.registry_port}/v2/"
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        try:
+            r = requests.get(url, auth=_auth_tuple(s), verify=str(s.p.secrets.path("ca.crt")), timeout=5)
+            if r.status_code == 200:
+                return
+            last = f"HTTP {r.status_code}"
+        except requests.RequestException as exc:
+            last = type(exc).__name__
+        time.sleep(1)
+    raise LapinfraError(f"registry on {s.env.master.name} did not answer within {timeout:.0f}s ({last}); see `invoke node.ssh --env={s.env.name} -- docker logs infra_registry`")
+
+
+def _auth_tuple(s: MasterSession) -> tuple[str, str]:
+    a = s.auth()
+    return a["username"], a["password"]
+
+
+def registry_has(s: MasterSession, repository: str, tag: str = "latest") -> bool:
+    return _registry(s, "HEAD", f"{repository}/manifests/{tag}", headers={"Accept": MANIFEST_V2}).status_code == 200
+
+
+MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
+
+
+def _registry(s: MasterSession, method: str, path: str, **kw):
+    return requests.request(method, f"https://127.0.0.1:{s.registry_port}/v2/{path}", auth=_auth_tuple(s),
+                            verify=str(s.p.secrets.path("ca.crt")), timeout=60, **kw)
+
+
+def copy_in_registry(s: MasterSession, source: str, target: str) -> bool:
+    """Give an image already in the registry a second repository name without uploading it:
+    mount its blobs from ``source`` into ``target`` and put the same manifest there."""
+    got = _registry(s, "GET", f"{source}/manifests/latest", headers={"Accept": MANIFEST_V2})
+    if got.status_code != 200 or got.headers.get("Content-Type") != MANIFEST_V2:
+        return False
+    manifest = got.json()
+    for blob in [manifest["config"], *manifest["layers"]]:
+        mounted = _registry(s, "POST", f"{target}/blobs/uploads/", params={"mount": blob["digest"], "from": source})
+        if mounted.status_code != 201:
+            return False
+    put = _registry(s, "PUT", f"{target}/manifests/latest", data=got.content, headers={"Content-Type": MANIFEST_V2})
+    return put.status_code == 201
+
+
+def push_image(s: MasterSession, host, image, repository: str, tag: str, reporter) -> None:
+    """One image of the workstation's engine into the node's registry, through the tunnel."""
+    with reporter.step(f"push {repository}:{tag}"):
+        push(s, host, image, repository, tag)
+
+
+def push(s: MasterSession, client, image, repository: str, tag: str) -> None:
+    target = f"127.0.0.1:{s.registry_port}/{repository}"
+    client.api.tag(image.id, target, tag)
+    try:
+        for chunk in client.api.push(target, tag=tag, auth_config=s.auth(), stream=True, decode=True):
+            if "error" in chunk:
+                raise LapinfraError(f"push of {repository}:{tag} failed: {chunk['error']}")
+    finally:
+        client.api.remove_image(f"{target}:{tag}", noprune=True)
