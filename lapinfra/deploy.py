@@ -250,8 +250,20 @@ def _pull_if_missing(s: MasterSession, ref: str, image_id: str, reporter) -> Non
         s.docker.images.pull(repo, tag=tag, auth_config=s.auth())
 
 
+def container_action(status: str | None, spec: str | None, wanted: str) -> str:
+    """What one container needs (facts in, action out; reconcile does it, plan shows it):
+    "create" (``status`` None: there is none), "keep" (its spec label ``spec`` is ``wanted``
+    and it runs, or a snapshot holds it paused for a moment and unpauses it itself: starting
+    it would be refused), "start" (the same spec, stopped) or "recreate" (another spec)."""
+    if status is None:
+        return "create"
+    if spec != wanted:
+        return "recreate"
+    return "keep" if status in ("running", "paused") else "start"
+
+
 def reconcile(client, kwargs: dict, reporter) -> str:
-    """Create, start, keep or recreate one container; return which."""
+    """Create, start, keep or recreate one container (container_action); return which was done."""
     import docker.errors
 
     name, wanted = kwargs["name"], kwargs["labels"][svc.SPEC_LABEL]
@@ -259,21 +271,21 @@ def reconcile(client, kwargs: dict, reporter) -> str:
         current = client.containers.get(name)
     except docker.errors.NotFound:
         current = None
-    if current is not None and current.labels.get(svc.SPEC_LABEL) == wanted:
-        # paused: a snapshot (the scheduled one may run at any time) holds it for a
-        # moment and unpauses it itself; starting it would be refused
-        if current.status in ("running", "paused"):
-            reporter.info(f"{name}: unchanged, kept running" + (" (paused by a snapshot)" if current.status == "paused" else ""))
-            return "kept"
+    action = (container_action(None, None, wanted) if current is None
+              else container_action(current.status, current.labels.get(svc.SPEC_LABEL), wanted))
+    if action == "keep":
+        reporter.info(f"{name}: unchanged, kept running" + (" (paused by a snapshot)" if current.status == "paused" else ""))
+        return "kept"
+    if action == "start":
         current.start()
         reporter.info(f"{name}: started")
         return "started"
-    action = "created" if current is None else "recreated"
-    with reporter.step(f"{name}: {action}"):
+    done = "created" if action == "create" else "recreated"
+    with reporter.step(f"{name}: {done}"):
         if current is not None:
             current.remove(force=True)
         client.containers.run(**kwargs)
-    return action
+    return done
 
 
 # ---- deploy -------------------------------------------------------------------------
@@ -417,9 +429,13 @@ def push_decisions(images: dict, release: str, present: dict[str, str], in_regis
     return out
 
 
+def present_images(record: dict | None) -> dict[str, str]:
+    """Image id -> its repository in the node's registry, of the release record ``record`` (None: none)."""
+    return {image["id"]: image["repository"] for image in (record or {"images": {}})["images"].values()}
+
+
 def _push_missing(s: MasterSession, host, images: dict, release: str, reporter) -> list[str]:
-    current = s.read_json(records.RELEASE) or {"images": {}}
-    present = {image["id"]: image["repository"] for image in current["images"].values()}
+    present = present_images(s.read_json(records.RELEASE))
     to_push = []
     for name, decision in push_decisions(images, release, present, lambda repo: registry_has(s, repo)).items():
         repository = f"infra/{release}/{name}"

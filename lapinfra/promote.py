@@ -34,8 +34,8 @@ from pathlib import Path
 
 from . import backup, lock, records, services as svc
 from . import status, verify
-from .deploy import (DeployResult, MasterSession, activate, config_files, host_images, push_release,
-                     registry_has, release_record)
+from .deploy import (DeployResult, MasterSession, activate, config_files, container_action, host_images,
+                     present_images, push_decisions, push_release, registry_has, release_record)
 from .errors import LapinfraError
 from .gitinfo import release_id
 from .project import Project
@@ -401,9 +401,18 @@ def rollback_target(entries: list[dict], current: str | None, to: str | None, en
 
 # ---- plan -----------------------------------------------------------------------
 
+def image_plan(decision: tuple) -> str:
+    """deploy.push_decisions's decision for one image, as plan shows it."""
+    if decision[0] == "have":
+        return "in registry"
+    if decision[0] == "tag":
+        return f"tag in registry (same image as {decision[1]})"
+    return "push"
+
+
 def plan(project) -> dict:
-    """What a deploy would do, changing nothing: images to push, containers to
-    create, recreate or keep, rendered config that differs (with a diff)."""
+    """What a deploy would do, changing nothing: images to push or tag, containers to
+    create, recreate, start or keep, rendered config that differs (with a diff)."""
     import docker.errors
 
     env = project.env
@@ -418,25 +427,26 @@ def plan(project) -> dict:
     except LapinfraError as exc:
         out["gate"] = f"refused: {exc}"
     with MasterSession(project) as s:
-        current = s.read_json(RELEASE) or {"images": {}}
-        out["current"] = current.get("release")
-        by_id = {image["id"]: image["repository"] for image in current["images"].values()}
-        for name, image in images.items():
-            repository = f"infra/{release}/{name}"
+        current = s.read_json(RELEASE)
+        out["current"] = (current or {}).get("release")
+
+        def in_registry(repository: str) -> bool:
             try:
-                present = registry_has(s, repository)
+                return registry_has(s, repository)
             except Exception:          # no registry running yet: everything goes
-                present = False
-            out["images"][name] = ("in registry" if present else
-                                   f"tag in registry (same image as {by_id[image.id]})" if image.id in by_id else "push")
+                return False
+
+        # the decisions deploy takes (deploy._push_missing, deploy.reconcile), on the same facts
+        for name, decision in push_decisions(images, release, present_images(current), in_registry).items():
+            out["images"][name] = image_plan(decision)
         for service in svc.services(env):
             kwargs = svc.run_kwargs(service, "", env, record["config"][service.name], images[service.image].id)
             try:
-                current = s.docker.containers.get(service.container)
-                same = current.labels.get(svc.SPEC_LABEL) == kwargs["labels"][svc.SPEC_LABEL]
-                out["containers"][service.container] = "keep" if same else "recreate"
+                container = s.docker.containers.get(service.container)
+                facts = (container.status, container.labels.get(svc.SPEC_LABEL))
             except docker.errors.NotFound:
-                out["containers"][service.container] = "create"
+                facts = (None, None)
+            out["containers"][service.container] = container_action(*facts, kwargs["labels"][svc.SPEC_LABEL])
         remote = s.remote_hashes(svc.ENV_DIR)
         import hashlib
 
