@@ -1,9 +1,10 @@
 """Backups: scheduled snapshots are recent, the repository is sound, a restored file is right."""
 import datetime as dt
+import json
 
 import pytest
 
-from lapinfra import backup
+from lapinfra import backup, services
 
 STABLE_FILE = "environment/registry/config.yml"   # rendered config: changes only with a redeploy of new config
 
@@ -30,9 +31,30 @@ def test_latest_scheduled_snapshot_is_younger_than_twice_the_interval(status, en
     assert status["snapshot"]
 
 
+def lapbackup(engine, env, *args: str):
+    """The backup tool's answer, asked of the running scheduler (infra_backup: the same tool,
+    mounts, secrets and repository as `invoke snapshot.list` and the rest use) through the
+    suite's one connection to the master's engine, instead of a one-off tool container and a
+    session of its own per call."""
+    name = services.backup_service(env).container
+    container = engine.containers.get(name)
+    assert container.status == "running", f"{name} is {container.status}: no scheduled snapshots are taken"
+    code, (out, err) = container.exec_run(["lapbackup", *args], demux=True)
+    out, err = (out or b"").decode(errors="replace"), (err or b"").decode(errors="replace")
+    try:
+        answer = json.loads(out)
+    except json.JSONDecodeError:
+        answer = None
+    tail = "\n".join(err.strip().splitlines()[-12:])
+    assert isinstance(answer, (dict, list)), f"lapbackup {' '.join(args)} in {name} exited {code}, no JSON:\n{tail}"
+    if code != 0 and isinstance(answer, dict) and "error" in answer:
+        raise AssertionError(f"lapbackup {' '.join(args)} in {name} failed: {answer['error']}\n{tail}")
+    return answer
+
+
 @pytest.mark.slow
-def test_backup_repository_passes_its_integrity_check(restic_turn, project):
-    result = backup.check(project)
+def test_backup_repository_passes_its_integrity_check(restic_turn, engine, env):
+    result = lapbackup(engine, env, "check")
     assert result["ok"], result.get("output")
 
 
@@ -45,13 +67,13 @@ def snapshot_of_release(snapshots: list[dict], env: str, release: str) -> dict |
 
 
 @pytest.mark.slow
-def test_a_snapshot_of_the_running_release_holds_its_config(restic_turn, project, node, release):
+def test_a_snapshot_of_the_running_release_holds_its_config(restic_turn, project, engine, env, node, release):
     """Judged by a snapshot of the running release, never by whichever is latest: right after a
     deploy the latest can be the deploy's own, taken before the new config was written. When
     no snapshot was taken since the release was activated, the check takes one itself."""
-    snap = snapshot_of_release(backup.snapshots(project), project.name, release["release"]) \
+    snap = snapshot_of_release(lapbackup(engine, env, "list"), project.name, release["release"]) \
         or backup.snapshot(project, label="verify")
-    stored = backup.digest(project, snap["id"], STABLE_FILE)
+    stored = lapbackup(engine, env, "digest", snap["id"], STABLE_FILE)
     on_master = node.check_output(f"sha256sum /data/{STABLE_FILE}").split()[0]
     assert stored["sha256"] == on_master, f"{STABLE_FILE} in snapshot {snap['id']} differs from the master's"
 
