@@ -20,8 +20,9 @@ from __future__ import annotations
 import contextlib
 import getpass
 import hashlib
-import io
 import json
+import posixpath
+import secrets as pysecrets
 import shlex
 import time
 from dataclasses import dataclass, field
@@ -70,7 +71,7 @@ class MasterSession(contextlib.ExitStack):
 
     # ---- files on the node --------------------------------------------------
     def remote_hashes(self, folder: str) -> dict[str, str]:
-        out = self.conn.run(f"mkdir -p {folder} && cd {folder} && find . -type f -exec sha256sum {{}} +", hide=True).stdout
+        out = self.conn.run(f"mkdir -p {folder} && cd {folder} && find . -name '{ASIDE}*' -prune -o -type f -exec sha256sum {{}} +", hide=True).stdout
         return {line.split(None, 1)[1].strip()[2:]: line.split()[0] for line in out.splitlines() if line.strip()}
 
     def sync(self, files: dict[str, bytes], folder: str, mode: int = 0o644) -> list[str]:
@@ -81,8 +82,7 @@ class MasterSession(contextlib.ExitStack):
         for rel, data in sorted(files.items()):
             if remote.get(rel) != hashlib.sha256(data).hexdigest():
                 self.conn.run(f"mkdir -p {folder}/{Path(rel).parent}", hide=True)
-                sftp.putfo(io.BytesIO(data), f"{folder}/{rel}")
-                sftp.chmod(f"{folder}/{rel}", mode)
+                write_file(sftp, f"{folder}/{rel}", data, mode)
                 changed.append(rel)
         for rel in sorted(set(remote) - set(files)):
             sftp.remove(f"{folder}/{rel}")
@@ -90,11 +90,9 @@ class MasterSession(contextlib.ExitStack):
         return changed
 
     def put(self, path: str, data: bytes, mode: int = 0o600) -> None:
-        """Write one file atomically (write aside, then rename)."""
+        """Write one file atomically (write aside, then rename), with ``mode`` from its first byte."""
         self.conn.run(f"mkdir -p {Path(path).parent}", hide=True)
-        self.conn.sftp().putfo(io.BytesIO(data), f"{path}.new")
-        self.conn.sftp().chmod(f"{path}.new", mode)
-        self.conn.run(f"mv -f {path}.new {path}", hide=True)
+        write_file(self.conn.sftp(), path, data, mode)
 
     def read_json(self, path: str) -> dict | None:
         result = self.conn.run(f"cat {path}", hide=True, warn=True)
@@ -114,6 +112,32 @@ class MasterSession(contextlib.ExitStack):
         self.conn.run(f"mkdir -p {Path(path).parent}", hide=True)
         with self.conn.sftp().open(path, "a") as f:
             f.write(json.dumps(entry, sort_keys=True) + "\n")
+
+
+# The folder write_file writes in, beside its target (a killed deploy may leave one; sync ignores it).
+ASIDE = ".lapinfra-new-"
+
+
+def write_file(sftp, path: str, data: bytes, mode: int) -> None:
+    """Replace ``path`` on the node with ``data`` at ``mode``, never readable by anyone else
+    on the way: sftp creates files with the server's default mode (0644), so the file is
+    made in a folder of its own created 0700 beside ``path`` (mkdir takes the mode at once,
+    nobody but root can open what is inside), set to ``mode`` before its first byte, then
+    renamed onto ``path`` (atomic: a reader sees the old file or the new one)."""
+    parent, name = posixpath.split(path)
+    aside = posixpath.join(parent, f"{ASIDE}{pysecrets.token_hex(6)}")
+    tmp = posixpath.join(aside, name)
+    sftp.mkdir(aside, 0o700)
+    try:
+        with sftp.open(tmp, "wb") as f:
+            f.chmod(mode)
+            f.write(data)
+        sftp.posix_rename(tmp, path)
+    finally:
+        with contextlib.suppress(OSError):
+            sftp.remove(tmp)          # only there when the rename did not happen
+        with contextlib.suppress(OSError):
+            sftp.rmdir(aside)
 
 
 # ---- stop ---------------------------------------------------------------------------
