@@ -70,8 +70,18 @@ class MasterSession(contextlib.ExitStack):
         return {"username": self.env.registry.user, "password": self.p.secrets.registry_password.reveal()}
 
     # ---- files on the node --------------------------------------------------
+    def run(self, command: str, **kw):
+        """A short command on the node (a file read, a mkdir): an error after COMMAND_SECONDS, not a hang."""
+        from invoke.exceptions import CommandTimedOut
+
+        try:
+            return self.conn.run(command, hide=True, timeout=COMMAND_SECONDS, **kw)
+        except CommandTimedOut:
+            raise LapinfraError(f"{self.env.master.name} did not finish `{command[:80]}` within {COMMAND_SECONDS}s "
+                                f"(is it overloaded or unreachable?)") from None
+
     def remote_hashes(self, folder: str) -> dict[str, str]:
-        out = self.conn.run(f"mkdir -p {folder} && cd {folder} && find . -name '{ASIDE}*' -prune -o -type f -exec sha256sum {{}} +", hide=True).stdout
+        out = self.run(f"mkdir -p {folder} && cd {folder} && find . -name '{ASIDE}*' -prune -o -type f -exec sha256sum {{}} +").stdout
         return {line.split(None, 1)[1].strip()[2:]: line.split()[0] for line in out.splitlines() if line.strip()}
 
     def sync(self, files: dict[str, bytes], folder: str, mode: int = 0o644) -> list[str]:
@@ -81,7 +91,7 @@ class MasterSession(contextlib.ExitStack):
         changed = []
         for rel, data in sorted(files.items()):
             if remote.get(rel) != hashlib.sha256(data).hexdigest():
-                self.conn.run(f"mkdir -p {folder}/{Path(rel).parent}", hide=True)
+                self.run(f"mkdir -p {folder}/{Path(rel).parent}")
                 write_file(sftp, f"{folder}/{rel}", data, mode)
                 changed.append(rel)
         for rel in sorted(set(remote) - set(files)):
@@ -91,16 +101,16 @@ class MasterSession(contextlib.ExitStack):
 
     def put(self, path: str, data: bytes, mode: int = 0o600) -> None:
         """Write one file atomically (write aside, then rename), with ``mode`` from its first byte."""
-        self.conn.run(f"mkdir -p {Path(path).parent}", hide=True)
+        self.run(f"mkdir -p {Path(path).parent}")
         write_file(self.conn.sftp(), path, data, mode)
 
     def read_json(self, path: str) -> dict | None:
-        result = self.conn.run(f"cat {path}", hide=True, warn=True)
+        result = self.run(f"cat {path}", warn=True)
         return json.loads(result.stdout) if result.ok and result.stdout.strip() else None
 
     def read_jsonl(self, path: str) -> list[dict]:
         """A JSON-lines log on the node (an absent file is empty; a torn last line is skipped)."""
-        result = self.conn.run(f"cat {path}", hide=True, warn=True)
+        result = self.run(f"cat {path}", warn=True)
         out = []
         for line in result.stdout.splitlines() if result.ok else []:
             with contextlib.suppress(json.JSONDecodeError):
@@ -109,10 +119,13 @@ class MasterSession(contextlib.ExitStack):
 
     def append_jsonl(self, path: str, entry: dict) -> None:
         """Append one line to a JSON-lines log on the node (O_APPEND: lines never interleave)."""
-        self.conn.run(f"mkdir -p {Path(path).parent}", hide=True)
+        self.run(f"mkdir -p {Path(path).parent}")
         with self.conn.sftp().open(path, "a") as f:
             f.write(json.dumps(entry, sort_keys=True) + "\n")
 
+
+# The bound of MasterSession.run: a file read or a mkdir takes a second, not minutes.
+COMMAND_SECONDS = 120
 
 # The folder write_file writes in, beside its target (a killed deploy may leave one; sync ignores it).
 ASIDE = ".lapinfra-new-"
