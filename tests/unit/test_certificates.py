@@ -46,11 +46,10 @@ def test_the_registry_certificate_warns_30_days_ahead_with_the_days_left_and_the
         assert _end(pem).strftime("%Y-%m-%d") in text
 
 
-@pytest.fixture
-def tls_server(project):
-    """A TLS server on a local port that presents the environment's registry certificate."""
+def _serve(cert, key):
+    """A TLS server on a local port that presents ``cert``; its port."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(project.secrets.path("registry.crt"), project.secrets.path("registry.key"))
+    context.load_cert_chain(cert, key)
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(2)
@@ -63,12 +62,18 @@ def tls_server(project):
                 tls.recv(1)
         except OSError:
             pass
+        finally:
+            server.close()
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
-    yield server.getsockname()[1]
-    server.close()
-    thread.join(timeout=5)
+    return server.getsockname()[1]
+
+
+@pytest.fixture
+def tls_server(project):
+    """A TLS server on a local port that presents the environment's registry certificate."""
+    return _serve(project.secrets.path("registry.crt"), project.secrets.path("registry.key"))
 
 
 def test_the_suite_reads_the_certificate_the_server_presents(project, tls_server):
@@ -76,6 +81,66 @@ def test_the_suite_reads_the_certificate_the_server_presents(project, tls_server
     assert certs.same(served, project.secrets.path("registry.crt").read_bytes())
     state, text = certs.expiry(served, "the registry's certificate", "", now=_end(served) - dt.timedelta(days=10))
     assert (state, "expires in 10 days" in text) == (certs.SOON, True)
+
+
+def _infra_check():
+    """infra_tests/test_certificates.py, the suite's check, as a module."""
+    import importlib.util
+
+    from tests.conftest import ROOT
+
+    spec = importlib.util.spec_from_file_location("suite_certificates", ROOT / "infra_tests" / "test_certificates.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.test_the_registry_serves_a_certificate_that_is_not_about_to_expire
+
+
+def _registry_cert(project, tmp_path, days: float):
+    """A registry certificate from the environment's CA that ends in ``days`` (negative: ended)."""
+    from cryptography.hazmat.primitives import hashes
+
+    from lapinfra.secrets import _pem_key
+
+    store = project.secrets
+    ca_key = serialization.load_pem_private_key(store.path("ca.key").read_bytes(), None)
+    ca = x509.load_pem_x509_certificate(store.path("ca.crt").read_bytes())
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(ca.subject).issuer_name(ca.subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=900))
+            .not_valid_after(now + dt.timedelta(days=days)).sign(ca_key, hashes.SHA256()))
+    (tmp_path / "soon.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "soon.key").write_bytes(_pem_key(key))
+    return tmp_path / "soon.crt", tmp_path / "soon.key"
+
+
+def _suite_project(project, port):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(name=project.name, secrets=project.secrets, env=SimpleNamespace(registry=SimpleNamespace(port=port)))
+
+
+def test_the_suites_check_passes_quietly_on_the_certificate_just_deployed(project, tls_server):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _infra_check()(_suite_project(project, tls_server), "127.0.0.1")
+
+
+def test_the_suites_check_warns_with_the_days_left_30_days_ahead(project, tmp_path):
+    port = _serve(*_registry_cert(project, tmp_path, days=12.5))
+    with pytest.warns(UserWarning) as warned:
+        _infra_check()(_suite_project(project, port), "127.0.0.1")
+    texts = [str(w.message) for w in warned]
+    assert any("expires in 12 days" in t and "invoke secrets.rotate --env=test registry.crt" in t for t in texts)
+    assert any("serves another certificate than" in t for t in texts)     # not the one in secrets/test/
+
+
+def test_the_suites_check_fails_on_an_expired_certificate(project, tmp_path):
+    port = _serve(*_registry_cert(project, tmp_path, days=-3))
+    with pytest.raises(pytest.fail.Exception, match="expired 3 days ago"):
+        _infra_check()(_suite_project(project, port), "127.0.0.1")
 
 
 # ---- secrets.rotate -------------------------------------------------------------------
