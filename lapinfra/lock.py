@@ -125,12 +125,9 @@ def bounded_wait(wait) -> float:
 
 def waited_for(first: dict | None, holder: dict, seconds: float, wait: float) -> str:
     """What a lock that gave up waited for: how long, and for whom (the holders, when it changed hands)."""
-    if not wait:
+    if not wait or first is None or first.get("raw") == holder.get("raw"):
         return ""
-    text = f"Waited {seconds:.0f}s of --lock-wait {wait:g}"
-    if first is not None and first.get("raw") != holder.get("raw"):
-        return text + f" for {describe(first)}, which handed it on to the one above. "
-    return text + " for it. "
+    return f"It waited {seconds:.0f}s, first for {describe(first)}, which handed the lock on. "
 
 
 # ---- the file on the master ---------------------------------------------------------

@@ -296,7 +296,8 @@ def test_lock_wait_gives_up_at_its_bound_saying_for_whom_it_waited():
         with env_lock(store, wait=7, clock=clock):
             pass
     text = str(refused.value)
-    assert "Waited 7s of --lock-wait 7 for it" in text and "bob@ws" in text and "invoke deploy --env=staging" in text
+    assert "is locked by it (waited 7s)" in text and "bob@ws" in text and "invoke deploy --env=staging" in text
+    assert "--lock-wait SECONDS to wait longer" in text and "handed" not in text
     assert clock.now == 7 and store.creates == len(clock.slept) + 1 and max(clock.slept) <= lock.POLL_SECONDS
 
 
@@ -308,7 +309,7 @@ def test_lock_wait_names_both_holders_when_the_lock_changed_hands_meanwhile():
             pass
     text = str(refused.value)
     assert "another deploy by alice@ws2 (pid 77" in text
-    assert "Waited 10s of --lock-wait 10 for deploy by bob@ws (pid 4242" in text and "handed it on" in text
+    assert "It waited 10s, first for deploy by bob@ws (pid 4242" in text and "handed the lock on" in text
 
 
 @pytest.mark.parametrize("wait", ["inf", "nan", -1, 10 ** 9, "soon"])
