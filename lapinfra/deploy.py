@@ -20,8 +20,9 @@ from __future__ import annotations
 import contextlib
 import getpass
 import hashlib
-import io
 import json
+import posixpath
+import secrets as pysecrets
 import shlex
 import time
 from dataclasses import dataclass, field
@@ -69,8 +70,18 @@ class MasterSession(contextlib.ExitStack):
         return {"username": self.env.registry.user, "password": self.p.secrets.registry_password.reveal()}
 
     # ---- files on the node --------------------------------------------------
+    def run(self, command: str, **kw):
+        """A short command on the node (a file read, a mkdir): an error after COMMAND_SECONDS, not a hang."""
+        from invoke.exceptions import CommandTimedOut
+
+        try:
+            return self.conn.run(command, hide=True, timeout=COMMAND_SECONDS, **kw)
+        except CommandTimedOut:
+            raise LapinfraError(f"{self.env.master.name} did not finish `{command[:80]}` within {COMMAND_SECONDS}s "
+                                f"(is it overloaded or unreachable?)") from None
+
     def remote_hashes(self, folder: str) -> dict[str, str]:
-        out = self.conn.run(f"mkdir -p {folder} && cd {folder} && find . -type f -exec sha256sum {{}} +", hide=True).stdout
+        out = self.run(f"mkdir -p {folder} && cd {folder} && find . -name '{ASIDE}*' -prune -o -type f -exec sha256sum {{}} +").stdout
         return {line.split(None, 1)[1].strip()[2:]: line.split()[0] for line in out.splitlines() if line.strip()}
 
     def sync(self, files: dict[str, bytes], folder: str, mode: int = 0o644) -> list[str]:
@@ -80,9 +91,8 @@ class MasterSession(contextlib.ExitStack):
         changed = []
         for rel, data in sorted(files.items()):
             if remote.get(rel) != hashlib.sha256(data).hexdigest():
-                self.conn.run(f"mkdir -p {folder}/{Path(rel).parent}", hide=True)
-                sftp.putfo(io.BytesIO(data), f"{folder}/{rel}")
-                sftp.chmod(f"{folder}/{rel}", mode)
+                self.run(f"mkdir -p {folder}/{Path(rel).parent}")
+                write_file(sftp, f"{folder}/{rel}", data, mode)
                 changed.append(rel)
         for rel in sorted(set(remote) - set(files)):
             sftp.remove(f"{folder}/{rel}")
@@ -90,19 +100,17 @@ class MasterSession(contextlib.ExitStack):
         return changed
 
     def put(self, path: str, data: bytes, mode: int = 0o600) -> None:
-        """Write one file atomically (write aside, then rename)."""
-        self.conn.run(f"mkdir -p {Path(path).parent}", hide=True)
-        self.conn.sftp().putfo(io.BytesIO(data), f"{path}.new")
-        self.conn.sftp().chmod(f"{path}.new", mode)
-        self.conn.run(f"mv -f {path}.new {path}", hide=True)
+        """Write one file atomically (write aside, then rename), with ``mode`` from its first byte."""
+        self.run(f"mkdir -p {Path(path).parent}")
+        write_file(self.conn.sftp(), path, data, mode)
 
     def read_json(self, path: str) -> dict | None:
-        result = self.conn.run(f"cat {path}", hide=True, warn=True)
+        result = self.run(f"cat {path}", warn=True)
         return json.loads(result.stdout) if result.ok and result.stdout.strip() else None
 
     def read_jsonl(self, path: str) -> list[dict]:
         """A JSON-lines log on the node (an absent file is empty; a torn last line is skipped)."""
-        result = self.conn.run(f"cat {path}", hide=True, warn=True)
+        result = self.run(f"cat {path}", warn=True)
         out = []
         for line in result.stdout.splitlines() if result.ok else []:
             with contextlib.suppress(json.JSONDecodeError):
@@ -111,9 +119,38 @@ class MasterSession(contextlib.ExitStack):
 
     def append_jsonl(self, path: str, entry: dict) -> None:
         """Append one line to a JSON-lines log on the node (O_APPEND: lines never interleave)."""
-        self.conn.run(f"mkdir -p {Path(path).parent}", hide=True)
+        self.run(f"mkdir -p {Path(path).parent}")
         with self.conn.sftp().open(path, "a") as f:
             f.write(json.dumps(entry, sort_keys=True) + "\n")
+
+
+# The bound of MasterSession.run: a file read or a mkdir takes a second, not minutes.
+COMMAND_SECONDS = 120
+
+# The folder write_file writes in, beside its target (a killed deploy may leave one; sync ignores it).
+ASIDE = ".lapinfra-new-"
+
+
+def write_file(sftp, path: str, data: bytes, mode: int) -> None:
+    """Replace ``path`` on the node with ``data`` at ``mode``, never readable by anyone else
+    on the way: sftp creates files with the server's default mode (0644), so the file is
+    made in a folder of its own created 0700 beside ``path`` (mkdir takes the mode at once,
+    nobody but root can open what is inside), set to ``mode`` before its first byte, then
+    renamed onto ``path`` (atomic: a reader sees the old file or the new one)."""
+    parent, name = posixpath.split(path)
+    aside = posixpath.join(parent, f"{ASIDE}{pysecrets.token_hex(6)}")
+    tmp = posixpath.join(aside, name)
+    sftp.mkdir(aside, 0o700)
+    try:
+        with sftp.open(tmp, "wb") as f:
+            f.chmod(mode)
+            f.write(data)
+        sftp.posix_rename(tmp, path)
+    finally:
+        with contextlib.suppress(OSError):
+            sftp.remove(tmp)          # only there when the rename did not happen
+        with contextlib.suppress(OSError):
+            sftp.rmdir(aside)
 
 
 # ---- stop ---------------------------------------------------------------------------
@@ -425,6 +462,8 @@ def release_record(project, release: str, images: dict, files: dict[str, bytes])
     from .backup import write_backup_known_hosts
 
     write_backup_known_hosts(project)   # a secret of the backup container, part of its config hash
+    if not project.secrets.path(GIT_KNOWN_HOSTS).exists():
+        write_git_known_hosts(project, None)   # infra_cd's, pinned from the master by upload_secrets
     return {
         "release": release,
         "images": {n: {"repository": f"infra/{release}/{n}", "id": img.id} for n, img in images.items()},
@@ -441,6 +480,7 @@ def push_release(s: "MasterSession", project, record: dict, images: dict, files:
     with reporter.step("upload config, secrets and the registry CA"):
         result.config_changed = s.sync(files, svc.ENV_DIR)
         upload_secrets(s, project, svc.services(env))
+        record["config"] = config_hashes(project, files)   # the git host key it pinned counts for infra_cd
     seed(s, project)
     ensure_network(s.docker)
     kwargs = svc.run_kwargs(svc.by_name(env, "registry"), "infra/registry", env, record["config"]["registry"], images["registry"].id)
@@ -464,16 +504,65 @@ def _host_image(host, tag: str):
         raise LapinfraError(f"image {tag} is missing: run `invoke build`") from None
 
 
+# The git server's host key as the CD server's known_hosts (images/cd/entrypoint.sh pins
+# /run/secrets/git.known_hosts when it is there). The key is the git container's own, made
+# at its first start: until then the file is empty, not handed over, and the CD server
+# trusts the first key it sees, as before; every deploy after that pins it.
+GIT_HOST_KEY = f"{svc.DATA}/git/ssh/ssh_host_ed25519_key.pub"
+GIT_KNOWN_HOSTS = "git_known_hosts"
+GIT_HOST = "infra_git"          # the CD server's repository URL: ssh://git@infra_git:22/<repository>
+OPTIONAL_SECRETS = (GIT_KNOWN_HOSTS,)   # handed over only when known (not empty)
+
+
+def git_known_hosts_line(public_key: str, host: str = GIT_HOST, port: int = 22) -> str:
+    """One known_hosts line for an OpenSSH public key file's content ("" for anything else)."""
+    parts = public_key.split()
+    if len(parts) < 2 or not (parts[0].startswith("ssh-") or parts[0].startswith("ecdsa-")):
+        return ""
+    import base64
+    import binascii
+
+    try:
+        base64.b64decode(parts[1], validate=True)
+    except binascii.Error:
+        return ""
+    return f"{host if port == 22 else f'[{host}]:{port}'} {parts[0]} {parts[1]}\n"
+
+
+def write_git_known_hosts(project, public_key: str | None) -> bool:
+    """secrets/<env>/git_known_hosts from the git server's public key (None: not made yet, an
+    empty file); True when its content changed."""
+    content = git_known_hosts_line(public_key or "")
+    path = project.secrets.path(GIT_KNOWN_HOSTS)
+    if path.exists() and path.read_text() == content:
+        return False
+    project.secrets._write(GIT_KNOWN_HOSTS, content)
+    return True
+
+
+def pin_git_host_key(s: MasterSession, project) -> bool:
+    """Read the git container's host key on the master into git_known_hosts; True when it changed."""
+    found = s.run(f"cat {GIT_HOST_KEY}", warn=True)
+    return write_git_known_hosts(project, found.stdout if found.ok else None)
+
+
 def upload_secrets(s: MasterSession, project, services) -> None:
     """Each service's secrets into /data/secrets/<name> (0600), and the registry CA for the engine."""
     from .backup import write_backup_known_hosts
 
     write_backup_known_hosts(project)
+    if any(GIT_KNOWN_HOSTS in service.secrets.values() for service in services):
+        pin_git_host_key(s, project)
     for service in services:
         if service.secrets:
-            files = {dest: project.secrets.path(src).read_bytes() for dest, src in service.secrets.items()}
+            files = {dest: project.secrets.path(src).read_bytes() for dest, src in service.secrets.items()
+                     if src not in OPTIONAL_SECRETS or _known(project.secrets.path(src))}
             s.sync(files, f"{svc.SECRETS_DIR}/{service.name}", mode=0o600)
     s.sync({"ca.crt": project.secrets.path("ca.crt").read_bytes()}, f"/etc/docker/certs.d/{s.registry_host}")
+
+
+def _known(path: Path) -> bool:
+    return path.is_file() and path.stat().st_size > 0
 
 
 def seed_tags(env) -> list[str]:
