@@ -23,6 +23,7 @@ import json
 import shlex
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from . import apps, ddns, records, services as svc, swarm
 from .backuptool import recover_interrupted
@@ -33,7 +34,7 @@ from .images import host_image
 from .nodes import write_backup_known_hosts
 # the session and the registry client, where they were before lapinfra/session.py and lapinfra/registry.py
 from .registry import MANIFEST_V2, copy_in_registry, push, push_image, registry_has, wait_registry  # noqa: F401
-from .session import MasterSession, named_networks
+from .session import ASIDE, COMMAND_SECONDS, MasterSession, named_networks, write_file  # noqa: F401
 
 
 # ---- stop ---------------------------------------------------------------------------
@@ -324,6 +325,8 @@ def host_images(project) -> dict:
 
 def release_record(project, release: str, images: dict, files: dict[str, bytes]) -> dict:
     write_backup_known_hosts(project)   # a secret of the backup container, part of its config hash
+    if not project.secrets.path(GIT_KNOWN_HOSTS).exists():
+        write_git_known_hosts(project, None)   # infra_cd's, pinned from the master by upload_secrets
     return {
         "release": release,
         "images": {n: {"repository": f"infra/{release}/{n}", "id": img.id} for n, img in images.items()},
@@ -340,6 +343,7 @@ def push_release(s: "MasterSession", project, record: dict, images: dict, files:
     with reporter.step("upload config, secrets and the registry CA"):
         result.config_changed = s.sync(files, svc.ENV_DIR)
         upload_secrets(s, project, svc.services(env))
+        record["config"] = config_hashes(project, files)   # the git host key it pinned counts for infra_cd
     seed(s, project)
     ensure_network(s.docker)
     kwargs = svc.run_kwargs(svc.by_name(env, "registry"), "infra/registry", env, record["config"]["registry"], images["registry"].id)
@@ -354,14 +358,63 @@ def activate(s: "MasterSession", record: dict, reporter) -> dict[str, str]:
     return start_services(s, record, reporter)
 
 
+# The git server's host key as the CD server's known_hosts (images/cd/entrypoint.sh pins
+# /run/secrets/git.known_hosts when it is there). The key is the git container's own, made
+# at its first start: until then the file is empty, not handed over, and the CD server
+# trusts the first key it sees, as before; every deploy after that pins it.
+GIT_HOST_KEY = f"{svc.DATA}/git/ssh/ssh_host_ed25519_key.pub"
+GIT_KNOWN_HOSTS = "git_known_hosts"
+GIT_HOST = "infra_git"          # the CD server's repository URL: ssh://git@infra_git:22/<repository>
+OPTIONAL_SECRETS = (GIT_KNOWN_HOSTS,)   # handed over only when known (not empty)
+
+
+def git_known_hosts_line(public_key: str, host: str = GIT_HOST, port: int = 22) -> str:
+    """One known_hosts line for an OpenSSH public key file's content ("" for anything else)."""
+    parts = public_key.split()
+    if len(parts) < 2 or not (parts[0].startswith("ssh-") or parts[0].startswith("ecdsa-")):
+        return ""
+    import base64
+    import binascii
+
+    try:
+        base64.b64decode(parts[1], validate=True)
+    except binascii.Error:
+        return ""
+    return f"{host if port == 22 else f'[{host}]:{port}'} {parts[0]} {parts[1]}\n"
+
+
+def write_git_known_hosts(project, public_key: str | None) -> bool:
+    """secrets/<env>/git_known_hosts from the git server's public key (None: not made yet, an
+    empty file); True when its content changed."""
+    content = git_known_hosts_line(public_key or "")
+    path = project.secrets.path(GIT_KNOWN_HOSTS)
+    if path.exists() and path.read_text() == content:
+        return False
+    project.secrets._write(GIT_KNOWN_HOSTS, content)
+    return True
+
+
+def pin_git_host_key(s: MasterSession, project) -> bool:
+    """Read the git container's host key on the master into git_known_hosts; True when it changed."""
+    found = s.run(f"cat {GIT_HOST_KEY}", warn=True)
+    return write_git_known_hosts(project, found.stdout if found.ok else None)
+
+
 def upload_secrets(s: MasterSession, project, services) -> None:
     """Each service's secrets into /data/secrets/<name> (0600), and the registry CA for the engine."""
     write_backup_known_hosts(project)
+    if any(GIT_KNOWN_HOSTS in service.secrets.values() for service in services):
+        pin_git_host_key(s, project)
     for service in services:
         if service.secrets:
-            files = {dest: project.secrets.path(src).read_bytes() for dest, src in service.secrets.items()}
+            files = {dest: project.secrets.path(src).read_bytes() for dest, src in service.secrets.items()
+                     if src not in OPTIONAL_SECRETS or _known(project.secrets.path(src))}
             s.sync(files, f"{svc.SECRETS_DIR}/{service.name}", mode=0o600)
     s.sync({"ca.crt": project.secrets.path("ca.crt").read_bytes()}, f"/etc/docker/certs.d/{s.registry_host}")
+
+
+def _known(path: Path) -> bool:
+    return path.is_file() and path.stat().st_size > 0
 
 
 def seed_tags(env) -> list[str]:

@@ -42,6 +42,8 @@ LOCK = "/var/lib/lapinfra/deploy.lock"      # outside /data: a restore never bri
 HEARTBEAT_SECONDS = 10
 STALE_SECONDS = 60
 POLL_SECONDS = 2.0
+COMMAND_SECONDS = 30         # each command on the lock file: a master that stops answering is an error, not a hang
+MAX_WAIT_SECONDS = 24 * 3600  # the longest --lock-wait
 MACHINE_ID_FILES = ("/etc/machine-id", "/var/lib/dbus/machine-id")
 BOOT_ID_FILE = "/proc/sys/kernel/random/boot_id"
 
@@ -109,6 +111,26 @@ def describe(holder: dict) -> str:
     return text + (f": `{holder['command']}`" if holder.get("command") else "")
 
 
+def bounded_wait(wait) -> float:
+    """--lock-wait as seconds: 0 (refuse at once) up to MAX_WAIT_SECONDS; anything else is refused."""
+    import math
+
+    try:
+        seconds = float(wait or 0)
+    except (TypeError, ValueError):
+        seconds = math.nan
+    if not 0 <= seconds <= MAX_WAIT_SECONDS:      # also NaN and infinity
+        raise LapinfraError(f"--lock-wait {wait}: give the seconds to wait for the lock, 0 to {MAX_WAIT_SECONDS}")
+    return seconds
+
+
+def waited_for(first: dict | None, holder: dict, seconds: float, wait: float) -> str:
+    """What a lock that gave up waited for: how long, and for whom (the holders, when it changed hands)."""
+    if not wait or first is None or first.get("raw") == holder.get("raw"):
+        return ""
+    return f"It waited {seconds:.0f}s, first for {describe(first)}, which handed the lock on. "
+
+
 # ---- the file on the master ---------------------------------------------------------
 
 class RemoteLockFile:
@@ -119,7 +141,13 @@ class RemoteLockFile:
         self.error = ""      # why the last create failed, when no lock was in the way
 
     def _run(self, command: str):
-        return self.conn.run(command, hide=True, warn=True)
+        from invoke.exceptions import CommandTimedOut
+
+        try:
+            return self.conn.run(command, hide=True, warn=True, timeout=COMMAND_SECONDS)
+        except CommandTimedOut:
+            raise LapinfraError(f"the master did not answer within {COMMAND_SECONDS}s about its lock file "
+                                f"{self.path} (is it overloaded or unreachable?)") from None
 
     def create(self, content: str) -> bool:
         """Write ``content`` only if no lock exists (O_EXCL); True when it is now ours."""
@@ -173,7 +201,7 @@ class EnvLock:
                  me: Identity | None = None, clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep, heartbeat: float = HEARTBEAT_SECONDS):
         self.store, self.env, self.reporter, self.purpose = store, env, reporter, purpose
-        self.wait, self.clock, self.sleep, self.heartbeat = max(0.0, float(wait or 0)), clock, sleep, heartbeat
+        self.wait, self.clock, self.sleep, self.heartbeat = bounded_wait(wait), clock, sleep, heartbeat
         self.me = me or local_identity()
         self.info = {"purpose": purpose, "by": self.me.by, "host": self.me.host, "pid": self.me.pid,
                      "machine_id": self.me.machine_id, "boot_id": self.me.boot_id,
@@ -211,8 +239,9 @@ class EnvLock:
         return self
 
     def _acquire(self) -> None:
-        deadline = self.clock() + self.wait
-        vanished, said_waiting = 0, False
+        began = self.clock()
+        deadline = began + self.wait
+        vanished, said_waiting, first = 0, False, None
         while True:
             if self.store.create(self.content):
                 return
@@ -227,12 +256,14 @@ class EnvLock:
                 raise LapinfraError(
                     f"{self.env} is locked by a stale {describe(holder)}: {holder['stale']}. "
                     f"Check that no such command runs, then break it with `invoke unlock --env={self.env}`")
+            first = first or holder
             left = deadline - self.clock()
             if left <= 0:
                 waited = f" (waited {self.wait:g}s)" if self.wait else ""
                 raise LapinfraError(
                     f"{self.env} is being changed by another {describe(holder)} (heartbeat {holder['age']}s ago): "
-                    f"{self.env} is locked by it{waited}. Wait for it to finish, or give --lock-wait SECONDS to wait")
+                    f"{self.env} is locked by it{waited}. " + waited_for(first, holder, self.clock() - began, self.wait)
+                    + "Wait for it to finish, or give --lock-wait SECONDS to wait" + (" longer" if self.wait else ""))
             if self.wait and not said_waiting:
                 said_waiting = True
                 self.reporter.info(f"{self.env} is locked by {describe(holder)}: waiting up to {self.wait:g}s")

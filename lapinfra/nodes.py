@@ -35,6 +35,7 @@ from .errors import LapinfraError, NodeError
 HOST_KEY_PUB = "/data/lapinfra/ssh/ssh_host_ed25519_key.pub"  # kept on /data: survives node recreation
 VM_HOST_KEY_PUB = "/etc/ssh/ssh_host_ed25519_key.pub"          # a VM's own, on its disk
 DOCKER_API_PORT = 2375  # the node's engine, bound to the node's loopback only
+CONNECT_SECONDS = 10    # TCP connect, the SSH banner, the login: each bounded (Nodes.connect)
 CHECKOUT_LABEL = "lapinfra.checkout"  # on a container node: the checkout whose Vagrant made it (Vagrantfile.j2)
 BACKUP_REPOSITORY = "/data/restic"    # on the backup node (images/backup/lapbackup reaches it over sftp)
 
@@ -524,10 +525,13 @@ class Nodes:
         if ip is None or not self.known_hosts.exists() or f"{node.ssh_host} " not in self.known_hosts.read_text():
             raise NodeError(f"no pinned host key for {node.name} ({ip or 'not running'}) in {self.known_hosts}: is the node up? (`invoke node.up --env={self.env.name}`)")
         conn = Connection(
-            ip, port=node.admin_port, user="root", connect_timeout=10,
+            ip, port=node.admin_port, user="root", connect_timeout=CONNECT_SECONDS,
             # commands on nodes never read the workstation's stdin (also under pytest or CI)
             config=Config(overrides={"run": {"in_stream": False}}),
-            connect_kwargs={"key_filename": str(self.p.secrets.path("admin_ed25519")), "look_for_keys": False, "allow_agent": False},
+            # a node that takes the TCP connection but never says hello (or never answers the
+            # login) is an error after CONNECT_SECONDS too, not a hang
+            connect_kwargs={"key_filename": str(self.p.secrets.path("admin_ed25519")), "look_for_keys": False, "allow_agent": False,
+                            "banner_timeout": CONNECT_SECONDS, "auth_timeout": CONNECT_SECONDS},
         )
         conn.client = paramiko.SSHClient()
         conn.client.load_host_keys(str(self.known_hosts))

@@ -26,6 +26,7 @@ the audit log only: they are where releases are tried first.
 """
 from __future__ import annotations
 
+import contextlib
 import difflib
 import shlex
 import tempfile
@@ -119,31 +120,106 @@ def safety_snapshot(s: MasterSession, project, purpose: str) -> str | None:
 
 # ---- the git repository ---------------------------------------------------------
 
-def push_git(s: MasterSession, project) -> str | None:
+BRANCH = "master"     # the target's productive version in its infrastructure repository
+
+
+def push_git(s: MasterSession, project, force: bool = False, entry: dict | None = None) -> str | None:
     """Push HEAD to the target's infrastructure repository (branch ``master``, the
-    productive version, and tag ``deployed-<commit>``); None when its git server is not up yet."""
+    productive version, and tag ``deployed-<commit>``); None when its git server is not up yet.
+
+    The branch only moves forward: when it holds commits HEAD lacks, the push is refused
+    (naming both commits) unless ``force``, which is warned and recorded in ``entry``."""
     import git
 
-    host_key = s.conn.run(f"cat {svc.DATA}/git/ssh/ssh_host_ed25519_key.pub", hide=True, warn=True)
+    with git_remote(s, project) as remote:
+        if remote is None:
+            return None
+        url, git_env = remote
+        repo = git.Repo(project.root)
+        forced = push_head(repo, url, git_env, force=force, reporter=project.reporter)
+    if forced and entry is not None:
+        entry["git_forced_over"] = forced
+    return repo.head.commit.hexsha[:12]
+
+
+@contextlib.contextmanager
+def git_remote(s: MasterSession, project):
+    """(url, environment for git) of the target's git server, its host key pinned; None when it is not up."""
+    host_key = s.conn.run(f"cat {svc.DATA}/git/ssh/ssh_host_ed25519_key.pub", hide=True, warn=True, timeout=30)
     running = [c for c in s.docker.containers.list(filters={"name": "infra_git"}) if c.name == "infra_git"]
     if host_key.failed or not running:
-        return None
+        yield None
+        return
     env = project.env
-    repo = git.Repo(project.root)
-    commit = repo.head.commit.hexsha[:12]
     with tempfile.TemporaryDirectory(prefix="lapinfra-git-") as tmp:
         known = Path(tmp) / "known_hosts"
         known.write_text(f"{env.master.ip} {' '.join(host_key.stdout.split()[:2])}\n")
         ssh = ["ssh", "-i", str(project.secrets.path("admin_ed25519")), "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
                "-o", f"UserKnownHostsFile={known}", "-o", "GlobalKnownHostsFile=/dev/null",
-               "-o", "StrictHostKeyChecking=yes", "-o", "ConnectTimeout=20"]
-        url = f"git@{env.master.ip}:{env.cd.repository}"
-        try:
-            repo.git.push(url, "+HEAD:refs/heads/master", f"+HEAD:refs/tags/deployed-{commit}",
-                          env={"GIT_SSH_COMMAND": shlex.join(ssh), "GIT_TERMINAL_PROMPT": "0"})
-        except git.GitCommandError as exc:
-            raise LapinfraError(f"git push to {url} failed: {exc.stderr.strip()[-400:]}") from None
-    return commit
+               "-o", "StrictHostKeyChecking=yes", "-o", "ConnectTimeout=20", "-o", "ServerAliveInterval=15",
+               "-o", "ServerAliveCountMax=4"]
+        yield f"git@{env.master.ip}:{env.cd.repository}", {"GIT_SSH_COMMAND": shlex.join(ssh), "GIT_TERMINAL_PROMPT": "0"}
+
+
+def overwritten(repo, target: str | None) -> bool:
+    """Would moving the branch from ``target`` (its commit, None: no such branch) to HEAD lose
+    commits? True unless ``target`` is HEAD or one of its ancestors (a fast-forward)."""
+    import git
+
+    if not target or target == repo.head.commit.hexsha:
+        return False
+    try:
+        return not repo.is_ancestor(target, repo.head.commit.hexsha)
+    except (git.GitCommandError, ValueError):    # not even here: HEAD cannot contain it
+        return True
+
+
+def lost_commit(repo, url: str, git_env: dict, force: bool = False, branch: str = BRANCH) -> str | None:
+    """The commit of ``branch`` on ``url`` that pushing HEAD there would drop (None: a fast-forward,
+    or no such branch yet); LapinfraError naming both commits when there is one, unless ``force``."""
+    import git
+
+    try:
+        listed = repo.git.ls_remote(url, f"refs/heads/{branch}", env=git_env)
+    except git.GitCommandError as exc:
+        raise LapinfraError(f"git ls-remote of {url} failed: {exc.stderr.strip()[-400:]}") from None
+    target = listed.split()[0] if listed.strip() else None
+    if not overwritten(repo, target):
+        return None
+    if not force:
+        raise LapinfraError(
+            f"git push to {url} refused: its branch {branch} is at {target[:12]}, which this checkout's HEAD "
+            f"({repo.head.commit.hexsha[:12]}) does not contain: pushing would drop its commits. Merge or rebase "
+            f"onto it (`git fetch {url} {branch}`), or give --force to push over it (warned and recorded)")
+    return target
+
+
+def push_head(repo, url: str, git_env: dict, force: bool = False, reporter=None, branch: str = BRANCH) -> str | None:
+    """Push HEAD to ``branch`` of ``url`` and tag it ``deployed-<commit>``, as a fast-forward only
+    unless ``force``; the target's commit that was pushed over (None: nothing was lost)."""
+    import git
+
+    commit = repo.head.commit.hexsha[:12]
+    lost = lost_commit(repo, url, git_env, force, branch)
+    if lost and reporter is not None:
+        reporter.warn(f"--force: branch {branch} of {url} at {lost[:12]} is pushed over by {commit} "
+                      f"(its commits stay reachable by their id only); recorded")
+    # without --force a plain push: git itself refuses a branch that moved since the check
+    refspec = f"{'+' if lost else ''}HEAD:refs/heads/{branch}"
+    try:
+        repo.git.push(url, refspec, f"+HEAD:refs/tags/deployed-{commit}", env=git_env)
+    except git.GitCommandError as exc:
+        raise LapinfraError(f"git push to {url} failed: {exc.stderr.strip()[-400:]}") from None
+    return lost
+
+
+def check_git(s: MasterSession, project, force: bool = False) -> None:
+    """Refuse a deploy, before anything changes, whose git push would drop the target's commits."""
+    import git
+
+    with git_remote(s, project) as remote:
+        if remote is not None:
+            lost_commit(git.Repo(project.root), *remote, force=force)
 
 
 # ---- deploy ---------------------------------------------------------------------
@@ -175,6 +251,7 @@ def deploy(project, force: bool = False) -> DeployResult:
         backup.recover_interrupted(s, project)   # an interrupted restore: finished or undone first
         previous = (s.read_json(RELEASE) or {}).get("release")
         entry["previous"] = previous
+        check_git(s, project, force)   # a push that would drop the target's commits: refused before any change
         step = Step()
         suite_run = None      # the verification run recorded on the target, for the status page
         try:
@@ -185,12 +262,12 @@ def deploy(project, force: bool = False) -> DeployResult:
             step("push images")
             push_release(s, project, record, images, files, result)
             step("git push")
-            git_commit = push_git(s, project)
+            git_commit = push_git(s, project, force, entry)
             step("start containers")
             result.containers.update(activate(s, record, rep))
             if git_commit is None:
                 step("git push")
-                git_commit = push_git(s, project)
+                git_commit = push_git(s, project, force, entry)
             entry["git"] = git_commit
             if gated:
                 step("verification suite")

@@ -73,7 +73,7 @@ def services(env) -> list[Service]:
         Service("git", ports={"22/tcp": (ip, 22)}, secrets={"admin.pub": "admin_ed25519.pub", "cd.pub": "cd_ed25519.pub"}),
         Service("trac", http=8000, freeze=("env/db",)),
         Service("cd", http=8010, secrets={"git.key": "cd_ed25519", "worker.password": "cd.worker-password",
-                                          "admin.password": "cd.admin-password"},
+                                          "admin.password": "cd.admin-password", "git.known_hosts": "git_known_hosts"},
                 freeze=("master/state.sqlite*",)),
         Service("cache", ports={"3142/tcp": (ip, 3124)}, secrets={"admin.password": "cache.password"}),
         Service("maven", "repository", http=80, secrets={"htpasswd": "maven.htpasswd"}),

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import json
+import posixpath
+import secrets as pysecrets
 from pathlib import Path
 
+from .errors import LapinfraError
 from .nodes import DOCKER_API_PORT, Nodes
 from .tunnel import Tunnel
 
@@ -48,8 +50,18 @@ class MasterSession(contextlib.ExitStack):
         return {"username": self.env.registry.user, "password": self.p.secrets.registry_password.reveal()}
 
     # ---- files on the node --------------------------------------------------
+    def run(self, command: str, **kw):
+        """A short command on the node (a file read, a mkdir): an error after COMMAND_SECONDS, not a hang."""
+        from invoke.exceptions import CommandTimedOut
+
+        try:
+            return self.conn.run(command, hide=True, timeout=COMMAND_SECONDS, **kw)
+        except CommandTimedOut:
+            raise LapinfraError(f"{self.env.master.name} did not finish `{command[:80]}` within {COMMAND_SECONDS}s "
+                                f"(is it overloaded or unreachable?)") from None
+
     def remote_hashes(self, folder: str) -> dict[str, str]:
-        out = self.conn.run(f"mkdir -p {folder} && cd {folder} && find . -type f -exec sha256sum {{}} +", hide=True).stdout
+        out = self.run(f"mkdir -p {folder} && cd {folder} && find . -name '{ASIDE}*' -prune -o -type f -exec sha256sum {{}} +").stdout
         return {line.split(None, 1)[1].strip()[2:]: line.split()[0] for line in out.splitlines() if line.strip()}
 
     def sync(self, files: dict[str, bytes], folder: str, mode: int = 0o644) -> list[str]:
@@ -59,9 +71,8 @@ class MasterSession(contextlib.ExitStack):
         changed = []
         for rel, data in sorted(files.items()):
             if remote.get(rel) != hashlib.sha256(data).hexdigest():
-                self.conn.run(f"mkdir -p {folder}/{Path(rel).parent}", hide=True)
-                sftp.putfo(io.BytesIO(data), f"{folder}/{rel}")
-                sftp.chmod(f"{folder}/{rel}", mode)
+                self.run(f"mkdir -p {folder}/{Path(rel).parent}")
+                write_file(sftp, f"{folder}/{rel}", data, mode)
                 changed.append(rel)
         for rel in sorted(set(remote) - set(files)):
             sftp.remove(f"{folder}/{rel}")
@@ -69,19 +80,17 @@ class MasterSession(contextlib.ExitStack):
         return changed
 
     def put(self, path: str, data: bytes, mode: int = 0o600) -> None:
-        """Write one file atomically (write aside, then rename)."""
-        self.conn.run(f"mkdir -p {Path(path).parent}", hide=True)
-        self.conn.sftp().putfo(io.BytesIO(data), f"{path}.new")
-        self.conn.sftp().chmod(f"{path}.new", mode)
-        self.conn.run(f"mv -f {path}.new {path}", hide=True)
+        """Write one file atomically (write aside, then rename), with ``mode`` from its first byte."""
+        self.run(f"mkdir -p {Path(path).parent}")
+        write_file(self.conn.sftp(), path, data, mode)
 
     def read_json(self, path: str) -> dict | None:
-        result = self.conn.run(f"cat {path}", hide=True, warn=True)
+        result = self.run(f"cat {path}", warn=True)
         return json.loads(result.stdout) if result.ok and result.stdout.strip() else None
 
     def read_jsonl(self, path: str) -> list[dict]:
         """A JSON-lines log on the node (an absent file is empty; a torn last line is skipped)."""
-        result = self.conn.run(f"cat {path}", hide=True, warn=True)
+        result = self.run(f"cat {path}", warn=True)
         out = []
         for line in result.stdout.splitlines() if result.ok else []:
             with contextlib.suppress(json.JSONDecodeError):
@@ -90,9 +99,38 @@ class MasterSession(contextlib.ExitStack):
 
     def append_jsonl(self, path: str, entry: dict) -> None:
         """Append one line to a JSON-lines log on the node (O_APPEND: lines never interleave)."""
-        self.conn.run(f"mkdir -p {Path(path).parent}", hide=True)
+        self.run(f"mkdir -p {Path(path).parent}")
         with self.conn.sftp().open(path, "a") as f:
             f.write(json.dumps(entry, sort_keys=True) + "\n")
+
+
+# The bound of MasterSession.run: a file read or a mkdir takes a second, not minutes.
+COMMAND_SECONDS = 120
+
+# The folder write_file writes in, beside its target (a killed deploy may leave one; sync ignores it).
+ASIDE = ".lapinfra-new-"
+
+
+def write_file(sftp, path: str, data: bytes, mode: int) -> None:
+    """Replace ``path`` on the node with ``data`` at ``mode``, never readable by anyone else
+    on the way: sftp creates files with the server's default mode (0644), so the file is
+    made in a folder of its own created 0700 beside ``path`` (mkdir takes the mode at once,
+    nobody but root can open what is inside), set to ``mode`` before its first byte, then
+    renamed onto ``path`` (atomic: a reader sees the old file or the new one)."""
+    parent, name = posixpath.split(path)
+    aside = posixpath.join(parent, f"{ASIDE}{pysecrets.token_hex(6)}")
+    tmp = posixpath.join(aside, name)
+    sftp.mkdir(aside, 0o700)
+    try:
+        with sftp.open(tmp, "wb") as f:
+            f.chmod(mode)
+            f.write(data)
+        sftp.posix_rename(tmp, path)
+    finally:
+        with contextlib.suppress(OSError):
+            sftp.remove(tmp)          # only there when the rename did not happen
+        with contextlib.suppress(OSError):
+            sftp.rmdir(aside)
 
 
 def named_networks(client, name: str) -> list:

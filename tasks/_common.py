@@ -91,7 +91,7 @@ def project(env: str | None) -> "Project":
         raise ConfigError(exc.file, "$LAPINFRA_ENV", exc.message, exc.line) from None
 
 
-LOCK_WAIT_HELP = ("seconds to wait for another command that changes the environment (default 0: "
+LOCK_WAIT_HELP = ("seconds to wait for another command that changes the environment, at most 86400 (default 0: "
                   "refuse at once, naming it)")
 YES_HELP = "confirm without asking (a protected environment asks on a terminal and refuses without --yes elsewhere)"
 

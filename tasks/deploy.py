@@ -18,18 +18,22 @@ def _report(p, result) -> None:
                     + ("; verified" if result.verified else ""))
 
 
-@task(pre=[build, render], help={"force": "skip the gate (deploy images not verified on the source environment); recorded",
+@task(pre=[build, render], help={"force": "skip the gate (deploy images not verified on the source environment), and push "
+                                           "over the target's git branch when it has commits HEAD lacks; warned and recorded",
                                   "lock_wait": LOCK_WAIT_HELP})
 def deploy(c, env=None, force=False, lock_wait=0):
     """Deploy the built release: gate, lock, snapshot, push, git, start, verify; roll back on failure.
 
     Builds and renders first. An environment with `promoted_from` only takes images
     the suite passed on that environment (the gate; --force skips it, recorded).
+    The target's git branch master only moves forward: a checkout that lacks its
+    commits is refused before anything changes (--force pushes over them, recorded).
     Undo: `invoke rollback` (docs/undo.md).
 
     Examples:
       invoke deploy --env=staging
       invoke build test deploy --env=staging --yes
+      invoke deploy --env=staging --force     (images not verified on test; git pushed over)
     """
     from lapinfra import promote
 

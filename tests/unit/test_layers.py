@@ -47,6 +47,8 @@ LAYERS = {
     "images": "local",
     "base": "local",
     "secrets": "local",
+    "certs": "local",
+    "rotate": "local",
     "render": "local",
     "configdoc": "local",
     "project": "local",

@@ -2,6 +2,7 @@
 against a local file, taking, waiting, re-entering, heartbeats and breaking it."""
 import json
 import subprocess
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -46,9 +47,15 @@ class LocalShell:
     def __init__(self):
         self.commands = []
 
-    def run(self, command, hide=True, warn=True):
+    def run(self, command, hide=True, warn=True, timeout=None):
+        from invoke.exceptions import CommandTimedOut
+        from invoke.runners import Result
+
         self.commands.append(command)
-        r = subprocess.run(["bash", "-c", command], capture_output=True, text=True)
+        try:
+            r = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:     # as Fabric's run(timeout=) does: closes the channel, raises
+            raise CommandTimedOut(Result(command=command, exited=-1), timeout=timeout) from None
         return SimpleNamespace(failed=r.returncode != 0, stdout=r.stdout, stderr=r.stderr, exited=r.returncode)
 
 
@@ -241,3 +248,76 @@ def test_a_lock_file_that_cannot_be_made_is_an_error_not_a_loop(tmp_path):
     with pytest.raises(LapinfraError, match="cannot create the lock file .*deploy.lock on staging's master: mkdir: cannot create directory"):
         with env_lock(store):
             pass
+
+
+# ---- bounds ---------------------------------------------------------------------
+
+class SlowShell(LocalShell):
+    """A master that takes ``delay`` seconds to answer each command."""
+
+    def __init__(self, delay):
+        super().__init__()
+        self.delay = delay
+
+    def run(self, command, hide=True, warn=True, timeout=None):
+        return super().run(f"sleep {self.delay}; {command}", hide=hide, warn=warn, timeout=timeout)
+
+
+def test_a_master_that_does_not_answer_is_an_error_after_the_command_bound(tmp_path, monkeypatch):
+    monkeypatch.setattr(lock, "COMMAND_SECONDS", 0.3)
+    store = lock.RemoteLockFile(SlowShell(5), str(tmp_path / "deploy.lock"))
+    started = time.monotonic()
+    with pytest.raises(LapinfraError, match=r"did not answer within 0.3s about its lock file .*deploy.lock"):
+        with env_lock(store):
+            pass
+    assert time.monotonic() - started < 3
+
+
+class Handover:
+    """A lock held by BOB, handed on to ALICE after a while: the holder the store reads."""
+
+    def __init__(self, clock, at):
+        self.clock, self.at, self.path, self.error = clock, at, "/var/lib/lapinfra/deploy.lock", ""
+        self.creates = 0
+
+    def create(self, content):
+        self.creates += 1
+        return False
+
+    def read(self):
+        holder = BOB if self.clock.now < self.at else {**BOB, "by": "alice@ws2", "pid": 77, "command": "invoke restore"}
+        return json.dumps(holder), 3
+
+
+def test_lock_wait_gives_up_at_its_bound_saying_for_whom_it_waited():
+    clock = Clock()
+    store = Handover(clock, at=1e9)
+    with pytest.raises(LapinfraError) as refused:
+        with env_lock(store, wait=7, clock=clock):
+            pass
+    text = str(refused.value)
+    assert "is locked by it (waited 7s)" in text and "bob@ws" in text and "invoke deploy --env=staging" in text
+    assert "--lock-wait SECONDS to wait longer" in text and "handed" not in text
+    assert clock.now == 7 and store.creates == len(clock.slept) + 1 and max(clock.slept) <= lock.POLL_SECONDS
+
+
+def test_lock_wait_names_both_holders_when_the_lock_changed_hands_meanwhile():
+    clock = Clock()
+    store = Handover(clock, at=4)
+    with pytest.raises(LapinfraError) as refused:
+        with env_lock(store, wait=10, clock=clock):
+            pass
+    text = str(refused.value)
+    assert "another deploy by alice@ws2 (pid 77" in text
+    assert "It waited 10s, first for deploy by bob@ws (pid 4242" in text and "handed the lock on" in text
+
+
+@pytest.mark.parametrize("wait", ["inf", "nan", -1, 10 ** 9, "soon"])
+def test_lock_wait_takes_a_bounded_number_of_seconds_only(wait, store):
+    with pytest.raises(LapinfraError, match=f"--lock-wait {wait}: give the seconds to wait for the lock, 0 to 86400"):
+        env_lock(store, wait=float(wait) if wait in ("inf", "nan") else wait)
+
+
+def test_lock_wait_of_the_longest_bound_is_taken(store):
+    assert env_lock(store, wait=lock.MAX_WAIT_SECONDS).wait == lock.MAX_WAIT_SECONDS
+    assert env_lock(store, wait="30").wait == 30 and env_lock(store, wait=None).wait == 0

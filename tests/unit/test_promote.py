@@ -107,7 +107,7 @@ class Session:
     def append_jsonl(self, path, entry):
         self.appended.append(entry)
 
-    def run(self, command, hide=True, warn=False):
+    def run(self, command, hide=True, warn=False, timeout=None):
         from types import SimpleNamespace
 
         self.commands.append(command)
@@ -182,6 +182,7 @@ def failing_deploy(node, monkeypatch):
     monkeypatch.setattr(promote, "config_files", lambda p: {})
     monkeypatch.setattr(promote, "check_gate", lambda *a: {"source": "test", "forced": False})
     monkeypatch.setattr(promote, "release_record", lambda *a: {})
+    monkeypatch.setattr(promote, "check_git", lambda *a: None)       # no git server here (tests/unit/test_push_git.py)
 
     def push(*a):
         raise LapinfraError("the registry went away")

@@ -1,0 +1,113 @@
+"""push_git's push (lapinfra/promote.py push_head): the target's branch only moves forward.
+
+Real git repositories in tmp_path: a bare one stands for the target's git server, the
+workstation's checkout pushes to it by path (the SSH transport is all that differs)."""
+import subprocess
+from pathlib import Path
+
+import git
+import pytest
+
+from lapinfra import promote
+from lapinfra.errors import LapinfraError
+from lapinfra.report import Recorder
+
+GIT_ENV = {"GIT_TERMINAL_PROMPT": "0"}
+
+
+def commit(repo: git.Repo, name: str) -> str:
+    Path(repo.working_dir, name).write_text(name + "\n")
+    repo.index.add([name])
+    return repo.index.commit(name, author=git.Actor("t", "t@example.org"), committer=git.Actor("t", "t@example.org")).hexsha
+
+
+@pytest.fixture
+def server(tmp_path):
+    return git.Repo.init(tmp_path / "server.git", bare=True)
+
+
+@pytest.fixture
+def checkout(tmp_path):
+    repo = git.Repo.init(tmp_path / "checkout", initial_branch="main")
+    commit(repo, "a")
+    return repo
+
+
+def branch(server) -> str:
+    return subprocess.run(["git", "-C", server.git_dir, "rev-parse", "refs/heads/master"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_the_first_push_and_a_fast_forward_go_through_and_tag_the_commit(server, checkout):
+    url = server.git_dir
+    assert promote.push_head(checkout, url, GIT_ENV) is None
+    assert branch(server) == checkout.head.commit.hexsha
+    ahead = commit(checkout, "b")
+    assert promote.push_head(checkout, url, GIT_ENV) is None
+    assert branch(server) == ahead
+    assert server.tags[f"deployed-{ahead[:12]}"].commit.hexsha == ahead
+    assert promote.push_head(checkout, url, GIT_ENV) is None      # the same commit again: nothing lost
+
+
+def test_a_target_with_commits_the_checkout_lacks_is_refused_naming_the_branch_and_both_commits(server, checkout, tmp_path):
+    url = server.git_dir
+    promote.push_head(checkout, url, GIT_ENV)
+    other = git.Repo.clone_from(url, tmp_path / "other")
+    theirs = commit(other, "hotfix")
+    other.git.push("origin", "HEAD:refs/heads/master")
+    mine = commit(checkout, "feature")                             # diverged
+    with pytest.raises(LapinfraError) as refused:
+        promote.push_head(checkout, url, GIT_ENV)
+    text = str(refused.value)
+    assert "branch master" in text and theirs[:12] in text and mine[:12] in text and "--force" in text
+    assert branch(server) == theirs                                # untouched
+    assert f"deployed-{mine[:12]}" not in [t.name for t in server.tags]
+
+
+def test_an_older_checkout_is_refused_too(server, checkout):
+    url = server.git_dir
+    old = checkout.head.commit.hexsha
+    new = commit(checkout, "b")
+    promote.push_head(checkout, url, GIT_ENV)
+    checkout.git.checkout(old)
+    with pytest.raises(LapinfraError, match=f"at {new[:12]}.*HEAD \\({old[:12]}\\)"):
+        promote.push_head(checkout, url, GIT_ENV)
+    assert branch(server) == new
+
+
+def test_force_pushes_over_it_warns_and_says_what_was_lost(server, checkout, tmp_path):
+    url = server.git_dir
+    promote.push_head(checkout, url, GIT_ENV)
+    other = git.Repo.clone_from(url, tmp_path / "other")
+    theirs = commit(other, "hotfix")
+    other.git.push("origin", "HEAD:refs/heads/master")
+    mine = commit(checkout, "feature")
+    reporter = Recorder()
+    assert promote.push_head(checkout, url, GIT_ENV, force=True, reporter=reporter) == theirs
+    assert branch(server) == mine
+    assert any("--force" in line and theirs[:12] in line for line in reporter.lines)
+
+
+def test_push_git_records_the_forced_push_in_the_audit_entry(server, checkout, tmp_path, monkeypatch):
+    import contextlib
+
+    url = server.git_dir
+    promote.push_head(checkout, url, GIT_ENV)
+    other = git.Repo.clone_from(url, tmp_path / "other")
+    theirs = commit(other, "hotfix")
+    other.git.push("origin", "HEAD:refs/heads/master")
+    commit(checkout, "feature")
+
+    @contextlib.contextmanager
+    def remote(s, project):     # the target's git server, reached by path instead of SSH
+        yield url, GIT_ENV
+
+    monkeypatch.setattr(promote, "git_remote", remote)
+    project = type("P", (), {"root": checkout.working_dir, "reporter": Recorder(), "name": "staging"})()
+    with pytest.raises(LapinfraError, match="refused"):
+        promote.check_git(None, project)              # the deploy's check, before anything changes
+    with pytest.raises(LapinfraError, match="refused"):
+        promote.push_git(None, project, entry={})
+    entry = {}
+    assert promote.push_git(None, project, force=True, entry=entry) == checkout.head.commit.hexsha[:12]
+    assert entry == {"git_forced_over": theirs}
