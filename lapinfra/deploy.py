@@ -38,7 +38,7 @@ from .tunnel import Tunnel
 
 
 class MasterSession(contextlib.ExitStack):
-    """SSH to the master with tunnels to its Docker API and its registry."""
+    """SSH to the master with tunnels to its Docker API (a unix socket) and its registry (a port)."""
 
     def __init__(self, project):
         super().__init__()
@@ -55,9 +55,10 @@ class MasterSession(contextlib.ExitStack):
         self.conn.transport.set_keepalive(15)
         nodes.write_ssh_config()
         master = self.env.master.name
-        self.api_port = self.enter_context(Tunnel(nodes.ssh_config, master, DOCKER_API_PORT)).port
+        # the Docker API on a unix socket only this account reaches (lapinfra/tunnel.py)
+        self.api_url = self.enter_context(Tunnel(nodes.ssh_config, master, DOCKER_API_PORT, unix=True)).url
         self.registry_port = self.enter_context(Tunnel(nodes.ssh_config, master, self.env.registry.port)).port
-        self.docker = docker.DockerClient(base_url=f"tcp://127.0.0.1:{self.api_port}", timeout=600)
+        self.docker = docker.DockerClient(base_url=self.api_url, timeout=600)
         self.callback(self.docker.close)
         return self
 
@@ -319,7 +320,7 @@ def pull_missing(s: MasterSession, release: dict, reporter) -> None:
 def _pull_one(s: MasterSession, ref: str) -> None:
     import docker
 
-    client = docker.DockerClient(base_url=f"tcp://127.0.0.1:{s.api_port}", timeout=600)
+    client = docker.DockerClient(base_url=s.api_url, timeout=600)
     try:
         repo, tag = ref.rsplit(":", 1)
         client.images.pull(repo, tag=tag, auth_config=s.auth())
