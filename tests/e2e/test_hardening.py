@@ -2,7 +2,10 @@
 
 - the Docker API tunnel: while a session to the master is open, no TCP port this
   workstation listens on leads to the node's Docker API; the session's own API is a unix
-  socket in a 0700 folder, gone when the session closes.
+  socket in a 0700 folder, gone when the session closes;
+- what runs is what was released: an image replaced in the node's registry under the
+  release's name is refused by `invoke start`, naming it and both ids, and nothing of it
+  starts; the registry's right manifest put back, `invoke start` brings it up again.
 """
 import os
 import socket
@@ -11,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from lapinfra import deploy
+from lapinfra import deploy, services as svc
 from lapinfra.project import Project
 from lapinfra.report import Reporter
 from tests.conftest import ROOT
-from tests.e2e.conftest import ENV
+from tests.e2e.conftest import ENV, invoke, node_sh
 
 pytestmark = pytest.mark.e2e
 
@@ -91,3 +94,48 @@ def test_while_a_session_is_open_no_tcp_port_leads_to_the_nodes_docker_api(proje
         assert stat.S_ISSOCK(sock.stat().st_mode)
         assert stat.S_IMODE(folder.stat().st_mode) == 0o700 and folder.stat().st_uid == os.getuid()
     assert not folder.exists()
+
+
+# ---- what runs is what was released ---------------------------------------------------------------
+
+SWAPPED = "status"     # a small service nothing else waits on
+STAND_IN = "sampleapp"  # another image of the release, put under its name
+
+
+def _manifest(s, repository: str):
+    got = deploy._registry(s, "GET", f"{repository}/manifests/latest", headers={"Accept": deploy.MANIFEST_V2})
+    assert got.status_code == 200 and got.headers.get("Content-Type") == deploy.MANIFEST_V2, got.status_code
+    return got
+
+
+def _put_manifest(s, repository: str, content: bytes) -> None:
+    put = deploy._registry(s, "PUT", f"{repository}/manifests/latest", data=content,
+                           headers={"Content-Type": deploy.MANIFEST_V2})
+    assert put.status_code == 201, put.text
+
+
+def test_an_image_replaced_in_the_registry_is_refused_by_start_and_nothing_of_it_runs(project):
+    with deploy.MasterSession(project) as s:
+        release = s.read_json(f"{svc.STATE_DIR}/release.json")
+        target, source = (release["images"][n] for n in (SWAPPED, STAND_IN))
+        original = _manifest(s, target["repository"]).content
+        # someone with the push account: the stand-in's blobs mounted, its manifest under the release's name
+        assert deploy.copy_in_registry(s, source["repository"], target["repository"])
+        assert _manifest(s, target["repository"]).json()["config"]["digest"] == source["id"]
+    ref = f"docker.{project.env.domain}:{project.env.registry.port}/{target['repository']}:latest"
+    container = svc.PREFIX + SWAPPED
+    try:
+        # a fresh start of that service: its container and the master's copy gone, so it is pulled
+        node_sh(f"docker rm -f {container} && docker rmi {ref}")
+        run = invoke("start", f"--env={ENV}", check=False)
+        out = run.stdout + run.stderr
+        assert run.returncode != 0, out[-2000:]
+        assert f"{ref} is image {source['id']}, release {release['release']} recorded {target['id']}" in out, out[-2000:]
+        assert node_sh(f"docker ps -aq --filter name=^/{container}$").stdout.strip() == ""
+    finally:
+        with deploy.MasterSession(project) as s:
+            _put_manifest(s, target["repository"], original)
+        node_sh(f"docker rmi {ref}", check=False)     # the stand-in the refused pull left under that name
+        invoke("start", f"--env={ENV}")
+    running = node_sh(f"docker inspect --format '{{{{.Image}}}} {{{{.State.Status}}}}' {container}").stdout.split()
+    assert running == [target["id"], "running"]
