@@ -57,7 +57,9 @@ class MasterSession(contextlib.ExitStack):
         master = self.env.master.name
         # the Docker API on a unix socket only this account reaches (lapinfra/tunnel.py)
         self.api_url = self.enter_context(Tunnel(nodes.ssh_config, master, DOCKER_API_PORT, unix=True)).url
-        self.registry_port = self.enter_context(Tunnel(nodes.ssh_config, master, self.env.registry.port)).port
+        # the registry listens on the master's address only (lapinfra/services.py), not its loopback
+        self.registry_port = self.enter_context(Tunnel(nodes.ssh_config, master, self.env.registry.port,
+                                                       remote_host=str(self.env.master.ip))).port
         self.docker = docker.DockerClient(base_url=self.api_url, timeout=600)
         self.callback(self.docker.close)
         return self
@@ -67,7 +69,12 @@ class MasterSession(contextlib.ExitStack):
         return f"docker.{self.env.domain}:{self.env.registry.port}"
 
     def auth(self) -> dict:
+        """The registry's push account: this machine's pushes and its registry API calls."""
         return {"username": self.env.registry.user, "password": self.p.secrets.registry_password.reveal()}
+
+    def pull_auth(self) -> dict:
+        """The registry's pull-only account: what the master's engine pulls the release with."""
+        return {"username": self.p.secrets.registry_pull_user, "password": self.p.secrets.registry_pull_password.reveal()}
 
     # ---- files on the node --------------------------------------------------
     def remote_hashes(self, folder: str) -> dict[str, str]:
@@ -325,7 +332,7 @@ def _pull_one(s: MasterSession, ref: str) -> None:
     client = docker.DockerClient(base_url=s.api_url, timeout=600)
     try:
         repo, tag = ref.rsplit(":", 1)
-        client.images.pull(repo, tag=tag, auth_config=s.auth())
+        client.images.pull(repo, tag=tag, auth_config=s.pull_auth())
     finally:
         client.close()
 
@@ -340,7 +347,7 @@ def _pull_if_missing(s: MasterSession, ref: str, image_id: str, reporter) -> Non
         pass
     with reporter.step(f"pull {ref}"):
         repo, tag = ref.rsplit(":", 1)
-        s.docker.images.pull(repo, tag=tag, auth_config=s.auth())
+        s.docker.images.pull(repo, tag=tag, auth_config=s.pull_auth())
 
 
 def refuse_unreleased(client, release: dict, refs: dict[str, str]) -> None:

@@ -62,9 +62,9 @@ def master(project, monkeypatch):
     def make(local: dict, registry: dict):
         engine = Engine(local, registry)
         monkeypatch.setattr(docker, "DockerClient", lambda **kw: engine)    # the pulls' own clients
-        s = SimpleNamespace(p=project, env=project.env, docker=engine, registry_host=REGISTRY_HOST, api_url="unix:///x",
-                            auth=lambda: {"username": "infra", "password": "push"},
-                            pull_auth=lambda: {"username": "infra-pull", "password": "pull"})
+        s = SimpleNamespace(p=project, env=project.env, docker=engine, registry_host=REGISTRY_HOST, api_url="unix:///x")
+        s.auth = lambda: deploy.MasterSession.auth(s)              # the session's own accounts
+        s.pull_auth = lambda: deploy.MasterSession.pull_auth(s)
         return s, engine, started
     return make
 
@@ -83,6 +83,14 @@ def test_the_released_images_are_pulled_and_every_container_starts(project, mast
     deploy.start_services(s, release, project.reporter)
     assert started == [service.container for service in svc.services(project.env)]
     assert sorted(ref for ref, _ in engine.pulls) == sorted(deploy.release_refs(s, release).values())
+
+
+def test_the_masters_engine_pulls_with_the_pull_account_not_the_push_account(project, master):
+    release, registry, local = _as_released(project)
+    s, engine, started = master(local, registry)
+    deploy.start_services(s, release, project.reporter)              # the pulls beside the registry
+    assert engine.pulls and {user for _, user in engine.pulls} == {project.secrets.registry_pull_user} == {"infra-pull"}
+    assert deploy.MasterSession.pull_auth(s)["password"] == project.secrets.registry_pull_password.reveal()
 
 
 def test_an_image_replaced_in_the_registry_is_refused_naming_it_and_both_ids_and_nothing_else_starts(project, master):
@@ -107,6 +115,7 @@ def test_each_service_is_checked_again_right_before_its_container_starts(project
     with pytest.raises(LapinfraError, match=r"status:latest is image sha256:swapped, release r2 recorded sha256:status"):
         deploy.start_services(s, release, project.reporter)
     assert "infra_trac" in started and "infra_status" not in started and "infra_proxy" not in started
+    assert {user for _, user in engine.pulls} == {"infra-pull"}      # each service's own pull, too
 
 
 def test_a_release_image_the_master_holds_already_starts_without_a_pull(project, master):

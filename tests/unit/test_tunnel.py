@@ -112,3 +112,49 @@ def test_the_registry_tunnel_stays_a_port_of_the_loopback(fake_ssh, tmp_path):
         assert t.folder is None and t.url == f"tcp://127.0.0.1:{t.port}"
         (argv,) = fake_ssh()
         assert argv[argv.index("-L") + 1] == f"127.0.0.1:{t.port}:127.0.0.1:5000"
+
+
+def test_a_master_session_opens_the_api_on_a_socket_and_the_registry_on_the_masters_address(project, monkeypatch):
+    """MasterSession's tunnels: the Docker API to a unix socket (the SDK gets unix://), the
+    registry to the master's address as the node sees it (it is not published on its loopback)."""
+    import contextlib
+    from types import SimpleNamespace
+
+    import docker
+
+    from lapinfra import deploy
+
+    opened = []
+
+    class Nodes:
+        ssh_config = Path("/x/ssh_config")
+
+        def __init__(self, p):
+            pass
+
+        def connect(self):
+            return contextlib.nullcontext(SimpleNamespace(open=lambda: None, transport=SimpleNamespace(set_keepalive=lambda n: None)))
+
+        def write_ssh_config(self):
+            pass
+
+    class Tunnel:
+        def __init__(self, ssh_config, host, remote_port, **kw):
+            opened.append((host, remote_port, kw))
+            self.port, self.url = 40000 + len(opened), "unix:///s/docker.sock" if kw.get("unix") else "tcp://127.0.0.1:1"
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            pass
+
+    monkeypatch.setattr(deploy, "Nodes", Nodes)
+    monkeypatch.setattr(deploy, "Tunnel", Tunnel)
+    monkeypatch.setattr(docker, "DockerClient", lambda base_url, timeout: SimpleNamespace(base_url=base_url, close=lambda: None))
+    env = project.env
+    with deploy.MasterSession(project) as s:
+        assert s.docker.base_url == s.api_url == "unix:///s/docker.sock"
+        assert s.registry_port == 40002
+    assert opened == [("master", DOCKER_API_PORT, {"unix": True}),
+                      ("master", env.registry.port, {"remote_host": str(env.master.ip)})]
