@@ -37,3 +37,16 @@ def test_every_published_tcp_port_answers(master_ip, env):
         except OSError as exc:
             refused.append(f"{label} ({exc})")
     assert refused == []
+
+
+def test_every_published_tcp_port_listens_on_the_masters_address_only(node, env, master_ip):
+    """The services' ports (the registry's too) are bound to the master's address, not to all of
+    its addresses: nothing of them on the node's loopback or any other interface."""
+    ports = {port for _, port in _published_tcp_ports(env)}
+    wide = []
+    for line in node.check_output("ss -Hltn").splitlines():
+        local = line.split()[3]
+        address, port = local.rsplit(":", 1)
+        if int(port) in ports and address != master_ip:
+            wide.append(local)
+    assert wide == [], f"published on more than {master_ip}: {wide}"

@@ -124,7 +124,7 @@ class Build(Strict):
 
 
 class Registry(Strict):
-    port: Port = Field(5000, description="the master's port of the image registry (TLS, basic auth), on all its addresses")
+    port: Port = Field(5000, description="the master's port of the image registry (TLS, basic auth), on the master's address")
     user: Name = Field("infra", description="the registry's user (password in secrets/<env>/registry.password)")
 
 

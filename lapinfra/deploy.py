@@ -82,6 +82,7 @@ def start_services(s: MasterSession, release: dict, reporter) -> dict[str, str]:
             _require_seeded(s, ref)
         else:
             _pull_if_missing(s, ref, image["id"], reporter)
+            refuse_unreleased(s.docker, release, {service.image: ref})
         kwargs = svc.run_kwargs(service, ref, s.env, release["config"].get(service.name, ""), image["id"])
         outcome[service.name] = reconcile(s.docker, kwargs, reporter)
         if svc.APPS_NETWORK in service.networks and swarm.connect_to_apps(s.docker, service.container):
@@ -225,15 +226,16 @@ def pull_missing(s: MasterSession, release: dict, reporter) -> None:
         with ThreadPoolExecutor(max_workers=min(PUSH_JOBS, len(wanted))) as pool:
             for future in [pool.submit(_pull_one, s, ref) for ref in wanted.values()]:
                 future.result()
+    refuse_unreleased(s.docker, release, wanted)
 
 
 def _pull_one(s: MasterSession, ref: str) -> None:
     import docker
 
-    client = docker.DockerClient(base_url=f"tcp://127.0.0.1:{s.api_port}", timeout=600)
+    client = docker.DockerClient(base_url=s.api_url, timeout=600)
     try:
         repo, tag = ref.rsplit(":", 1)
-        client.images.pull(repo, tag=tag, auth_config=s.auth())
+        client.images.pull(repo, tag=tag, auth_config=s.pull_auth())
     finally:
         client.close()
 
@@ -248,7 +250,29 @@ def _pull_if_missing(s: MasterSession, ref: str, image_id: str, reporter) -> Non
         pass
     with reporter.step(f"pull {ref}"):
         repo, tag = ref.rsplit(":", 1)
-        s.docker.images.pull(repo, tag=tag, auth_config=s.auth())
+        s.docker.images.pull(repo, tag=tag, auth_config=s.pull_auth())
+
+
+def refuse_unreleased(client, release: dict, refs: dict[str, str]) -> None:
+    """What runs is what was released: each ``refs`` (image name -> the registry reference the
+    master's engine pulled) must be the image id the release record names; otherwise nothing
+    of it may start (whoever can push to the registry could have replaced the tag)."""
+    import docker.errors
+
+    refused = []
+    for name, ref in sorted(refs.items()):
+        wanted = release["images"][name]["id"]
+        try:
+            got = client.images.get(ref).id
+        except docker.errors.ImageNotFound:
+            got = "none"
+        if got != wanted:
+            refused.append(f"{ref} is image {got}, release {release.get('release', '?')} recorded {wanted}")
+    if refused:
+        raise LapinfraError("refused to start images the release did not record: " + "; ".join(refused)
+                            + ". The node's registry holds another image under the release's name (pushed over it "
+                            "since the deploy?); nothing was started from it: see docs/security.md, \"What runs is "
+                            "what was released\"")
 
 
 def container_action(status: str | None, spec: str | None, wanted: str) -> str:

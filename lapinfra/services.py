@@ -64,7 +64,7 @@ def services(env) -> list[Service]:
     ip = str(env.master.ip)
     apps = [Service(f"{env.lb.name}{i}", "sampleapp", http=8080) for i in range(1, env.lb.backends + 1)]
     others = [
-        Service("registry", ports={"5000/tcp": env.registry.port},
+        Service("registry", ports={"5000/tcp": (ip, env.registry.port)},
                 secrets={"htpasswd": "registry.htpasswd", "pull.htpasswd": "registry-pull.htpasswd",
                          "tls.crt": "registry.crt", "tls.key": "registry.key"}, local_image=True),
         Service("environment", provides_env=True),

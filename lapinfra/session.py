@@ -19,7 +19,7 @@ from .tunnel import Tunnel
 
 
 class MasterSession(contextlib.ExitStack):
-    """SSH to the master with tunnels to its Docker API and its registry."""
+    """SSH to the master with tunnels to its Docker API (a unix socket) and its registry (a port)."""
 
     def __init__(self, project):
         super().__init__()
@@ -36,9 +36,12 @@ class MasterSession(contextlib.ExitStack):
         self.conn.transport.set_keepalive(15)
         nodes.write_ssh_config()
         master = self.env.master.name
-        self.api_port = self.enter_context(Tunnel(nodes.ssh_config, master, DOCKER_API_PORT)).port
-        self.registry_port = self.enter_context(Tunnel(nodes.ssh_config, master, self.env.registry.port)).port
-        self.docker = docker.DockerClient(base_url=f"tcp://127.0.0.1:{self.api_port}", timeout=600)
+        # the Docker API on a unix socket only this account reaches (lapinfra/tunnel.py)
+        self.api_url = self.enter_context(Tunnel(nodes.ssh_config, master, DOCKER_API_PORT, unix=True)).url
+        # the registry listens on the master's address only (lapinfra/services.py), not its loopback
+        self.registry_port = self.enter_context(Tunnel(nodes.ssh_config, master, self.env.registry.port,
+                                                       remote_host=str(self.env.master.ip))).port
+        self.docker = docker.DockerClient(base_url=self.api_url, timeout=600)
         self.callback(self.docker.close)
         return self
 
@@ -47,7 +50,12 @@ class MasterSession(contextlib.ExitStack):
         return f"docker.{self.env.domain}:{self.env.registry.port}"
 
     def auth(self) -> dict:
+        """The registry's push account: this machine's pushes and its registry API calls."""
         return {"username": self.env.registry.user, "password": self.p.secrets.registry_password.reveal()}
+
+    def pull_auth(self) -> dict:
+        """The registry's pull-only account: what the master's engine pulls the release with."""
+        return {"username": self.p.secrets.registry_pull_user, "password": self.p.secrets.registry_pull_password.reveal()}
 
     # ---- files on the node --------------------------------------------------
     def run(self, command: str, **kw):

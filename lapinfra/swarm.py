@@ -39,13 +39,13 @@ CA_DIR = "/etc/docker/certs.d"
 
 @contextlib.contextmanager
 def engine(project, node) -> Iterator:
-    """The Docker API of a node, through an SSH tunnel to its loopback."""
+    """The Docker API of a node, through an SSH tunnel to its loopback (a unix socket here)."""
     import docker
 
     nodes = Nodes(project)
     nodes.write_ssh_config()
-    with Tunnel(nodes.ssh_config, node.name, DOCKER_API_PORT) as tunnel:
-        client = docker.DockerClient(base_url=f"tcp://127.0.0.1:{tunnel.port}", timeout=120)
+    with Tunnel(nodes.ssh_config, node.name, DOCKER_API_PORT, unix=True) as tunnel:
+        client = docker.DockerClient(base_url=tunnel.url, timeout=120)
         try:
             yield client
         finally:

@@ -71,7 +71,7 @@ def test_the_page_shows_the_release_every_service_and_the_latest_snapshot(env):
     release = json.loads(node_sh("cat /data/lapinfra/release.json").stdout)["release"]
     doc = wait_for(env, lambda d: ((d.get("backups") or {}).get("latest") or {}).get("id") == sid)
     assert doc["environment"] == ENV and doc["release"]["release"] == release
-    assert doc["red"] == [], doc["red"]
+    assert doc["red"] == [], [(row["name"], row["reason"]) for row in doc["services"] if not row["ok"]]
 
     host = f"status.{env.domain}"
     ip = resolve(env, host)

@@ -195,6 +195,16 @@ def test_the_workers_get_the_pull_account_not_the_push_account(project):
                      "registry": "docker.internal:5000"}
 
 
+def test_the_registry_is_published_on_the_masters_address_only(project):
+    env = project.env
+    registry = services.by_name(env, "registry")
+    assert registry.ports == {"5000/tcp": (str(env.master.ip), env.registry.port)}
+    kwargs = services.run_kwargs(registry, "infra/registry", env, "", "sha256:r")
+    assert kwargs["ports"] == {"5000/tcp": ("172.28.10.10", env.registry.port)}
+    # like every published port: none binds all of the master's addresses
+    assert all(isinstance(binding, tuple) for s in services.services(env) for binding in s.ports.values())
+
+
 def test_only_the_push_account_may_write_to_the_registry(project):
     conf = _rendered(project, "registry", "nginx.conf")
     code = "\n".join(line.split("#")[0] for line in conf.splitlines())

@@ -47,6 +47,12 @@ def test_an_unhealthy_container_is_red_even_while_it_runs(env):
     assert s["red"] == ["cd"] and "unhealthy" in service(s, "cd")["reason"]
 
 
+def test_a_container_whose_first_health_check_is_due_is_not_red_and_shows_it(env):
+    """Just restarted (the suite's failover check restarts a backend): Docker says "starting"."""
+    s = summary_of(env, states={"infra_app1": ("running", "starting")})
+    assert s["red"] == [] and service(s, "app1")["health"] == "starting"
+
+
 def test_failed_checks_make_their_service_red(env):
     s = summary_of(env, failing=("test_repository::test_repository_check_1",))
     assert s["red"] == ["maven", "artifact"]          # test_repository covers both repositories

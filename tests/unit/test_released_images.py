@@ -1,0 +1,128 @@
+"""What runs is what was released (lapinfra/deploy.py start_services): the master's engine pulls
+an image of the release from the node's registry by tag, so whoever can push there could swap
+``infra/<release>/<name>:latest``. Against a stand-in engine and registry (ids by reference):
+an image whose id is not the release record's is refused, naming it and both ids, and nothing of
+it starts; the images the release names start as before."""
+from types import SimpleNamespace
+
+import docker
+import docker.errors
+import pytest
+
+from lapinfra import apps, ddns, deploy, services as svc, swarm
+from lapinfra.errors import LapinfraError
+
+REGISTRY_HOST = "docker.internal:5000"
+
+
+class Engine:
+    """The master's engine: its images by reference, pulls from a stand-in registry (reference -> id)."""
+
+    def __init__(self, local: dict, registry: dict):
+        self.local, self.registry, self.pulls = dict(local), registry, []
+        self.images = SimpleNamespace(get=self._get, pull=self._pull)
+
+    def _get(self, ref):
+        if ref not in self.local:
+            raise docker.errors.ImageNotFound(ref)
+        return SimpleNamespace(id=self.local[ref])
+
+    def _pull(self, repo, tag, auth_config):
+        ref = f"{repo}:{tag}"
+        self.pulls.append((ref, auth_config["username"]))
+        self.local[ref] = self.registry[ref]
+
+    def close(self):
+        pass
+
+
+def _release(project):
+    names = sorted({s.image for s in svc.services(project.env)})
+    return {"release": "r2", "config": {},
+            "images": {n: {"repository": f"infra/r2/{n}", "id": f"sha256:{n}"} for n in names}}
+
+
+def _ref(name):
+    return f"{REGISTRY_HOST}/infra/r2/{name}:latest"
+
+
+@pytest.fixture
+def master(project, monkeypatch):
+    """start_services against an Engine: the names of the containers it would create, in order."""
+    started = []
+    monkeypatch.setattr(deploy, "ensure_network", lambda client: None)
+    monkeypatch.setattr(deploy, "wait_registry", lambda s: None)
+    monkeypatch.setattr(deploy, "wait_healthy", lambda *a, **kw: None)
+    monkeypatch.setattr(deploy, "reconcile", lambda client, kwargs, reporter: started.append(kwargs["name"]) or "created")
+    monkeypatch.setattr(swarm, "ensure", lambda *a, **kw: {})
+    monkeypatch.setattr(swarm, "connect_to_apps", lambda *a: False)
+    monkeypatch.setattr(apps, "restore_services", lambda *a: [])
+    monkeypatch.setattr(ddns, "register_nodes", lambda p: True)
+
+    def make(local: dict, registry: dict):
+        engine = Engine(local, registry)
+        monkeypatch.setattr(docker, "DockerClient", lambda **kw: engine)    # the pulls' own clients
+        s = SimpleNamespace(p=project, env=project.env, docker=engine, registry_host=REGISTRY_HOST, api_url="unix:///x")
+        s.auth = lambda: deploy.MasterSession.auth(s)              # the session's own accounts
+        s.pull_auth = lambda: deploy.MasterSession.pull_auth(s)
+        return s, engine, started
+    return make
+
+
+def _as_released(project):
+    """The registry and the master's engine as a deploy of r2 leaves them."""
+    release = _release(project)
+    registry = {_ref(n): img["id"] for n, img in release["images"].items()}
+    local = {f"infra/{s.image}": f"sha256:{s.image}" for s in svc.services(project.env) if s.local_image}
+    return release, registry, local
+
+
+def test_the_released_images_are_pulled_and_every_container_starts(project, master):
+    release, registry, local = _as_released(project)
+    s, engine, started = master(local, registry)
+    deploy.start_services(s, release, project.reporter)
+    assert started == [service.container for service in svc.services(project.env)]
+    assert sorted(ref for ref, _ in engine.pulls) == sorted(deploy.release_refs(s, release).values())
+
+
+def test_the_masters_engine_pulls_with_the_pull_account_not_the_push_account(project, master):
+    release, registry, local = _as_released(project)
+    s, engine, started = master(local, registry)
+    deploy.start_services(s, release, project.reporter)              # the pulls beside the registry
+    assert engine.pulls and {user for _, user in engine.pulls} == {project.secrets.registry_pull_user} == {"infra-pull"}
+    assert deploy.MasterSession.pull_auth(s)["password"] == project.secrets.registry_pull_password.reveal()
+
+
+def test_an_image_replaced_in_the_registry_is_refused_naming_it_and_both_ids_and_nothing_else_starts(project, master):
+    release, registry, local = _as_released(project)
+    registry[_ref("trac")] = "sha256:swapped"
+    s, engine, started = master(local, registry)
+    with pytest.raises(LapinfraError) as refused:
+        deploy.start_services(s, release, project.reporter)
+    message = str(refused.value)
+    assert f"{_ref('trac')} is image sha256:swapped, release r2 recorded sha256:trac" in message
+    assert message.count(" is image ") == 1                  # the others are what the release recorded
+    assert started == ["infra_registry"]                       # refused before anything pulled started
+
+
+def test_each_service_is_checked_again_right_before_its_container_starts(project, master, monkeypatch):
+    """A tag that moved after the pulls beside the registry (here: they are skipped) is refused
+    by the service's own pull: that container does not start, nor any after it."""
+    release, registry, local = _as_released(project)
+    registry[_ref("status")] = "sha256:swapped"
+    monkeypatch.setattr(deploy, "pull_missing", lambda *a: None)
+    s, engine, started = master(local, registry)
+    with pytest.raises(LapinfraError, match=r"status:latest is image sha256:swapped, release r2 recorded sha256:status"):
+        deploy.start_services(s, release, project.reporter)
+    assert "infra_trac" in started and "infra_status" not in started and "infra_proxy" not in started
+    assert {user for _, user in engine.pulls} == {"infra-pull"}      # each service's own pull, too
+
+
+def test_a_release_image_the_master_holds_already_starts_without_a_pull(project, master):
+    """The master's own copy is the released one: the registry's replaced tag is never pulled."""
+    release, registry, local = _as_released(project)
+    local.update({ref: registry[ref] for ref in registry})
+    registry[_ref("trac")] = "sha256:swapped"
+    s, engine, started = master(local, registry)
+    deploy.start_services(s, release, project.reporter)
+    assert engine.pulls == [] and "infra_trac" in started
