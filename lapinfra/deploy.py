@@ -383,9 +383,8 @@ def activate(s: "MasterSession", record: dict, reporter) -> dict[str, str]:
 
 
 # The git server's host key as the CD server's known_hosts (images/cd/entrypoint.sh pins
-# /run/secrets/git.known_hosts when it is there). The key is the git container's own, made
-# at its first start: until then the file is empty, not handed over, and the CD server
-# trusts the first key it sees, as before; every deploy after that pins it.
+# /run/secrets/git.known_hosts when it is there). Every deploy reads the key on the master;
+# on a master without one (a first deploy) it writes the git server's ed25519 key first.
 GIT_HOST_KEY = f"{svc.DATA}/git/ssh/ssh_host_ed25519_key.pub"
 GIT_KNOWN_HOSTS = "git_known_hosts"
 GIT_HOST = "infra_git"          # the CD server's repository URL: ssh://git@infra_git:22/<repository>
@@ -418,10 +417,33 @@ def write_git_known_hosts(project, public_key: str | None) -> bool:
     return True
 
 
+def new_git_host_key() -> tuple[bytes, bytes]:
+    """(private, public) OpenSSH ed25519 host key for a git server that has none yet."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    key = ed25519.Ed25519PrivateKey.generate()
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption())
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    return private, public + b" infra_git\n"
+
+
 def pin_git_host_key(s: MasterSession, project) -> bool:
-    """Read the git container's host key on the master into git_known_hosts; True when it changed."""
+    """The git container's host key on the master into git_known_hosts; True when it changed.
+    A master whose git server has not started yet (a first deploy) gets its ed25519 host key
+    now, made here and written only there (the entrypoint keeps a key it finds), so the CD
+    server checks the key strictly from the first deploy on, never trusting a first sight."""
     found = s.run(f"cat {GIT_HOST_KEY}", warn=True)
-    return write_git_known_hosts(project, found.stdout if found.ok else None)
+    public = found.stdout if found.ok else ""
+    private = GIT_HOST_KEY.removesuffix(".pub")
+    # a private key without its .pub (the git server remakes the .pub at its next start) is
+    # kept, never replaced under a running sshd: pinned at the deploy after that start
+    if not git_known_hosts_line(public) and not s.run(f"cat {private} > /dev/null", warn=True).ok:
+        key, made = new_git_host_key()
+        s.put(private, key, mode=0o600)
+        s.put(GIT_HOST_KEY, made, mode=0o644)
+        public = made.decode()
+    return write_git_known_hosts(project, public)
 
 
 def upload_secrets(s: MasterSession, project, services) -> None:

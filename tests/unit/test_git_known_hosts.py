@@ -1,7 +1,7 @@
 """The CD server pins the git server's host key: lapinfra renders git_known_hosts from the
 git container's key on the master and hands it to infra_cd as /run/secrets/git.known_hosts
-(images/cd/entrypoint.sh then checks the key strictly); before git's first start there is
-no key, and nothing is handed over (the CD server trusts the first key, as before)."""
+(images/cd/entrypoint.sh then checks the key strictly); before git's first start the deploy
+writes the git server's ed25519 host key itself, so the pin holds from the first deploy."""
 import shutil
 import subprocess
 
@@ -69,11 +69,23 @@ def session(project):
     return s
 
 
-def test_before_gits_first_start_the_cd_server_gets_no_known_hosts(project, session):
+def test_before_gits_first_start_the_deploy_gives_git_its_host_key_and_pins_it(project, session):
     deploy.upload_secrets(session, project, services.services(project.env))
     fs = session.conn.node.fs
-    assert "/data/secrets/cd/git.key" in fs and "/data/secrets/cd/git.known_hosts" not in fs
-    assert project.secrets.path("git_known_hosts").read_text() == ""
+    kind, mode, private = fs[deploy.GIT_HOST_KEY.removesuffix(".pub")]
+    assert mode == 0o600 and private.startswith(b"-----BEGIN OPENSSH PRIVATE KEY-----")
+    public = fs[deploy.GIT_HOST_KEY][2].decode()
+    pinned = fs["/data/secrets/cd/git.known_hosts"][2].decode()
+    assert pinned == f"infra_git {public.split()[0]} {public.split()[1]}\n"
+    # the private key goes to the master only: never into the secrets folder
+    assert not any(b"PRIVATE KEY" in f.read_bytes() for f in project.secrets.path("x").parent.iterdir()
+                   if f.name.startswith("git"))
+    # the public key is the private one's
+    loaded = serialization.load_ssh_private_key(private, password=None)
+    assert loaded.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                            serialization.PublicFormat.OpenSSH).decode() == " ".join(public.split()[:2])
+    # the next deploy finds that key and changes nothing
+    assert deploy.pin_git_host_key(session, project) is False
 
 
 def test_once_git_has_its_key_the_cd_server_gets_it_pinned_and_only_infra_cds_spec_moves(project, session):
@@ -95,7 +107,9 @@ def test_once_git_has_its_key_the_cd_server_gets_it_pinned_and_only_infra_cds_sp
     session.conn.node.fs[deploy.GIT_HOST_KEY] = ("file", 0o644, other.encode())
     deploy.upload_secrets(session, project, [services.by_name(project.env, "cd")])
     assert session.conn.node.fs["/data/secrets/cd/git.known_hosts"][2].decode().split()[2] == other.split()[1]
-    # and one that has none yet: the old pin is not kept (it would lock the CD server out)
+    # and one that has none yet gets a new key, pinned instead of the old one
     del session.conn.node.fs[deploy.GIT_HOST_KEY]
     deploy.upload_secrets(session, project, [services.by_name(project.env, "cd")])
-    assert "/data/secrets/cd/git.known_hosts" not in session.conn.node.fs
+    made = session.conn.node.fs[deploy.GIT_HOST_KEY][2].decode()
+    assert made.split()[1] not in (key.split()[1], other.split()[1])
+    assert session.conn.node.fs["/data/secrets/cd/git.known_hosts"][2].decode().split()[2] == made.split()[1]
