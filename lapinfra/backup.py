@@ -165,8 +165,9 @@ def recover(project) -> dict:
 
 # What a fetched snapshot never replaces on the target: its own secrets, rendered
 # config, release record and host keys, DNS state (the source's addresses), its
-# registry (the images of the release it runs) and the backup tool's state.
-FETCH_KEEP = ("secrets", "environment", "lapinfra", "dns", "registry", "backup")
+# registry (the images of the release it runs), the backup tool's state, and its git
+# server's host keys (private keys of the source's; the target's CD server pins its own).
+FETCH_KEEP = ("secrets", "environment", "lapinfra", "dns", "registry", "backup", "git/ssh")
 FETCH_MOUNT = "/run/lapinfra-fetch"
 SFTP_USER = "backup"      # the backup node's sftp-only user, chrooted to its /data (nodes/image/sshd_config)
 INBOX = "/restic"         # the inbox, /data/restic on the backup node, as that user sees it

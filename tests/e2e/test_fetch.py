@@ -16,7 +16,8 @@ from tests.e2e.conftest import ENV, TARGET, invoke, node_sh
 pytestmark = pytest.mark.e2e
 
 # what a fetch must leave exactly as it is on the target
-OWN = "cd /data && find secrets environment lapinfra/release.json -type f -print0 | sort -z | xargs -0 sha256sum"
+# (git/ssh: the git server's host keys, which the target's CD server has pinned)
+OWN = "cd /data && find secrets environment lapinfra/release.json git/ssh -type f -print0 | sort -z | xargs -0 sha256sum"
 
 
 # Public by nature: never searched for (a CA certificate or a public key may be anywhere).

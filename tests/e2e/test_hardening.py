@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from lapinfra import deploy, services as svc
+from lapinfra import deploy, registry, services as svc
 from lapinfra.project import Project
 from lapinfra.report import Reporter
 from tests.conftest import ROOT
@@ -103,14 +103,14 @@ STAND_IN = "sampleapp"  # another image of the release, put under its name
 
 
 def _manifest(s, repository: str):
-    got = deploy._registry(s, "GET", f"{repository}/manifests/latest", headers={"Accept": deploy.MANIFEST_V2})
-    assert got.status_code == 200 and got.headers.get("Content-Type") == deploy.MANIFEST_V2, got.status_code
+    got = registry._registry(s, "GET", f"{repository}/manifests/latest", headers={"Accept": registry.MANIFEST_V2})
+    assert got.status_code == 200 and got.headers.get("Content-Type") == registry.MANIFEST_V2, got.status_code
     return got
 
 
 def _put_manifest(s, repository: str, content: bytes) -> None:
-    put = deploy._registry(s, "PUT", f"{repository}/manifests/latest", data=content,
-                           headers={"Content-Type": deploy.MANIFEST_V2})
+    put = registry._registry(s, "PUT", f"{repository}/manifests/latest", data=content,
+                           headers={"Content-Type": registry.MANIFEST_V2})
     assert put.status_code == 201, put.text
 
 

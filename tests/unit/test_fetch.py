@@ -32,7 +32,7 @@ def test_fetch_between_one_environment_and_itself_is_refused(tree):
 
 
 def test_fetch_keeps_the_targets_own_state():
-    assert {"secrets", "environment", "lapinfra", "dns"} <= set(backup.FETCH_KEEP)
+    assert {"secrets", "environment", "lapinfra", "dns", "git/ssh"} <= set(backup.FETCH_KEEP)
 
 
 def test_docker_environments_are_joined_by_their_networks(tree):
