@@ -100,4 +100,4 @@ def test_a_stopped_service_turns_its_checks_red(infra, containers):
 def test_with_every_service_started_again_the_suite_is_green(infra):
     green = invoke("test", f"--env={ENV}", check=False)
     assert green.returncode == 0, green.stdout[-3000:]
-    assert wait_for(config.load(ROOT, ENV), lambda d: d.get("red") == [])["red"] == []   # and the page is green again
+    assert wait_for(config.load(ROOT, ENV), lambda d: d.get("red") == [], seconds=40)["red"] == []   # and the page is green again

@@ -49,7 +49,10 @@ def wait_for(env, ready, seconds=20):
         if ready(doc):
             return doc
         time.sleep(1)
-    raise AssertionError(f"status.json never got there in {seconds}s: {json.dumps(doc)[:2000]}")
+    reasons = [(row.get("name"), row.get("reason")) for row in (doc or {}).get("services") or [] if not row.get("ok")]
+    raise AssertionError(f"status.json never got there in {seconds}s: red {(doc or {}).get('red')} {reasons}, "
+                         f"last run {(doc or {}).get('verification', {}) and doc['verification'].get('at')}: "
+                         f"{json.dumps(doc)[:1500]}")
 
 
 def chromium(url: str, host_ip: str, host: str, *args: str) -> subprocess.CompletedProcess:
