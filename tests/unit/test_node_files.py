@@ -164,7 +164,7 @@ def test_put_writes_no_byte_another_account_could_read_and_replaces_the_file_at_
 
 
 def test_sync_gives_each_secret_its_mode_before_its_first_byte(node, session):
-    files = {"tls.key": b"-----BEGIN PRIVATE KEY-----\nsecret\n", "sub/htpasswd": b"user:$2b$10$hash\n"}
+    files = {"tls.key": b"a made-up TLS key\nsecret\n", "sub/htpasswd": b"user:$2b$10$hash\n"}
     changed = session.sync(files, "/data/secrets/registry", mode=0o600)
     assert sorted(changed) == ["sub/htpasswd", "tls.key"]
     assert node.exposed == []
