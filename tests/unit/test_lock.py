@@ -289,13 +289,18 @@ class Handover:
         return json.dumps(holder), 3
 
 
+def given_up(store, wait: float, clock) -> str:
+    """The message of a lock wait that gives up."""
+    with pytest.raises(LapinfraError) as refused:
+        with env_lock(store, wait=wait, clock=clock):
+            pass
+    return str(refused.value)
+
+
 def test_lock_wait_gives_up_at_its_bound_saying_for_whom_it_waited():
     clock = Clock()
     store = Handover(clock, at=1e9)
-    with pytest.raises(LapinfraError) as refused:
-        with env_lock(store, wait=7, clock=clock):
-            pass
-    text = str(refused.value)
+    text = given_up(store, 7, clock)
     assert "is locked by it (waited 7s)" in text and "bob@ws" in text and "invoke deploy --env=staging" in text
     assert "--lock-wait SECONDS to wait longer" in text and "handed" not in text
     assert clock.now == 7 and store.creates == len(clock.slept) + 1 and max(clock.slept) <= lock.POLL_SECONDS
@@ -304,10 +309,7 @@ def test_lock_wait_gives_up_at_its_bound_saying_for_whom_it_waited():
 def test_lock_wait_names_both_holders_when_the_lock_changed_hands_meanwhile():
     clock = Clock()
     store = Handover(clock, at=4)
-    with pytest.raises(LapinfraError) as refused:
-        with env_lock(store, wait=10, clock=clock):
-            pass
-    text = str(refused.value)
+    text = given_up(store, 10, clock)
     assert "another deploy by alice@ws2 (pid 77" in text
     assert "It waited 10s, first for deploy by bob@ws (pid 4242" in text and "handed the lock on" in text
 
