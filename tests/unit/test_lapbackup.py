@@ -287,3 +287,47 @@ def test_digest_reads_a_frozen_file_from_its_copy(lapbackup):
     assert lapbackup.stored_path("trac/env/db/trac.db", policy) == ".lapsnap/trac/env/db/trac.db"
     assert lapbackup.stored_path("cd/master/state.sqlite", policy) == ".lapsnap/cd/master/state.sqlite"
     assert lapbackup.stored_path("cd/master/http.log", policy) == "cd/master/http.log"
+
+
+def test_check_runs_the_inbox_and_the_vault_check_at_once_and_asks_a_failed_vault_again(lapbackup, monkeypatch):
+    """`lapbackup check` (the suite's integrity check): the vault's check starts while the inbox's
+    runs, and a vault check that failed (the backup node mid-copy) is asked again before it counts."""
+    import threading
+
+    both_running = threading.Barrier(2, timeout=5)
+    vault_answers = iter([(1, "", "Fatal: pack 1234 not found"), (0, "no errors were found", "")])
+    calls = []
+
+    def restic(*args, quiet_errors=False, vault=False):
+        calls.append(("vault" if vault else "inbox", args))
+        if args == ("check",) and (not vault or len([c for c in calls if c[0] == "vault"]) == 1):
+            both_running.wait()          # raises BrokenBarrierError unless the other check runs meanwhile
+        return next(vault_answers) if vault else (0, "no errors were found", "")
+
+    monkeypatch.setattr(lapbackup, "restic", restic)
+    monkeypatch.setattr(lapbackup, "prepare", lambda: None)
+    monkeypatch.setattr(lapbackup, "ensure_repo", lambda create=True: None)
+    monkeypatch.setattr(lapbackup, "op_lock", _NoLock)
+    monkeypatch.setattr(lapbackup.time, "sleep", lambda s: None)
+    answer, code = lapbackup.cmd_check(None)
+    assert answer["ok"] and code == 0, answer
+    assert [c[0] for c in calls].count("vault") == 2
+
+
+def test_check_is_red_when_the_vault_stays_damaged(lapbackup, monkeypatch):
+    monkeypatch.setattr(lapbackup, "restic", lambda *a, quiet_errors=False, vault=False:
+                        (1, "", "Fatal: pack 1234 not found") if vault else (0, "no errors were found", ""))
+    monkeypatch.setattr(lapbackup, "prepare", lambda: None)
+    monkeypatch.setattr(lapbackup, "ensure_repo", lambda create=True: None)
+    monkeypatch.setattr(lapbackup, "op_lock", _NoLock)
+    monkeypatch.setattr(lapbackup.time, "sleep", lambda s: None)
+    answer, code = lapbackup.cmd_check(None)
+    assert not answer["ok"] and code == 1 and "pack 1234" in answer["output"]
+
+
+class _NoLock:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
