@@ -102,13 +102,6 @@ def disrupting(project):
         yield
 
 
-@pytest.fixture
-def restic_turn(project):
-    """One backup-tool call of the suite at a time (restic check locks the repository exclusively)."""
-    with _flock(project, "restic", exclusive=True):
-        yield
-
-
 def pytest_report_header(config):
     env = _project(config).env
     return f"lapinfra: verifying {env.name} (disruptive checks: {'yes' if env.disruptive_checks else 'no, verify.disruptive is off'})"

@@ -53,7 +53,7 @@ def lapbackup(engine, env, *args: str):
 
 
 @pytest.mark.slow
-def test_backup_repository_passes_its_integrity_check(restic_turn, engine, env):
+def test_backup_repository_passes_its_integrity_check(engine, env):
     result = lapbackup(engine, env, "check")
     assert result["ok"], result.get("output")
 
@@ -67,7 +67,7 @@ def snapshot_of_release(snapshots: list[dict], env: str, release: str) -> dict |
 
 
 @pytest.mark.slow
-def test_a_snapshot_of_the_running_release_holds_its_config(restic_turn, project, engine, env, node, release):
+def test_a_snapshot_of_the_running_release_holds_its_config(project, engine, env, node, release):
     """Judged by a snapshot of the running release, never by whichever is latest: right after a
     deploy the latest can be the deploy's own, taken before the new config was written. When
     no snapshot was taken since the release was activated, the check takes one itself."""

@@ -331,3 +331,43 @@ class _NoLock:
 
     def __exit__(self, *exc):
         return False
+
+
+def test_listing_and_reading_a_file_take_no_lock_so_they_run_beside_an_integrity_check(lapbackup, monkeypatch):
+    """`lapbackup list` and `digest` (the suite's snapshot check, run while its integrity check
+    holds the inbox's exclusive lock) read both repositories with --no-lock; check and snapshot
+    still lock the inbox."""
+    import hashlib
+    import types
+
+    commands = []
+    inbox = [{"id": "a" * 64, "short_id": "aaaaaaaa", "time": "2026-12-07T10:00:00Z", "tags": ["env=test"], "paths": ["/srv/data"]}]
+
+    class Proc:
+        def __init__(self, cmd, **kwargs):
+            commands.append(cmd)
+            verb = cmd[cmd.index("-o") + 2:]
+            verb = [v for v in verb if v != "--no-lock"][0]
+            vault = kwargs["env"]["RESTIC_REPOSITORY"].endswith("/vault")
+            out = {"snapshots": "[]" if vault else json.dumps(inbox), "stats": '{"total_size": 5}',
+                   "dump": "stored config\n"}.get(verb, "")
+            self.stdout, self.stderr, self.returncode = io.StringIO(out), io.StringIO(""), 0
+
+        def wait(self, timeout=None):
+            return 0
+
+    import io
+
+    monkeypatch.setenv("BACKUP_REPOSITORY", "sftp:backup@backup:/restic")
+    monkeypatch.setattr(lapbackup.subprocess, "Popen", Proc)
+    monkeypatch.setattr(lapbackup, "prepare", lambda: None)
+    monkeypatch.setattr(lapbackup, "ssh_command", lambda: "ssh")
+    monkeypatch.setattr(lapbackup, "_sizes", lambda: {})
+    monkeypatch.setattr(lapbackup, "_cache_size", lambda *a: None)
+    listed = lapbackup.cmd_list(None)
+    digest = lapbackup.cmd_digest(types.SimpleNamespace(id="latest", path="environment/registry/config.yml"))
+    assert [s["id"] for s in listed] == ["aaaaaaaa"]
+    assert digest["sha256"] == hashlib.sha256(b"stored config\n").hexdigest()
+    verbs = sorted({[v for v in c[c.index("-o") + 2:] if v != "--no-lock"][0] for c in commands})
+    assert verbs == ["dump", "snapshots", "stats"], commands
+    assert all("--no-lock" in c for c in commands), [c for c in commands if "--no-lock" not in c]
