@@ -1,7 +1,8 @@
-"""CD server (Buildbot): web UI and REST API behind the port-80 proxy, as cd.<domain>.
+"""CD server (Buildbot): web UI and REST API behind the proxy, as cd.<domain>.
 
 The workstation does not resolve *.internal names: every request goes to the
-master's address with the Host header the proxy routes on.
+master's address with the Host header the proxy routes on. Reading is anonymous
+and works over plain HTTP; the login is over HTTPS only (infra_tests/test_hardening.py).
 """
 import pytest
 import requests
@@ -29,7 +30,12 @@ def test_web_ui_answers(cd):
 
 def test_web_ui_knows_its_public_url(cd, env):
     config = cd("config").json()
-    assert config["buildbotURL"] == f"http://cd.{env.domain}/"
+    assert config["buildbotURL"] == f"https://cd.{env.domain}/"
+
+
+def test_the_login_over_plain_http_goes_to_https(master_ip, env):
+    r = requests.get(f"http://{master_ip}:80/auth/login", headers={"Host": f"cd.{env.domain}"}, allow_redirects=False, timeout=10)
+    assert r.status_code == 308 and r.headers["Location"] == f"https://cd.{env.domain}/auth/login"
 
 
 def test_builder_infra_is_configured(cd):

@@ -1,4 +1,5 @@
-"""Certificates: the one the registry serves, and the environment's CA, are not about to expire.
+"""Certificates: the ones the registry and the proxy (port 443) serve, and the environment's CA,
+are not about to expire.
 
 Within lapinfra.certs.WARN_DAYS (30) of its end a certificate is a warning (the suite's
 warnings summary, with the days left and the command that renews it); an expired one fails.
@@ -17,13 +18,14 @@ def _judge(state: str, text: str) -> None:
         warnings.warn(text, UserWarning, stacklevel=2)
 
 
-def test_the_registry_serves_a_certificate_that_is_not_about_to_expire(project, master_ip):
-    served = certs.served_certificate(master_ip, project.env.registry.port)
-    _judge(*certs.expiry(served, f"the registry's certificate ({master_ip}:{project.env.registry.port})",
-                         certs.rotate_hint(project.name, "registry.crt")))
-    local = project.secrets.path("registry.crt").read_bytes()
+@pytest.mark.parametrize("who, secret", [("registry", "registry.crt"), ("proxy", "proxy.crt")])
+def test_each_tls_port_serves_a_certificate_that_is_not_about_to_expire(project, master_ip, who, secret):
+    port = project.env.registry.port if who == "registry" else 443
+    served = certs.served_certificate(master_ip, port)
+    _judge(*certs.expiry(served, f"the {who}'s certificate ({master_ip}:{port})", certs.rotate_hint(project.name, secret)))
+    local = project.secrets.path(secret).read_bytes()
     if not certs.same(served, local):
-        warnings.warn(f"the registry serves another certificate than {project.secrets.path('registry.crt')} "
+        warnings.warn(f"the {who} serves another certificate than {project.secrets.path(secret)} "
                       f"(renewed, not deployed yet?): `invoke deploy --env={project.name}`", UserWarning)
 
 

@@ -1,8 +1,9 @@
 """Hardening: each credential does what it is for and no more, tried with real clients.
 
-- CD server (Buildbot behind the port-80 proxy, as cd.<domain>): a control action
-  without the environment's account is refused, with it accepted; reads stay
-  anonymous; the live updates (/ws) connect through the proxy.
+- CD server (Buildbot behind the proxy, as cd.<domain>, over HTTPS with the
+  environment's CA): a control action without the environment's account is refused,
+  with it accepted; the account's password over plain HTTP is refused; reads stay
+  anonymous; the live updates (/ws) connect through the proxy on both ports.
 - Registry: the pull account (what the workers get) reads; its push is refused.
 - DNS: the workstations' TSIG key (tsig-pc.key) changes names in pc.<domain> only;
   no key changes the main zone.
@@ -15,6 +16,7 @@ import hashlib
 import json
 import os
 import socket
+import ssl
 
 import dns.message
 import dns.query
@@ -32,18 +34,24 @@ WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"    # RFC 6455
 
 @pytest.fixture(scope="module")
 def cd_base(master_ip):
-    return f"http://{master_ip}:80"
-
-
-def _cd_session(env) -> requests.Session:
-    session = requests.Session()
-    session.headers["Host"] = f"cd.{env.domain}"
-    return session
+    return f"https://{master_ip}:443"
 
 
 @pytest.fixture(scope="module")
-def builder_id(cd_base, env):
-    builders = _cd_session(env).get(f"{cd_base}/api/v2/builders", timeout=10).json()["builders"]
+def cd_session(env, project):
+    """New sessions with the CD server's Host header that check the proxy's certificate with the
+    environment's CA."""
+    def make() -> requests.Session:
+        session = requests.Session()
+        session.headers["Host"] = f"cd.{env.domain}"
+        session.verify = str(project.secrets.path("ca.crt"))
+        return session
+    return make
+
+
+@pytest.fixture(scope="module")
+def builder_id(cd_base, env, cd_session):
+    builders = cd_session().get(f"{cd_base}/api/v2/builders", timeout=10).json()["builders"]
     return next(b["builderid"] for b in builders if b["name"] == "infra")
 
 
@@ -56,13 +64,13 @@ def _force(session, cd_base, builder_id):
                 builderid=str(builder_id), reason="verification suite: is a login required?")
 
 
-def test_forcing_a_build_without_a_login_is_refused(cd_base, env, builder_id):
-    r = _force(_cd_session(env), cd_base, builder_id)
+def test_forcing_a_build_without_a_login_is_refused(cd_base, env, builder_id, cd_session):
+    r = _force(cd_session(), cd_base, builder_id)
     assert r.status_code in (401, 403), f"anonymous force: HTTP {r.status_code} {r.text[:200]}"
 
 
-def test_pausing_the_worker_without_a_login_is_refused(cd_base, env):
-    session = _cd_session(env)
+def test_pausing_the_worker_without_a_login_is_refused(cd_base, env, cd_session):
+    session = cd_session()
     worker = session.get(f"{cd_base}/api/v2/workers", timeout=10).json()["workers"][0]
     r = _rpc(session, f"{cd_base}/api/v2/workers/{worker['workerid']}", "pause", reason="verification suite")
     assert r.status_code in (401, 403), f"anonymous pause: HTTP {r.status_code} {r.text[:200]}"
@@ -70,15 +78,23 @@ def test_pausing_the_worker_without_a_login_is_refused(cd_base, env):
     assert not again["paused"]
 
 
-def test_a_wrong_password_does_not_log_in(cd_base, env):
-    r = _cd_session(env).get(f"{cd_base}/auth/login", auth=(CD_ADMIN_USER, "wrong"), allow_redirects=False, timeout=10)
+def test_a_wrong_password_does_not_log_in(cd_base, env, cd_session):
+    r = cd_session().get(f"{cd_base}/auth/login", auth=(CD_ADMIN_USER, "wrong"), allow_redirects=False, timeout=10)
     assert r.status_code == 401
 
 
+def test_the_right_password_over_plain_http_does_not_log_in(master_ip, env, project, cd_session):
+    session = cd_session()
+    r = session.get(f"http://{master_ip}:80/auth/login", auth=(CD_ADMIN_USER, project.secrets.cd_admin_password.reveal()),
+                    allow_redirects=False, timeout=10)
+    assert r.status_code == 403, f"login over http: HTTP {r.status_code}"
+    assert not session.cookies, "a session cookie came back over plain HTTP"
+
+
 @pytest.mark.disruptive   # it starts a build (cancelled at once): not on a protected environment
-def test_forcing_a_build_with_the_account_is_accepted(cd_base, env, project, builder_id):
-    session = _cd_session(env)
-    # /auth/login answers with a redirect to the UI (http://cd.<domain>/, not resolved here): not followed
+def test_forcing_a_build_with_the_account_is_accepted(cd_base, env, project, builder_id, cd_session):
+    session = cd_session()
+    # /auth/login answers with a redirect to the UI (https://cd.<domain>/, not resolved here): not followed
     login = session.get(f"{cd_base}/auth/login", auth=(CD_ADMIN_USER, project.secrets.cd_admin_password.reveal()),
                         allow_redirects=False, timeout=10)
     assert login.status_code in (200, 302), f"login: HTTP {login.status_code}"
@@ -119,12 +135,16 @@ def _ws_read_text(sock) -> str:
     return _read_exact(sock, length).decode()
 
 
-def test_live_updates_connect_through_the_proxy(master_ip, env):
-    """The UI's websocket: the upgrade passes the proxy, and a ping gets Buildbot's answer."""
+@pytest.mark.parametrize("port", [80, 443])
+def test_live_updates_connect_through_the_proxy(master_ip, env, project, port):
+    """The UI's websocket: the upgrade passes the proxy on both ports, and a ping gets Buildbot's answer."""
     key = base64.b64encode(os.urandom(16)).decode()
     request = (f"GET /ws HTTP/1.1\r\nHost: cd.{env.domain}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n")
-    with socket.create_connection((master_ip, 80), timeout=10) as sock:
+    with socket.create_connection((master_ip, port), timeout=10) as raw:
+        sock = raw
+        if port == 443:
+            sock = ssl.create_default_context(cafile=str(project.secrets.path("ca.crt"))).wrap_socket(raw, server_hostname=f"cd.{env.domain}")
         sock.sendall(request.encode())
         response = b""
         while b"\r\n\r\n" not in response:

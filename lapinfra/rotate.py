@@ -23,8 +23,8 @@ NOT_ROTATED = {
     "backup_ed25519": "the backup node authorizes it for its sftp user from `invoke node.up` on, not from a deploy",
     "restic.password": "the backup repository is encrypted with it: a new file would make every snapshot unreadable "
                        "(restic's `key add` and `key remove` change a repository's password)",
-    "ca.crt": "every node's engine (and every workstation that trusts the CA) holds it, and it signed registry.crt: "
-              "a new CA is made by hand (docs/security.md)",
+    "ca.crt": "every node's engine (and every workstation that trusts the CA) holds it, and it signed registry.crt "
+              "and proxy.crt: a new CA is made by hand (docs/security.md)",
 }
 
 # Who holds a secret besides the containers a deploy hands it to: what the deploy does not renew.

@@ -16,6 +16,7 @@ import secrets as pysecrets
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from . import services
 from .config import DYNAMIC_ZONES, Environment
 from .errors import LapinfraError
 
@@ -150,13 +151,14 @@ class SecretStore:
 
     # ---- generation ---------------------------------------------------------
     def ensure(self) -> list[str]:
-        """Generate every missing secret; return the names of those created."""
+        """Generate every missing secret, and proxy.crt again when it lacks a name the proxy
+        serves; return the names of those created."""
         self.dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.dir, 0o700)
         created, written = [], []
         try:
             for name, make in self._generators():
-                if not self.path(name).exists():
+                if not self.path(name).exists() or self._outdated(name):
                     for file, content in make().items():
                         self._write(file, content)
                         written.append(file)
@@ -184,6 +186,7 @@ class SecretStore:
             ("artifact.password", lambda: self._password("artifact", "deploy")),
             ("ca.crt", self._ca),
             ("registry.crt", self._registry_cert),
+            ("proxy.crt", self._proxy_cert),
         ]
 
     def authorized_keys(self, role: str) -> Path:
@@ -258,6 +261,21 @@ class SecretStore:
         return {"ca.key": _pem_key(key), "ca.crt": cert.public_bytes(serialization.Encoding.PEM)}
 
     def _registry_cert(self) -> dict[str, bytes]:
+        domain = self.env.domain
+        return self._server_cert("registry", [f"docker.{domain}", f"registry.{domain}", "localhost"],
+                                 ["127.0.0.1", str(self.env.master.ip)])
+
+    def proxy_names(self) -> list[str]:
+        """The names proxy.crt must carry: every name the proxy serves, and the master's address
+        (workstations that do not resolve the names send the Host header to the address)."""
+        return [*services.proxy_names(self.env), str(self.env.master.ip)]
+
+    def _proxy_cert(self) -> dict[str, bytes]:
+        return self._server_cert("proxy", services.proxy_names(self.env), [str(self.env.master.ip)])
+
+    def _server_cert(self, prefix: str, names: list[str], ips: list[str]) -> dict[str, bytes]:
+        """``<prefix>.key`` and ``<prefix>.crt``: a TLS server certificate for ``names`` (the first is
+        its subject) and the addresses ``ips``, signed by the environment's CA, 825 days."""
         from cryptography import x509
         from cryptography.hazmat.primitives import hashes, serialization
         from cryptography.hazmat.primitives.asymmetric import ec
@@ -266,16 +284,21 @@ class SecretStore:
         ca_key = serialization.load_pem_private_key(self.path("ca.key").read_bytes(), None)
         ca_cert = x509.load_pem_x509_certificate(self.path("ca.crt").read_bytes())
         key = ec.generate_private_key(ec.SECP256R1())
-        domain = self.env.domain
-        names = [x509.DNSName(n) for n in (f"docker.{domain}", f"registry.{domain}", "localhost")]
-        ips = [x509.IPAddress(ipaddress.ip_address(a)) for a in ("127.0.0.1", str(self.env.master.ip))]
+        alt = [x509.DNSName(n) for n in names] + [x509.IPAddress(ipaddress.ip_address(a)) for a in ips]
         cert = (
-            _builder(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"docker.{domain}")]), ca_cert.subject, key.public_key(), days=825)
-            .add_extension(x509.SubjectAlternativeName(names + ips), critical=False)
+            _builder(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]), ca_cert.subject, key.public_key(), days=825)
+            .add_extension(x509.SubjectAlternativeName(alt), critical=False)
             .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
             .sign(ca_key, hashes.SHA256())
         )
-        return {"registry.key": _pem_key(key), "registry.crt": cert.public_bytes(serialization.Encoding.PEM)}
+        return {f"{prefix}.key": _pem_key(key), f"{prefix}.crt": cert.public_bytes(serialization.Encoding.PEM)}
+
+    def _outdated(self, name: str) -> bool:
+        """A secret that exists but no longer fits the configuration: proxy.crt without a name the
+        proxy now serves (a new application, another domain) is made again."""
+        if name != "proxy.crt" or not self.path(name).exists():
+            return False
+        return not set(self.proxy_names()) <= set(certificate_names(self.path(name).read_bytes()))
 
 
 def _builder(subject, issuer, public_key, days: int) -> x509.CertificateBuilder:
@@ -297,3 +320,15 @@ def _pem_key(key) -> bytes:
     from cryptography.hazmat.primitives import serialization
 
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+
+
+def certificate_names(pem: bytes) -> list[str]:
+    """The DNS names and addresses (as text) in a PEM certificate's subjectAltName."""
+    from cryptography import x509
+
+    cert = x509.load_pem_x509_certificate(pem)
+    try:
+        alt = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    return [*alt.get_values_for_type(x509.DNSName), *(str(a) for a in alt.get_values_for_type(x509.IPAddress))]

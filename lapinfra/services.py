@@ -38,7 +38,11 @@ class Service:
     image_name: str = ""
     ports: dict = field(default_factory=dict)      # "53/udp" -> host binding
     secrets: dict = field(default_factory=dict)    # file in /run/secrets -> secret file name
-    http: int = 0                                  # port served behind the port-80 proxy
+    http: int = 0                                  # port served behind the proxy (80 and 443)
+    # its HTTP service takes a password: the proxy forwards only anonymous reads (GET, HEAD)
+    # on port 80 and sends everything else, and its login paths, to HTTPS
+    takes_password: bool = False
+    login_paths: tuple = ()                        # paths of a login page (port 80 redirects them to https)
     provides_env: bool = False                     # the environment container itself
     local_image: bool = False                      # from the node's own copy (loaded by save|load, not pulled)
     volumes: dict = field(default_factory=dict)    # extra node path -> container path
@@ -72,21 +76,24 @@ def services(env) -> list[Service]:
                 freeze=("dynamic",)),
         Service("git", ports={"22/tcp": (ip, 22)}, secrets={"admin.pub": "admin_ed25519.pub", "cd.pub": "cd_ed25519.pub"}),
         Service("trac", http=8000, freeze=("env/db",)),
-        Service("cd", http=8010, secrets={"git.key": "cd_ed25519", "worker.password": "cd.worker-password",
+        Service("cd", http=8010, takes_password=True, login_paths=("/auth/",), secrets={"git.key": "cd_ed25519", "worker.password": "cd.worker-password",
                                           "admin.password": "cd.admin-password", "git.known_hosts": "git_known_hosts"},
                 freeze=("master/state.sqlite*",)),
         Service("cache", ports={"3142/tcp": (ip, 3124)}, secrets={"admin.password": "cache.password"}),
-        Service("maven", "repository", http=80, secrets={"htpasswd": "maven.htpasswd"}),
-        Service("artifact", "repository", http=80, secrets={"htpasswd": "artifact.htpasswd"}),
+        Service("maven", "repository", http=80, takes_password=True, secrets={"htpasswd": "maven.htpasswd"}),
+        Service("artifact", "repository", http=80, takes_password=True, secrets={"htpasswd": "artifact.htpasswd"}),
         *apps,
         status_service(env),
-        Service("proxy", ports={"80/tcp": (ip, 80)}, networks=(APPS_NETWORK,) if env.workers else ()),
+        Service("proxy", ports={"80/tcp": (ip, 80), "443/tcp": (ip, 443)}, secrets=PROXY_SECRETS,
+                networks=(APPS_NETWORK,) if env.workers else ()),
     ]
     return [*others, backup_service(env, others)]
 
 
 # The DNS's TSIG keys: the transfer key and each dynamic zone's update key (lapinfra/secrets.py).
 DNS_KEYS = ("tsig.key", "tsig-host.key", "tsig-node.key", "tsig-pc.key")
+# The proxy's TLS certificate for port 443, signed by the environment's CA (lapinfra/secrets.py).
+PROXY_SECRETS = {"tls.crt": "proxy.crt", "tls.key": "proxy.key"}
 BACKUP_SECRETS = {"restic.password": "restic.password", "backup_ed25519": "backup_ed25519", "backup_known_hosts": "backup_known_hosts"}
 
 
@@ -135,12 +142,21 @@ def by_name(env, name: str) -> Service:
 
 
 def vhosts(env) -> list[dict]:
-    """Name-based virtual hosts of the port-80 proxy (the load balancer aside)."""
+    """Name-based virtual hosts of the proxy (the load balancer aside). ``takes_password``: on
+    port 80 only its anonymous reads pass; ``login_paths`` there are redirected to https."""
     out = []
     for s in services(env):
         if s.http and s.image != "sampleapp":
-            out.append({"name": f"{s.name}.{env.domain}", "upstream": f"{s.container}:{s.http}"})
+            out.append({"name": f"{s.name}.{env.domain}", "upstream": f"{s.container}:{s.http}",
+                        "takes_password": s.takes_password, "login_paths": list(s.login_paths)})
     return out
+
+
+def proxy_names(env) -> list[str]:
+    """Every name the proxy serves (its certificate's names): the virtual hosts, the load
+    balancer, the applications on the workers."""
+    apps = [f"{name}.{env.domain}" for name in env.routed_apps]
+    return [v["name"] for v in vhosts(env)] + [load_balancer(env)["name"]] + apps
 
 
 def load_balancer(env) -> dict:

@@ -1,6 +1,6 @@
 #!/bin/sh
 # Entrypoint of infra/proxy.
-#   no argument / "serve": validate /env/proxy/nginx.conf with nginx -t, then
+#   no argument / "serve": check that /run/secrets holds port 443's certificate, validate /env/proxy/nginx.conf with nginx -t, then
 #   exec nginx in the foreground (access log on stdout, errors on stderr).
 #   "check": only validate the configuration (exit status of nginx -t).
 #   anything else: exec'ed as is.
@@ -24,6 +24,9 @@ case "${1:-serve}" in
 esac
 
 [ -s "$CONF" ] || die "$CONF missing or empty (environment volume not mounted?)"
+for file in tls.crt tls.key; do
+    [ -s "/run/secrets/$file" ] || die "/run/secrets/$file missing (port 443's certificate: secrets/<env>/proxy.crt, handed over by a deploy)"
+done
 if [ "${1:-serve}" = check ]; then
     /usr/local/bin/upstreams once
     nginx -t -q -c "$CONF" || die "nginx -t -c $CONF failed"

@@ -84,13 +84,14 @@ def test_a_release_not_verified_on_test_is_refused_by_the_gate(target):
 def staging_clients(target):
     env = config.load(ROOT, TARGET)
     password = (ROOT / "secrets" / TARGET / "maven.password").read_text().strip()
-    return {"ip": str(env.master.ip), "auth": ("deploy", password)}
+    return {"ip": str(env.master.ip), "auth": ("deploy", password), "ca": str(ROOT / "secrets" / TARGET / "ca.crt")}
 
 
 def test_a_broken_release_forced_onto_staging_rolls_back_by_itself(staging_clients):
     ip, auth = staging_clients["ip"], staging_clients["auth"]
     artifact, payload = f"com/example/promo-{uuid.uuid4().hex[:8]}/1.0/a.jar", os.urandom(32768)
-    put = requests.put(f"http://{ip}/{artifact}", data=payload, auth=auth, headers={"Host": "maven.internal"}, timeout=30)
+    put = requests.put(f"https://{ip}/{artifact}", data=payload, auth=auth, headers={"Host": "maven.internal"},
+                       verify=staging_clients["ca"], timeout=30)
     assert put.status_code in (200, 201, 204)
     previous, data_before, ids = release_of(TARGET), data_manifest(), container_ids(TARGET)
     good = PROXY_TEMPLATE.read_text()

@@ -84,7 +84,8 @@ def test_the_suite_reads_the_certificate_the_server_presents(project, tls_server
 
 
 def _infra_check():
-    """infra_tests/test_certificates.py, the suite's check, as a module."""
+    """infra_tests/test_certificates.py, the suite's check of the registry's port."""
+    import functools
     import importlib.util
 
     from tests.conftest import ROOT
@@ -92,7 +93,8 @@ def _infra_check():
     spec = importlib.util.spec_from_file_location("suite_certificates", ROOT / "infra_tests" / "test_certificates.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.test_the_registry_serves_a_certificate_that_is_not_about_to_expire
+    return functools.partial(module.test_each_tls_port_serves_a_certificate_that_is_not_about_to_expire,
+                             who="registry", secret="registry.crt")
 
 
 def _registry_cert(project, tmp_path, days: float):

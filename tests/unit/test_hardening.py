@@ -3,7 +3,8 @@
 - DNS: a TSIG key per dynamic zone, each allowed to change A records of its own zone
   only; the main zone takes no update; the transfer key updates nothing.
 - CD server: every control action needs the environment's account; reads stay anonymous.
-- Proxy: websocket upgrades pass (Buildbot's live updates on /ws).
+- Proxy: websocket upgrades pass (Buildbot's live updates on /ws); its HTTPS and the refusal
+  of passwords over port 80: tests/unit/test_proxy_https.py.
 """
 import ast
 import re
@@ -159,7 +160,7 @@ def test_the_proxy_passes_a_websocket_upgrade_and_keeps_keepalive_otherwise(proj
     assert mapping == ["default", "upgrade;", '""', '"";']
     # set once at the http level: no location overrides (an override would drop the inherited headers)
     assert code.count("proxy_set_header Connection") == 1
-    cd_server = code[code.index("server_name cd.internal;"):].split("}")[0]
+    cd_server = code[code.index("server_name cd.internal;"):].split("\n    }")[0]   # the server block, its locations too
     assert "proxy_pass" in cd_server
 
 
