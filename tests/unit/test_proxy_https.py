@@ -172,7 +172,7 @@ def proxy(tmp_path_factory):
     conf = conf.replace("user www-data;", "").replace("pid /run/nginx.pid;", f"pid {run}/nginx.pid;")
     conf = re.sub(r"listen 80( default_server)?;", rf"listen 127.0.0.1:{port80}\1;", conf)
     conf = re.sub(r"listen 443 ssl( default_server)?;", rf"listen 127.0.0.1:{port443} ssl\1;", conf)
-    conf = re.sub(r"server infra_\w+:\d+( max_fails=1 fail_timeout=5s)?;", f"server {upstream};", conf)
+    conf = re.sub(r"server infra_\w+:\d+( max_fails=\d+ fail_timeout=\d+s)?;", f"server {upstream};", conf)
     conf = conf.replace("/run/secrets/", f"{run}/").replace("/run/lapinfra/upstreams/", f"{run}/upstreams/")
     temp = "".join(f"\n    {kind}_temp_path {run}/{kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
     conf = conf.replace("http {", "http {" + temp, 1)
