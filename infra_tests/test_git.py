@@ -21,6 +21,8 @@ import dns.query
 import dns.rdatatype
 import pytest
 
+from lapinfra import services
+
 CONTAINER = "infra_git"
 HOST_KEY = "/data/ssh/ssh_host_ed25519_key.pub"
 
@@ -136,7 +138,7 @@ def test_every_declared_repository_exists(admin, env):
 
 def test_pushed_commit_is_visible_in_a_fresh_clone(admin, env, tmp_path):
     repo = "sandbox" if "sandbox" in env.git.repositories else env.git.repositories[0]
-    branch = f"verify-{uuid.uuid4().hex[:12]}"
+    branch = f"{services.SUITE_PLACE}/{uuid.uuid4().hex[:12]}"   # the suite's own branch, deleted below
     work, fresh = tmp_path / "work", tmp_path / "fresh"
     assert admin("init", "--quiet", str(work)).returncode == 0
     (work / "probe.txt").write_text(f"{branch}\n")

@@ -14,6 +14,8 @@ import uuid
 import pytest
 import requests
 
+from lapinfra import services
+
 USER = "deploy"
 REPOSITORIES = ["maven", "artifact"]
 
@@ -48,7 +50,8 @@ def repo(request, project, env, master_ip):
 
 @pytest.fixture
 def unique() -> str:
-    return f"lapinfra-check-{uuid.uuid4().hex[:12]}"
+    """A collection of the suite's own (services.SUITE_PLACE), removed at the end."""
+    return f"{services.SUITE_PLACE}-{uuid.uuid4().hex[:12]}"
 
 
 @pytest.fixture
@@ -63,7 +66,7 @@ def cleanup(repo):
 def _paths(repo: Repo, unique: str) -> tuple[str, str]:
     """(file to upload, top collection to remove afterwards)."""
     if repo.name == "maven":
-        return f"com/example/{unique}/1.0/{unique}-1.0.jar", f"com/example/{unique}/"
+        return f"{unique}/probe/1.0/probe-1.0.jar", f"{unique}/"
     return f"{unique}/some/nested dir/{unique}.tar.gz", f"{unique}/"
 
 

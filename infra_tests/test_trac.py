@@ -12,6 +12,8 @@ import uuid
 import pytest
 import requests
 
+from lapinfra import services
+
 ENV_DIR = "/data/trac/env"  # the Trac environment on the node (/data/env inside infra_trac)
 
 
@@ -56,7 +58,7 @@ def test_front_page_is_the_environments_trac(trac, trac_url, env):
 
 
 def test_form_post_without_token_is_refused(trac, trac_url):
-    summary = f"infra-test no-token {uuid.uuid4().hex}"
+    summary = f"{services.SUITE_PLACE} no-token {uuid.uuid4().hex}"
     r = trac.post(f"{trac_url}/newticket", timeout=10, allow_redirects=False,
                   data={"field_summary": summary, "field_type": "task", "submit": "Create ticket"})
     assert r.status_code == 400
@@ -64,7 +66,7 @@ def test_form_post_without_token_is_refused(trac, trac_url):
 
 
 def test_ticket_created_through_the_form_is_listed(trac, trac_url, env, node):
-    summary = f"infra-test {uuid.uuid4().hex}"
+    summary = f"{services.SUITE_PLACE} {uuid.uuid4().hex}"
     token = _form_token(trac, trac_url)
     r = trac.post(f"{trac_url}/newticket", timeout=10, allow_redirects=False, data={
         "__FORM_TOKEN": token,

@@ -18,6 +18,13 @@ from dataclasses import dataclass, field
 DATA = "/data"
 ENV_DIR = f"{DATA}/environment"      # rendered config of the environment, /env in containers
 SECRETS_DIR = f"{DATA}/secrets"      # per service, /run/secrets in its container
+
+# Where the verification suite writes on any environment, production included, and removes
+# again at the end of each check: a branch lapinfra-verify/<id> of a git repository, the
+# Maven and artifact collections lapinfra-verify-<id>/, Trac tickets whose summary starts
+# with "lapinfra-verify". Nothing a user keeps is ever written under these names.
+SUITE_PLACE = "lapinfra-verify"
+
 STATE_DIR = f"{DATA}/lapinfra"       # release record (and the node's SSH host keys)
 NETWORK = "infra"                    # the node's network of infrastructure containers
 # Fixed addresses on it: nginx resolves its upstreams once, at start, so a
