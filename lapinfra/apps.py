@@ -15,7 +15,7 @@
   seconds makes the swarm roll the whole service back by itself, and the deploy
   exits 1 saying so.
 
-What is deployed is recorded in /data/lapinfra/apps.json on the master (backed up with
+What is deployed is recorded in apps.json (records.APPS) on the master (backed up with
 /data), so `invoke start` brings back an app whose service is gone (a master rebuilt
 by dr.recover) from the node's state alone.
 """
@@ -25,13 +25,13 @@ import getpass
 import json
 import time
 
-from . import images, services as svc
+from . import images, records, services as svc
 from . import swarm
 from .errors import LapinfraError
 from .registry import push_image, registry_has, wait_registry
 from .session import MasterSession
 
-RECORD = f"{svc.STATE_DIR}/apps.json"
+RECORD = records.APPS
 NS = 1_000_000_000
 
 

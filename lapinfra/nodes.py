@@ -30,9 +30,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import records
 from .errors import LapinfraError, NodeError
 
-HOST_KEY_PUB = "/data/lapinfra/ssh/ssh_host_ed25519_key.pub"  # kept on /data: survives node recreation
+HOST_KEY_PUB = records.HOST_KEY_PUB                          # kept on /data: survives node recreation
 VM_HOST_KEY_PUB = "/etc/ssh/ssh_host_ed25519_key.pub"          # a VM's own, on its disk
 DOCKER_API_PORT = 2375  # the node's engine, bound to the node's loopback only
 CONNECT_SECONDS = 10    # TCP connect, the SSH banner, the login: each bounded (Nodes.connect)

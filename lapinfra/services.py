@@ -18,14 +18,12 @@ from dataclasses import dataclass, field
 DATA = "/data"
 ENV_DIR = f"{DATA}/environment"      # rendered config of the environment, /env in containers
 SECRETS_DIR = f"{DATA}/secrets"      # per service, /run/secrets in its container
-STATE_DIR = f"{DATA}/lapinfra"       # release record (and the node's SSH host keys)
+STATE_DIR = f"{DATA}/lapinfra"       # lapinfra's records and the node's SSH host keys (lapinfra/records.py names each)
 NETWORK = "infra"                    # the node's network of infrastructure containers
 # Fixed addresses on it: nginx resolves its upstreams once, at start, so a
 # recreated or restarted backend must come back on the address it had.
 NETWORK_SUBNET = ipaddress.IPv4Network("172.31.254.0/24")
 SPEC_LABEL = "lapinfra.spec"
-# The audit logs below /data that no restore rewinds (lapinfra/promote.py, lapinfra/verify.py).
-AUDIT_LOGS = ("lapinfra/releases.jsonl", "lapinfra/verified.jsonl")
 PREFIX = "infra_"
 # The swarm's overlay network of the applications (lapinfra/swarm.py, lapinfra/apps.py);
 # infra_proxy joins it where the environment has workers, to reach each replica.
