@@ -72,20 +72,20 @@ def deploy(project, name: str, image: str | None = None, timeout: float = 300) -
     """Push the app's image and roll the service to it; raise when the swarm rolled it back."""
     env, reporter = project.env, project.reporter
     app = _app(env, name)
-    host_image = images.host_image(project.docker, image or app.image)
-    tag = host_image.id.split(":")[-1][:12]
+    built = images.built_image(project.docker, image or app.image)
+    tag = built.id.split(":")[-1][:12]
     with MasterSession(project) as s:
         swarm.ensure(project, s.docker)
         wait_registry(s)
         if registry_has(s, f"apps/{name}", tag):
             reporter.info(f"apps/{name}:{tag}: already in the registry")
         else:
-            push_image(s, project.docker, host_image, f"apps/{name}", tag, reporter)
+            push_image(s, project.docker, built, f"apps/{name}", tag, reporter)
         ref = f"{s.registry_host}/apps/{name}:{tag}"
         outcome = apply(s, name, ref, reporter, timeout)
         if outcome != "unchanged" or name not in read_record(s):
             record = read_record(s)
-            record[name] = {"image": ref, "source": image or app.image, "id": host_image.id,
+            record[name] = {"image": ref, "source": image or app.image, "id": built.id,
                             "replicas": app.replicas, "by": getpass.getuser(), "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
             s.put(RECORD, json.dumps(record, indent=2, sort_keys=True).encode(), mode=0o644)
     return {"app": name, "image": ref, "outcome": outcome}

@@ -28,7 +28,7 @@ from .backuptool import recover_interrupted
 from .base import split_tag
 from .errors import LapinfraError
 from .gitinfo import release_id
-from .images import host_image
+from .images import built_image
 from .nodes import write_backup_known_hosts
 from .records import Release
 # the session and the registry client, where they were before lapinfra/session.py and lapinfra/registry.py
@@ -71,7 +71,7 @@ def start(project) -> dict[str, str]:
 
 def start_services(s: MasterSession, release: Release, reporter) -> dict[str, str]:
     outcome = {}
-    ensure_network(s.docker)
+    ensure_infra_network(s.docker)
     if s.env.workers:   # before the proxy, which joins the applications' network
         swarm.ensure(s.p, s.docker)
     for service in svc.services(s.env):
@@ -184,7 +184,7 @@ def port_prober(s: "MasterSession", ports: dict[str, int]):
     return accepting
 
 
-def ensure_network(client) -> None:
+def ensure_infra_network(client) -> None:
     """The node's network on which infrastructure containers reach each other by name."""
     import docker.types
 
@@ -341,9 +341,9 @@ def config_hashes(project, files: dict[str, bytes]) -> dict[str, str]:
     return out
 
 
-def host_images(project) -> dict:
+def built_images(project) -> dict:
     """The workstation's built image of every service, by image name."""
-    return {s.image: host_image(project.docker, f"infra/{s.image}") for s in svc.services(project.env)}
+    return {service.image: built_image(project.docker, f"infra/{service.image}") for service in svc.services(project.env)}
 
 
 def release_record(project, release: str, images: dict, files: dict[str, bytes]) -> Release:
@@ -364,11 +364,11 @@ def push_release(s: "MasterSession", project, record: Release, images: dict, fil
         upload_secrets(s, project, svc.services(env))
         record = record.with_config(config_hashes(project, files))   # the git host key it pinned counts for infra_cd
     seed(s, project)
-    ensure_network(s.docker)
+    ensure_infra_network(s.docker)
     kwargs = svc.run_kwargs(svc.by_name(env, "registry"), "infra/registry", env, record.config["registry"], images["registry"].id)
     result.containers["registry"] = reconcile(s.docker, kwargs, reporter)
     wait_registry(s)
-    result.pushed = _push_missing(s, project.docker, images, record.release, reporter)
+    result.pushed = _push_missing(s, images, record.release, reporter)
     return record
 
 
@@ -463,7 +463,7 @@ def seed_tags(env) -> list[str]:
     """What a master keeps in its own engine, carried from the workstation: the base
     image, and the images of the services that do not come from the registry (the
     registry itself; the backup tool, which a brand-new master restores with)."""
-    return [env.base_image.tag, *sorted({f"infra/{s.image}" for s in svc.services(env) if s.local_image})]
+    return [env.base_image.tag, *sorted({f"infra/{service.image}" for service in svc.services(env) if service.local_image})]
 
 
 def seed(s: MasterSession, project, tags: list[str] | None = None) -> list[str]:
@@ -471,7 +471,7 @@ def seed(s: MasterSession, project, tags: list[str] | None = None) -> list[str]:
     images of ``tags`` (default: seed_tags) from the workstation's engine onto the
     master's, each only when the node's copy differs. Returns the tags loaded.
     deploy, dr.recover and `invoke node.seed` all take this path."""
-    images = {tag: host_image(project.docker, tag) for tag in (tags or seed_tags(project.env))}
+    images = {tag: built_image(project.docker, tag) for tag in (tags or seed_tags(project.env))}
     return load_local_images(s, images, project.reporter)
 
 
@@ -529,7 +529,7 @@ def present_images(record: Release | None) -> dict[str, str]:
     return {image.id: image.repository for image in (record.images.values() if record else ())}
 
 
-def _push_missing(s: MasterSession, host, images: dict, release: str, reporter) -> list[str]:
+def _push_missing(s: MasterSession, images: dict, release: str, reporter) -> list[str]:
     present = present_images(records.read_release(s))
     to_push = []
     for name, decision in push_decisions(images, release, present, lambda repo: registry_has(s, repo)).items():
@@ -540,7 +540,7 @@ def _push_missing(s: MasterSession, host, images: dict, release: str, reporter) 
             reporter.info(f"{repository}: same image as {decision[1]}, tagged in the registry (nothing uploaded)")
         else:
             to_push.append((name, images[name], repository))
-    push_images(s, host, to_push, reporter)
+    push_images(s, to_push, reporter)
     return [name for name, _, _ in to_push]
 
 
@@ -549,7 +549,7 @@ def _push_missing(s: MasterSession, host, images: dict, release: str, reporter) 
 PUSH_JOBS = 2
 
 
-def push_images(s: MasterSession, host, items: list[tuple], reporter) -> None:
+def push_images(s: MasterSession, items: list[tuple], reporter) -> None:
     """(name, image, repository) of the workstation's engine into the node's registry, several at once."""
     from concurrent.futures import ThreadPoolExecutor, as_completed
 

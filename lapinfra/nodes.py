@@ -190,7 +190,7 @@ class Nodes:
             raise NodeError(f"vagrant {' '.join(args)} failed (in {self.p.build_dir}):\n{tail}")
         return run.stdout
 
-    def ensure_network(self) -> None:
+    def ensure_node_network(self) -> None:
         """The environment's docker network: its subnet, and its dynamic range (ip_range,
         the LAN's DHCP range) where nodes without a fixed address get theirs."""
         import docker.errors
@@ -225,7 +225,7 @@ class Nodes:
         todo = self.select(name)
         if self.env.provider == "docker":
             self._refuse_nodes_of_other_checkouts(todo)
-            self.ensure_network()
+            self.ensure_node_network()
             self._say_reused_data(todo)
         else:
             self._refuse_vms_running_elsewhere(todo)

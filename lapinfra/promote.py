@@ -35,7 +35,7 @@ from pathlib import Path
 
 from . import backup, lock, records, services as svc
 from . import status, verify
-from .deploy import (DeployResult, MasterSession, activate, config_files, container_action, host_images,
+from .deploy import (DeployResult, MasterSession, activate, config_files, container_action, built_images,
                      present_images, push_decisions, push_release, registry_has, release_record)
 from .errors import LapinfraError
 from .gitinfo import release_id
@@ -239,7 +239,7 @@ def deploy(project, force: bool = False) -> DeployResult:
     env, rep = project.env, project.reporter
     gated = bool(env.promoted_from)
     release = release_id(project.root)
-    images = host_images(project)
+    images = built_images(project)
     files = config_files(project)
     gate = check_gate(project, release, images, force)
     record = release_record(project, release, images, files)
@@ -502,7 +502,7 @@ def plan(project) -> dict:
 
     env = project.env
     release = release_id(project.root)
-    images = host_images(project)
+    images = built_images(project)
     files = config_files(project)
     record = release_record(project, release, images, files)
     out = {"release": release, "images": {}, "containers": {}, "config": {}, "gate": None}

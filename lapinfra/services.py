@@ -100,7 +100,7 @@ def backup_service(env, others: list[Service] | None = None) -> Service:
     ``others``: the services whose ``freeze`` paths it copies paused (BACKUP_FREEZE);
     default: the environment's."""
     if others is None:
-        others = [s for s in services(env) if s.name != "backup"]
+        others = [service for service in services(env) if service.name != "backup"]
     return Service(
         "backup", secrets=BACKUP_SECRETS, local_image=True,
         volumes={DATA: "/srv/data", "/var/run/docker.sock": "/var/run/docker.sock"},
@@ -116,7 +116,7 @@ def backup_service(env, others: list[Service] | None = None) -> Service:
 
 def freeze_policy(services_: list[Service]) -> dict:
     """lapbackup's BACKUP_FREEZE: container -> its frozen paths below the node's /data."""
-    return {s.container: [f"{s.name}/{p}" for p in s.freeze] for s in services_ if s.freeze}
+    return {service.container: [f"{service.name}/{path}" for path in service.freeze] for service in services_ if service.freeze}
 
 
 def backup_repository(node) -> str:
@@ -129,25 +129,25 @@ def backup_repository(node) -> str:
 
 
 def by_name(env, name: str) -> Service:
-    return next(s for s in services(env) if s.name == name)
+    return next(service for service in services(env) if service.name == name)
 
 
 def vhosts(env) -> list[dict]:
     """Name-based virtual hosts of the port-80 proxy (the load balancer aside)."""
     out = []
-    for s in services(env):
-        if s.http and s.image != "sampleapp":
-            out.append({"name": f"{s.name}.{env.domain}", "upstream": f"{s.container}:{s.http}"})
+    for service in services(env):
+        if service.http and service.image != "sampleapp":
+            out.append({"name": f"{service.name}.{env.domain}", "upstream": f"{service.container}:{service.http}"})
     return out
 
 
 def load_balancer(env) -> dict:
-    backends = [s for s in services(env) if s.image == "sampleapp"]
-    return {"name": f"{env.lb.name}.{env.domain}", "backends": [f"{s.container}:{s.http}" for s in backends]}
+    backends = [service for service in services(env) if service.image == "sampleapp"]
+    return {"name": f"{env.lb.name}.{env.domain}", "backends": [f"{backend.container}:{backend.http}" for backend in backends]}
 
 
 def address(env, service: Service) -> str:
-    index = [s.name for s in services(env)].index(service.name)
+    index = [other.name for other in services(env)].index(service.name)
     return str(NETWORK_SUBNET.network_address + 10 + index)
 
 

@@ -73,7 +73,7 @@ def container_states(containers) -> dict[str, tuple[str, str]]:
 def dns_names(env) -> dict[str, list[str]]:
     """Service name -> the DNS names that reach it: dns.names by name (ns is the DNS, docker the
     registry, ubuntu.cache the cache), the load balancer's and the routed apps' names the proxy's."""
-    known = {s.name for s in svc.services(env)}
+    known = {service.name for service in svc.services(env)}
     out: dict[str, list[str]] = {}
     for name in env.dns.names:
         owner = NAME_OWNERS.get(name, name)
@@ -86,10 +86,10 @@ def dns_names(env) -> dict[str, list[str]]:
 def service_facts(env, states: dict[str, tuple[str, str]]) -> list[dict]:
     names = dns_names(env)
     out = []
-    for s in svc.services(env):
-        state, health = states.get(s.container, ("missing", ""))
-        out.append({"name": s.name, "container": s.container, "image": s.image, "http": s.http,
-                    "names": names.get(s.name, []), "state": state, "health": health})
+    for service in svc.services(env):
+        state, health = states.get(service.container, ("missing", ""))
+        out.append({"name": service.name, "container": service.container, "image": service.image, "http": service.http,
+                    "names": names.get(service.name, []), "state": state, "health": health})
     return out
 
 

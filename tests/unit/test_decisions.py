@@ -130,7 +130,7 @@ def planned(project, monkeypatch):
     env = project.env
     images = {s.image: NS(id=f"sha256:{s.image}") for s in svc.services(env)}
     monkeypatch.setattr(promote, "release_id", lambda root: "r2")
-    monkeypatch.setattr(promote, "host_images", lambda p: images)
+    monkeypatch.setattr(promote, "built_images", lambda p: images)
     monkeypatch.setattr(promote, "config_files", lambda p: {})
     monkeypatch.setattr(promote, "release_record", lambda p, release, imgs, files: records.Release(release, config={s.name: "c" for s in svc.services(env)}))
     monkeypatch.setattr(promote, "check_gate", lambda p, release, imgs: None)

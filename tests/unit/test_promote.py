@@ -178,7 +178,7 @@ def failing_deploy(node, monkeypatch):
     node.project.env = SimpleNamespace(name="staging", promoted_from="test")
     node.project.root = "."
     monkeypatch.setattr(promote, "release_id", lambda root: "r4")
-    monkeypatch.setattr(promote, "host_images", lambda p: {})
+    monkeypatch.setattr(promote, "built_images", lambda p: {})
     monkeypatch.setattr(promote, "config_files", lambda p: {})
     monkeypatch.setattr(promote, "check_gate", lambda *a: {"source": "test", "forced": False})
     monkeypatch.setattr(promote, "release_record", lambda *a: records.Release("r4"))

@@ -49,7 +49,7 @@ def _ref(name):
 def master(project, monkeypatch):
     """start_services against an Engine: the names of the containers it would create, in order."""
     started = []
-    monkeypatch.setattr(deploy, "ensure_network", lambda client: None)
+    monkeypatch.setattr(deploy, "ensure_infra_network", lambda client: None)
     monkeypatch.setattr(deploy, "wait_registry", lambda s: None)
     monkeypatch.setattr(deploy, "wait_healthy", lambda *a, **kw: None)
     monkeypatch.setattr(deploy, "reconcile", lambda client, kwargs, reporter: started.append(kwargs["name"]) or "created")
