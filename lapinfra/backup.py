@@ -53,10 +53,16 @@ def safety_snapshot(s: MasterSession, project, purpose: str) -> str | None:
     env = project.name
     with project.reporter.step(f"safety snapshot of {project.env.master.name}:/data before {purpose}"):
         snap = run_tool(s, ["snapshot", "--label", f"safety-{purpose}", "--tag", SAFETY_TAG,
-                            "--tag", f"commit={release.release}"])
+                            "--tag", commit_tag(release.release)])
     project.reporter.info(f"safety snapshot {snap['id']} of {env} before {purpose}; "
                           f"undo with `invoke restore --env={env} --snapshot {snap['id']}`")
     return snap["id"]
+
+
+def commit_tag(release: str) -> str:
+    """The tag that names the release /data held when a snapshot was taken (lapbackup's scheduler
+    tags its snapshots the same way, from the release record)."""
+    return f"commit={release}"
 
 
 def choose_snapshot(snaps: list[dict], wanted: str, env: str, foreign: bool = False) -> str:
@@ -94,7 +100,7 @@ def snapshot(project, label: str = "manual") -> dict:
         record = records.read_release(s)
         release = record.release if record else "none"
         with project.reporter.step(f"snapshot of {project.env.master.name}:/data to {project.env.node('backup').name} ({label})"):
-            return run_tool(s, ["snapshot", "--label", label, "--tag", f"commit={release}"])
+            return run_tool(s, ["snapshot", "--label", label, "--tag", commit_tag(release)])
 
 
 def snapshots(project) -> list[dict]:
@@ -224,7 +230,8 @@ def fetch(source, target, snapshot_id: str = "latest", restore_after: bool = Tru
     return result
 
 
-SNAPSHOT_SECRETS = "/srv/data/secrets"   # where an older snapshot holds /data/secrets (lapbackup's view)
+# where an older snapshot holds /data/secrets (lapbackup's view: /data is its BACKUP_DATA)
+SNAPSHOT_SECRETS = f"{svc.BACKUP_DATA}/{records.below_data(svc.SECRETS_DIR)}"
 
 
 def _refuse_unfetchable(source, snapshot_id: str, code: int, out: str) -> None:

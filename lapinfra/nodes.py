@@ -38,7 +38,7 @@ VM_HOST_KEY_PUB = "/etc/ssh/ssh_host_ed25519_key.pub"          # a VM's own, on 
 DOCKER_API_PORT = 2375  # the node's engine, bound to the node's loopback only
 CONNECT_SECONDS = 10    # TCP connect, the SSH banner, the login: each bounded (Nodes.connect)
 CHECKOUT_LABEL = "lapinfra.checkout"  # on a container node: the checkout whose Vagrant made it (Vagrantfile.j2)
-BACKUP_REPOSITORY = "/data/restic"    # on the backup node (images/backup/lapbackup reaches it over sftp)
+BACKUP_REPOSITORY = "/data/restic"    # on the backup node (images/backup/lapbackup.py reaches it over sftp)
 
 
 # ---- decisions: facts in, plans out (no Docker, no Vagrant) ---------------------------

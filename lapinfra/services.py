@@ -85,6 +85,7 @@ def services(env) -> list[Service]:
 
 # The DNS's TSIG keys: the transfer key and each dynamic zone's update key (lapinfra/secrets.py).
 DNS_KEYS = ("tsig.key", "tsig-host.key", "tsig-node.key", "tsig-pc.key")
+BACKUP_DATA = "/srv/data"      # the node's /data in the backup container (lapbackup's DATA)
 BACKUP_SECRETS = {"restic.password": "restic.password", "backup_ed25519": "backup_ed25519", "backup_known_hosts": "backup_known_hosts"}
 
 
@@ -103,15 +104,23 @@ def backup_service(env, others: list[Service] | None = None) -> Service:
         others = [service for service in services(env) if service.name != "backup"]
     return Service(
         "backup", secrets=BACKUP_SECRETS, local_image=True,
-        volumes={DATA: "/srv/data", "/var/run/docker.sock": "/var/run/docker.sock"},
+        volumes={DATA: BACKUP_DATA, "/var/run/docker.sock": "/var/run/docker.sock"},
         environment={
             "BACKUP_REPOSITORY": backup_repository(env.node("backup")),
             "BACKUP_INTERVAL": str(env.backup.interval_minutes * 60),
             "BACKUP_KEEP": env.backup.forget_flags(),
             "BACKUP_ENV": env.name,
             "BACKUP_FREEZE": json.dumps(freeze_policy(others), sort_keys=True),
+            **backup_names(),
         },
     )
+
+
+def backup_names() -> dict[str, str]:
+    """What lapbackup takes from lapinfra instead of keeping copies: the prefix of the
+    containers a snapshot may pause (every infrastructure container's), and the backup
+    container's own name (never paused: a one-off tool container must not freeze its scheduler)."""
+    return {"BACKUP_PAUSE_PREFIX": PREFIX, "BACKUP_CONTAINER": Service("backup").container}
 
 
 def freeze_policy(services_: list[Service]) -> dict:

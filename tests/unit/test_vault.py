@@ -15,6 +15,7 @@ from lapinfra import render
 from lapinfra.project import Project
 from lapinfra.report import Recorder
 from tests.conftest import ROOT
+from tests.unit.test_lapbackup import load_lapbackup
 
 NOW = datetime.datetime(2026, 12, 4, 12, 0, tzinfo=datetime.timezone.utc).timestamp()
 
@@ -202,8 +203,7 @@ def test_only_the_backup_node_gets_the_sftp_keys_the_password_and_the_retention(
 
 @pytest.fixture
 def lapbackup(tmp_path, monkeypatch):
-    lb = load("images/backup/lapbackup", "lapbackup")
-    monkeypatch.setattr(lb, "log", lambda message: None)
+    lb = load_lapbackup(tmp_path, monkeypatch)
     return lb
 
 
