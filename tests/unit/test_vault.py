@@ -314,3 +314,12 @@ def test_a_vm_backup_node_is_provisioned_with_the_same_sftp_user_and_vault_loop(
     for name, block in blocks.items():
         if name != "backup":
             assert "restic.password" not in block and "lapvault" not in block
+
+
+def test_the_vaults_own_copies_of_lapinfras_names_are_equal_to_them(vault):
+    """lapvault is self-contained on the backup node: its retention when none is handed
+    (lapinfra always hands LAPVAULT_KEEP) and its drill record's path are lapinfra's."""
+    from lapinfra import config, records
+
+    assert vault.DEFAULT_KEEP == config.Backup().forget_flags()
+    assert vault.DRILL_RESULT == records.DRILL_ON_BACKUP_NODE
