@@ -15,7 +15,7 @@
   seconds makes the swarm roll the whole service back by itself, and the deploy
   exits 1 saying so.
 
-What is deployed is recorded in /data/lapinfra/apps.json on the master (backed up with
+What is deployed is recorded in apps.json (records.APPS) on the master (backed up with
 /data), so `invoke start` brings back an app whose service is gone (a master rebuilt
 by dr.recover) from the node's state alone.
 """
@@ -25,13 +25,13 @@ import getpass
 import json
 import time
 
-from . import images, services as svc
+from . import images, records, services as svc
 from . import swarm
 from .errors import LapinfraError
 from .registry import push_image, registry_has, wait_registry
 from .session import MasterSession
 
-RECORD = f"{svc.STATE_DIR}/apps.json"
+RECORD = records.APPS
 NS = 1_000_000_000
 
 
@@ -72,20 +72,20 @@ def deploy(project, name: str, image: str | None = None, timeout: float = 300) -
     """Push the app's image and roll the service to it; raise when the swarm rolled it back."""
     env, reporter = project.env, project.reporter
     app = _app(env, name)
-    host_image = images.host_image(project.docker, image or app.image)
-    tag = host_image.id.split(":")[-1][:12]
+    built = images.built_image(project.docker, image or app.image)
+    tag = built.id.split(":")[-1][:12]
     with MasterSession(project) as s:
         swarm.ensure(project, s.docker)
         wait_registry(s)
         if registry_has(s, f"apps/{name}", tag):
             reporter.info(f"apps/{name}:{tag}: already in the registry")
         else:
-            push_image(s, project.docker, host_image, f"apps/{name}", tag, reporter)
+            push_image(s, project.docker, built, f"apps/{name}", tag, reporter)
         ref = f"{s.registry_host}/apps/{name}:{tag}"
         outcome = apply(s, name, ref, reporter, timeout)
         if outcome != "unchanged" or name not in read_record(s):
             record = read_record(s)
-            record[name] = {"image": ref, "source": image or app.image, "id": host_image.id,
+            record[name] = {"image": ref, "source": image or app.image, "id": built.id,
                             "replicas": app.replicas, "by": getpass.getuser(), "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
             s.put(RECORD, json.dumps(record, indent=2, sort_keys=True).encode(), mode=0o644)
     return {"app": name, "image": ref, "outcome": outcome}

@@ -26,7 +26,7 @@ from .backuptool import recover_interrupted, run_tool
 from .deploy import seed, start_services, stop_all, upload_secrets
 from .errors import LapinfraError
 from .nodes import Nodes, write_backup_known_hosts
-from .records import RELEASE
+from . import records
 from .session import MasterSession
 
 STATUS = f"{svc.DATA}/backup/status.json"
@@ -47,16 +47,22 @@ def safety_snapshot(s: MasterSession, project, purpose: str) -> str | None:
     """A snapshot (label ``safety-<purpose>``, tag ``safety``) of the master's /data before
     a command replaces it, and how to undo that command with it; its id. None when /data
     holds nothing to save (no release record: a brand-new master)."""
-    release = s.read_json(RELEASE)
+    release = records.read_release(s)
     if release is None:
         return None
     env = project.name
     with project.reporter.step(f"safety snapshot of {project.env.master.name}:/data before {purpose}"):
         snap = run_tool(s, ["snapshot", "--label", f"safety-{purpose}", "--tag", SAFETY_TAG,
-                            "--tag", f"commit={release.get('release', 'none')}"])
+                            "--tag", commit_tag(release.release)])
     project.reporter.info(f"safety snapshot {snap['id']} of {env} before {purpose}; "
                           f"undo with `invoke restore --env={env} --snapshot {snap['id']}`")
     return snap["id"]
+
+
+def commit_tag(release: str) -> str:
+    """The tag that names the release /data held when a snapshot was taken (lapbackup's scheduler
+    tags its snapshots the same way, from the release record)."""
+    return f"commit={release}"
 
 
 def choose_snapshot(snaps: list[dict], wanted: str, env: str, foreign: bool = False) -> str:
@@ -91,9 +97,10 @@ def snapshot(project, label: str = "manual") -> dict:
     with MasterSession(project) as s:
         _prepare(s, project)
         recover_interrupted(s, project)
-        release = (s.read_json(RELEASE) or {}).get("release", "none")
+        record = records.read_release(s)
+        release = record.release if record else "none"
         with project.reporter.step(f"snapshot of {project.env.master.name}:/data to {project.env.node('backup').name} ({label})"):
-            return run_tool(s, ["snapshot", "--label", label, "--tag", f"commit={release}"])
+            return run_tool(s, ["snapshot", "--label", label, "--tag", commit_tag(release)])
 
 
 def snapshots(project) -> list[dict]:
@@ -129,7 +136,7 @@ def restore(project, snapshot_id: str, start: bool = True, keep: tuple[str, ...]
         with project.reporter.step(f"restore {sid} into {project.env.master.name}:/data"):
             result = _restore_tool(s, sid, keep)
         if start:
-            release = s.read_json(RELEASE)
+            release = records.read_release(s)
             if release is None:
                 raise LapinfraError("the restored /data holds no release record: deploy to start the infrastructure")
             start_services(s, release, project.reporter)
@@ -137,7 +144,7 @@ def restore(project, snapshot_id: str, start: bool = True, keep: tuple[str, ...]
 
 
 def _restore_tool(s: MasterSession, sid: str, keep: tuple[str, ...] = ()) -> dict:
-    return run_tool(s, ["restore", sid, *[f"--keep={k}" for k in (*keep, *svc.AUDIT_LOGS)]])
+    return run_tool(s, ["restore", sid, *[f"--keep={k}" for k in (*keep, *records.AUDIT_LOGS)]])
 
 
 def recover(project) -> dict:
@@ -156,7 +163,7 @@ def recover(project) -> dict:
             result = _restore_tool(s, sid)
         with project.reporter.step("upload every service's secrets"):
             upload_secrets(s, project, svc.services(project.env))
-        release = s.read_json(RELEASE)
+        release = records.read_release(s)
         if release is None:
             raise LapinfraError("the latest snapshot holds no release record; deploy instead")
         start_services(s, release, project.reporter)
@@ -223,7 +230,8 @@ def fetch(source, target, snapshot_id: str = "latest", restore_after: bool = Tru
     return result
 
 
-SNAPSHOT_SECRETS = "/srv/data/secrets"   # where an older snapshot holds /data/secrets (lapbackup's view)
+# where an older snapshot holds /data/secrets (lapbackup's view: /data is its BACKUP_DATA)
+SNAPSHOT_SECRETS = f"{svc.BACKUP_DATA}/{records.below_data(svc.SECRETS_DIR)}"
 
 
 def _refuse_unfetchable(source, snapshot_id: str, code: int, out: str) -> None:
@@ -315,7 +323,7 @@ def digest(project, snapshot_id: str, path: str) -> dict:
 # ---- restore drills (nodes/image/lapvault drill; docs/data.md "Restore drills") ----------
 
 VAULT_TOOL = "/usr/local/sbin/lapvault"                 # on the backup node
-DRILL_ON_BACKUP_NODE = "/data/lapinfra/vault/drill.json"
+DRILL_ON_BACKUP_NODE = records.DRILL_ON_BACKUP_NODE
 DRILL_COPY = f"{svc.DATA}/backup/drill.json"            # the master's copy (lapbackup drill-status)
 DRILL_TIMEOUT = 4 * 3600                                # restic's own limits: check and restore 3000 s each
 STALE_MARGIN_S = 3600

@@ -19,6 +19,7 @@ from .session import MasterSession
 
 TOOL_TIMEOUT = 3600      # above every restic limit in lapbackup (restore: 3000 s)
 STOP_GRACE = 60          # SIGTERM first: an interrupted restore undoes its swap at once
+RESTORE_TMP = f"{svc.DATA}/.restore-tmp"   # a restore's journal folder while it swaps /data (lapbackup's TMP)
 
 
 def run_tool(s: MasterSession, args: list[str]) -> object:
@@ -61,7 +62,7 @@ def _stop_gently(container) -> None:
 def _repair_needed(s: MasterSession) -> bool:
     """Cheap facts first (one command, one API call): a restore's journal folder on the
     master, or an infra container left paused. Only then does the tool run."""
-    journal = s.conn.run(f"test -e {svc.DATA}/.restore-tmp", hide=True, warn=True).ok
+    journal = s.conn.run(f"test -e {RESTORE_TMP}", hide=True, warn=True).ok
     paused = s.docker.containers.list(filters={"status": "paused", "name": svc.PREFIX})
     return journal or bool(paused)
 

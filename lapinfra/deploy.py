@@ -17,9 +17,7 @@
 """
 from __future__ import annotations
 
-import getpass
 import hashlib
-import json
 import shlex
 import time
 from dataclasses import dataclass, field
@@ -30,8 +28,9 @@ from .backuptool import recover_interrupted
 from .base import split_tag
 from .errors import LapinfraError
 from .gitinfo import release_id
-from .images import host_image
+from .images import built_image
 from .nodes import write_backup_known_hosts
+from .records import Release
 # the session and the registry client, where they were before lapinfra/session.py and lapinfra/registry.py
 from .registry import MANIFEST_V2, copy_in_registry, push, push_image, registry_has, wait_registry  # noqa: F401
 from .session import ASIDE, COMMAND_SECONDS, MasterSession, named_networks, write_file  # noqa: F401
@@ -64,26 +63,26 @@ def stop_all(s: MasterSession, reporter) -> list[str]:
 def start(project) -> dict[str, str]:
     with MasterSession(project) as s:
         recover_interrupted(s, project)   # a restore that was interrupted: finished or undone first
-        release = s.read_json(records.RELEASE)
+        release = records.read_release(s)
         if release is None:
             raise LapinfraError(f"nothing deployed on {project.env.master.name} yet: run `invoke deploy --env={project.name}` first")
         return start_services(s, release, project.reporter)
 
 
-def start_services(s: MasterSession, release: dict, reporter) -> dict[str, str]:
+def start_services(s: MasterSession, release: Release, reporter) -> dict[str, str]:
     outcome = {}
-    ensure_network(s.docker)
+    ensure_infra_network(s.docker)
     if s.env.workers:   # before the proxy, which joins the applications' network
         swarm.ensure(s.p, s.docker)
     for service in svc.services(s.env):
-        image = release["images"][service.image]
-        ref = f"infra/{service.image}" if service.local_image else f"{s.registry_host}/{image['repository']}:latest"
+        image = release.images[service.image]
+        ref = f"infra/{service.image}" if service.local_image else f"{s.registry_host}/{image.repository}:latest"
         if service.local_image:
             _require_seeded(s, ref)
         else:
-            _pull_if_missing(s, ref, image["id"], reporter)
+            _pull_if_missing(s, ref, image.id, reporter)
             refuse_unreleased(s.docker, release, {service.image: ref})
-        kwargs = svc.run_kwargs(service, ref, s.env, release["config"].get(service.name, ""), image["id"])
+        kwargs = svc.run_kwargs(service, ref, s.env, release.config.get(service.name, ""), image.id)
         outcome[service.name] = reconcile(s.docker, kwargs, reporter)
         if svc.APPS_NETWORK in service.networks and swarm.connect_to_apps(s.docker, service.container):
             reporter.info(f"{service.container}: joined {svc.APPS_NETWORK} (the applications' replicas)")
@@ -185,7 +184,7 @@ def port_prober(s: "MasterSession", ports: dict[str, int]):
     return accepting
 
 
-def ensure_network(client) -> None:
+def ensure_infra_network(client) -> None:
     """The node's network on which infrastructure containers reach each other by name."""
     import docker.types
 
@@ -201,13 +200,13 @@ def ensure_network(client) -> None:
     client.networks.create(svc.NETWORK, driver="bridge", ipam=ipam, labels={"lapinfra": "infra"})
 
 
-def release_refs(s: MasterSession, release: dict) -> dict[str, str]:
+def release_refs(s: MasterSession, release: Release) -> dict[str, str]:
     """The registry reference of each image of ``release`` the node pulls (not the ones it keeps itself)."""
-    return {service.image: f"{s.registry_host}/{release['images'][service.image]['repository']}:latest"
+    return {service.image: f"{s.registry_host}/{release.images[service.image].repository}:latest"
             for service in svc.services(s.env) if not service.local_image}
 
 
-def pull_missing(s: MasterSession, release: dict, reporter) -> None:
+def pull_missing(s: MasterSession, release: Release, reporter) -> None:
     """Pull the release's images the node lacks (by id), PUSH_JOBS at a time."""
     import docker.errors
     from concurrent.futures import ThreadPoolExecutor
@@ -215,7 +214,7 @@ def pull_missing(s: MasterSession, release: dict, reporter) -> None:
     wanted = {}
     for name, ref in release_refs(s, release).items():
         try:
-            if s.docker.images.get(ref).id == release["images"][name]["id"]:
+            if s.docker.images.get(ref).id == release.images[name].id:
                 continue
         except docker.errors.ImageNotFound:
             pass
@@ -253,7 +252,7 @@ def _pull_if_missing(s: MasterSession, ref: str, image_id: str, reporter) -> Non
         s.docker.images.pull(repo, tag=tag, auth_config=s.pull_auth())
 
 
-def refuse_unreleased(client, release: dict, refs: dict[str, str]) -> None:
+def refuse_unreleased(client, release: Release, refs: dict[str, str]) -> None:
     """What runs is what was released: each ``refs`` (image name -> the registry reference the
     master's engine pulled) must be the image id the release record names; otherwise nothing
     of it may start (whoever can push to the registry could have replaced the tag)."""
@@ -261,13 +260,13 @@ def refuse_unreleased(client, release: dict, refs: dict[str, str]) -> None:
 
     refused = []
     for name, ref in sorted(refs.items()):
-        wanted = release["images"][name]["id"]
+        wanted = release.images[name].id
         try:
             got = client.images.get(ref).id
         except docker.errors.ImageNotFound:
             got = "none"
         if got != wanted:
-            refused.append(f"{ref} is image {got}, release {release.get('release', '?')} recorded {wanted}")
+            refused.append(f"{ref} is image {got}, release {release.release} recorded {wanted}")
     if refused:
         raise LapinfraError("refused to start images the release did not record: " + "; ".join(refused)
                             + ". The node's registry holds another image under the release's name (pushed over it "
@@ -342,43 +341,40 @@ def config_hashes(project, files: dict[str, bytes]) -> dict[str, str]:
     return out
 
 
-def host_images(project) -> dict:
+def built_images(project) -> dict:
     """The workstation's built image of every service, by image name."""
-    return {s.image: host_image(project.docker, f"infra/{s.image}") for s in svc.services(project.env)}
+    return {service.image: built_image(project.docker, f"infra/{service.image}") for service in svc.services(project.env)}
 
 
-def release_record(project, release: str, images: dict, files: dict[str, bytes]) -> dict:
+def release_record(project, release: str, images: dict, files: dict[str, bytes]) -> Release:
     write_backup_known_hosts(project)   # a secret of the backup container, part of its config hash
     if not project.secrets.path(GIT_KNOWN_HOSTS).exists():
         write_git_known_hosts(project, None)   # infra_cd's, pinned from the master by upload_secrets
-    return {
-        "release": release,
-        "images": {n: {"repository": f"infra/{release}/{n}", "id": img.id} for n, img in images.items()},
-        "config": config_hashes(project, files),
-        "deployed_by": getpass.getuser(),
-        "deployed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
+    return records.new_release(release, {n: img.id for n, img in images.items()}, config_hashes(project, files))
 
 
-def push_release(s: "MasterSession", project, record: dict, images: dict, files: dict[str, bytes], result: "DeployResult") -> None:
+def push_release(s: "MasterSession", project, record: Release, images: dict, files: dict[str, bytes],
+                 result: "DeployResult") -> Release:
     """Everything a release needs on the node before its containers change: config,
-    secrets, the node's own images, the registry running, the images in it."""
+    secrets, the node's own images, the registry running, the images in it. The record
+    with the config hashes of what was uploaded."""
     env, reporter = project.env, project.reporter
     with reporter.step("upload config, secrets and the registry CA"):
         result.config_changed = s.sync(files, svc.ENV_DIR)
         upload_secrets(s, project, svc.services(env))
-        record["config"] = config_hashes(project, files)   # the git host key it pinned counts for infra_cd
+        record = record.with_config(config_hashes(project, files))   # the git host key it pinned counts for infra_cd
     seed(s, project)
-    ensure_network(s.docker)
-    kwargs = svc.run_kwargs(svc.by_name(env, "registry"), "infra/registry", env, record["config"]["registry"], images["registry"].id)
+    ensure_infra_network(s.docker)
+    kwargs = svc.run_kwargs(svc.by_name(env, "registry"), "infra/registry", env, record.config["registry"], images["registry"].id)
     result.containers["registry"] = reconcile(s.docker, kwargs, reporter)
     wait_registry(s)
-    result.pushed = _push_missing(s, project.docker, images, record["release"], reporter)
+    result.pushed = _push_missing(s, images, record.release, reporter)
+    return record
 
 
-def activate(s: "MasterSession", record: dict, reporter) -> dict[str, str]:
+def activate(s: "MasterSession", record: Release, reporter) -> dict[str, str]:
     """Make ``record`` the node's release and reconcile its containers."""
-    s.put(records.RELEASE, json.dumps(record, indent=2).encode())
+    records.write_release(s, record)
     return start_services(s, record, reporter)
 
 
@@ -467,7 +463,7 @@ def seed_tags(env) -> list[str]:
     """What a master keeps in its own engine, carried from the workstation: the base
     image, and the images of the services that do not come from the registry (the
     registry itself; the backup tool, which a brand-new master restores with)."""
-    return [env.base_image.tag, *sorted({f"infra/{s.image}" for s in svc.services(env) if s.local_image})]
+    return [env.base_image.tag, *sorted({f"infra/{service.image}" for service in svc.services(env) if service.local_image})]
 
 
 def seed(s: MasterSession, project, tags: list[str] | None = None) -> list[str]:
@@ -475,7 +471,7 @@ def seed(s: MasterSession, project, tags: list[str] | None = None) -> list[str]:
     images of ``tags`` (default: seed_tags) from the workstation's engine onto the
     master's, each only when the node's copy differs. Returns the tags loaded.
     deploy, dr.recover and `invoke node.seed` all take this path."""
-    images = {tag: host_image(project.docker, tag) for tag in (tags or seed_tags(project.env))}
+    images = {tag: built_image(project.docker, tag) for tag in (tags or seed_tags(project.env))}
     return load_local_images(s, images, project.reporter)
 
 
@@ -528,13 +524,13 @@ def push_decisions(images: dict, release: str, present: dict[str, str], in_regis
     return out
 
 
-def present_images(record: dict | None) -> dict[str, str]:
+def present_images(record: Release | None) -> dict[str, str]:
     """Image id -> its repository in the node's registry, of the release record ``record`` (None: none)."""
-    return {image["id"]: image["repository"] for image in (record or {"images": {}})["images"].values()}
+    return {image.id: image.repository for image in (record.images.values() if record else ())}
 
 
-def _push_missing(s: MasterSession, host, images: dict, release: str, reporter) -> list[str]:
-    present = present_images(s.read_json(records.RELEASE))
+def _push_missing(s: MasterSession, images: dict, release: str, reporter) -> list[str]:
+    present = present_images(records.read_release(s))
     to_push = []
     for name, decision in push_decisions(images, release, present, lambda repo: registry_has(s, repo)).items():
         repository = f"infra/{release}/{name}"
@@ -544,7 +540,7 @@ def _push_missing(s: MasterSession, host, images: dict, release: str, reporter) 
             reporter.info(f"{repository}: same image as {decision[1]}, tagged in the registry (nothing uploaded)")
         else:
             to_push.append((name, images[name], repository))
-    push_images(s, host, to_push, reporter)
+    push_images(s, to_push, reporter)
     return [name for name, _, _ in to_push]
 
 
@@ -553,7 +549,7 @@ def _push_missing(s: MasterSession, host, images: dict, release: str, reporter) 
 PUSH_JOBS = 2
 
 
-def push_images(s: MasterSession, host, items: list[tuple], reporter) -> None:
+def push_images(s: MasterSession, items: list[tuple], reporter) -> None:
     """(name, image, repository) of the workstation's engine into the node's registry, several at once."""
     from concurrent.futures import ThreadPoolExecutor, as_completed
 

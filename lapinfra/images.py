@@ -212,7 +212,7 @@ class Builder:
         return image_id
 
 
-def host_image(client, tag: str):
+def built_image(client, tag: str):
     """The image ``tag`` of the workstation's engine (``client``), built by `invoke build`."""
     import docker.errors
 

@@ -30,14 +30,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import records
 from .errors import LapinfraError, NodeError
 
-HOST_KEY_PUB = "/data/lapinfra/ssh/ssh_host_ed25519_key.pub"  # kept on /data: survives node recreation
+HOST_KEY_PUB = records.HOST_KEY_PUB                          # kept on /data: survives node recreation
 VM_HOST_KEY_PUB = "/etc/ssh/ssh_host_ed25519_key.pub"          # a VM's own, on its disk
 DOCKER_API_PORT = 2375  # the node's engine, bound to the node's loopback only
 CONNECT_SECONDS = 10    # TCP connect, the SSH banner, the login: each bounded (Nodes.connect)
 CHECKOUT_LABEL = "lapinfra.checkout"  # on a container node: the checkout whose Vagrant made it (Vagrantfile.j2)
-BACKUP_REPOSITORY = "/data/restic"    # on the backup node (images/backup/lapbackup reaches it over sftp)
+BACKUP_REPOSITORY = "/data/restic"    # on the backup node (images/backup/lapbackup.py reaches it over sftp)
 
 
 # ---- decisions: facts in, plans out (no Docker, no Vagrant) ---------------------------
@@ -189,7 +190,7 @@ class Nodes:
             raise NodeError(f"vagrant {' '.join(args)} failed (in {self.p.build_dir}):\n{tail}")
         return run.stdout
 
-    def ensure_network(self) -> None:
+    def ensure_node_network(self) -> None:
         """The environment's docker network: its subnet, and its dynamic range (ip_range,
         the LAN's DHCP range) where nodes without a fixed address get theirs."""
         import docker.errors
@@ -224,7 +225,7 @@ class Nodes:
         todo = self.select(name)
         if self.env.provider == "docker":
             self._refuse_nodes_of_other_checkouts(todo)
-            self.ensure_network()
+            self.ensure_node_network()
             self._say_reused_data(todo)
         else:
             self._refuse_vms_running_elsewhere(todo)

@@ -20,7 +20,7 @@ during the deploy, named in the error), then restores the pre-deploy snapshot
 release. ``rollback`` by hand brings back an earlier release's images and config
 and keeps today's data; ``rollback --data`` also its data, after showing what that
 discards and taking a safety snapshot. Every deploy and rollback is
-appended to ``/data/lapinfra/releases.jsonl``, the audit log, which a restore
+appended to ``releases.jsonl`` (records.RELEASES), the audit log, which a restore
 never rewinds. Environments without ``promoted_from`` (``test``) get the lock and
 the audit log only: they are where releases are tried first.
 """
@@ -35,14 +35,14 @@ from pathlib import Path
 
 from . import backup, lock, records, services as svc
 from . import status, verify
-from .deploy import (DeployResult, MasterSession, activate, config_files, container_action, host_images,
+from .deploy import (DeployResult, MasterSession, activate, config_files, container_action, built_images,
                      present_images, push_decisions, push_release, registry_has, release_record)
 from .errors import LapinfraError
 from .gitinfo import release_id
 from .project import Project
+from .records import Release
 
 RELEASES = records.RELEASES
-RELEASE = records.RELEASE
 LOCK = lock.LOCK
 
 
@@ -239,7 +239,7 @@ def deploy(project, force: bool = False) -> DeployResult:
     env, rep = project.env, project.reporter
     gated = bool(env.promoted_from)
     release = release_id(project.root)
-    images = host_images(project)
+    images = built_images(project)
     files = config_files(project)
     gate = check_gate(project, release, images, force)
     record = release_record(project, release, images, files)
@@ -249,7 +249,7 @@ def deploy(project, force: bool = False) -> DeployResult:
              "by": verify.who(), "at": verify.now(), "snapshot": None, "suite": None}
     with MasterSession(project) as s, env_lock(s, project):
         backup.recover_interrupted(s, project)   # an interrupted restore: finished or undone first
-        previous = (s.read_json(RELEASE) or {}).get("release")
+        previous = _running(s)
         entry["previous"] = previous
         check_git(s, project, force)   # a push that would drop the target's commits: refused before any change
         step = Step()
@@ -260,7 +260,7 @@ def deploy(project, force: bool = False) -> DeployResult:
                 snap = backup.snapshot(project, label=f"pre-deploy {release[:12]}")
                 entry["snapshot"] = snap["id"]
             step("push images")
-            push_release(s, project, record, images, files, result)
+            record = push_release(s, project, record, images, files, result)
             step("git push")
             git_commit = push_git(s, project, force, entry)
             step("start containers")
@@ -326,7 +326,7 @@ def _safety_note(snapshot_id: str | None) -> str:
             f"(`invoke snapshot.list`; `invoke restore --snapshot {snapshot_id}` brings it back)")
 
 
-def _record_suite(s: MasterSession, record: dict, passed: bool, counts: dict) -> dict:
+def _record_suite(s: MasterSession, record: Release, passed: bool, counts: dict) -> dict:
     entry = verify.run_entry(record, passed, counts)
     s.append_jsonl(verify.VERIFIED, entry)
     return entry
@@ -339,9 +339,16 @@ def releases(project) -> list[dict]:
         return s.read_jsonl(RELEASES)
 
 
+def _running(s: MasterSession) -> str | None:
+    """The release the master runs (None: nothing deployed)."""
+    record = records.read_release(s)
+    return record.release if record else None
+
+
 # What a rollback without --data brings back from the snapshot: the release's rendered
 # config and its release record (which names its images, still in the registry).
-RELEASE_PATHS = ("environment", "lapinfra/release.json")
+RELEASE_PATHS = (records.below_data(svc.ENV_DIR), records.below_data(records.RELEASE))
+STATE = records.STATE_IN_DATA      # lapinfra's own folder below /data
 
 
 def rollback(project, to: str | None = None, data: bool = False, confirm=None, wait: float = 0) -> dict:
@@ -353,7 +360,7 @@ def rollback(project, to: str | None = None, data: bool = False, confirm=None, w
     ``confirm(summary)`` (which raises to stop), takes a safety snapshot of today's."""
     with MasterSession(project) as s, env_lock(s, project, purpose="rollback", wait=wait):
         entries = s.read_jsonl(RELEASES)
-        current = (s.read_json(RELEASE) or {}).get("release")
+        current = _running(s)
         to, snap = rollback_target(entries, current, to, project.name)
         entry = {"release": to, "previous": current, "snapshot": snap, "outcome": "rolled back", "by_hand": True,
                  "data": data, "by": verify.who(), "at": verify.now()}
@@ -380,16 +387,16 @@ def rollback(project, to: str | None = None, data: bool = False, confirm=None, w
 def release_only_keep(top: list[str], state: list[str]) -> list[str]:
     """The paths below /data a restore keeps so that only RELEASE_PATHS come from the
     snapshot: every top-level entry but ``environment`` and ``lapinfra``, and every
-    entry of ``lapinfra`` but ``release.json``."""
+    entry of ``lapinfra`` but the release record (records.RELEASE)."""
     folder = {p.split("/", 1)[0] for p in RELEASE_PATHS}
     restored = set(RELEASE_PATHS)
     keep = [name for name in top if name not in folder and name not in restored]
-    keep += [f"lapinfra/{name}" for name in state if f"lapinfra/{name}" not in restored]
+    keep += [f"{STATE}/{name}" for name in state if f"{STATE}/{name}" not in restored]
     return sorted(set(keep))
 
 
 def _listing(s: MasterSession) -> tuple[list[str], list[str]]:
-    out = s.conn.run(f"cd {svc.DATA} && ls -A && echo /// && (ls -A lapinfra 2>/dev/null || true)", hide=True).stdout
+    out = s.conn.run(f"cd {svc.DATA} && ls -A && echo /// && (ls -A {STATE} 2>/dev/null || true)", hide=True).stdout
     top, _, state = out.partition("///")
     return top.split(), state.split()
 
@@ -399,7 +406,7 @@ def data_folders(s: MasterSession) -> list[str]:
 
 
 # Not shown as discarded: what every restore keeps (lapbackup's own state, host keys, audit logs).
-NEVER_DISCARDED = ("backup", "lapinfra/ssh", *svc.AUDIT_LOGS)
+NEVER_DISCARDED = ("backup", records.HOST_KEYS_IN_DATA, *records.AUDIT_LOGS)
 
 
 def snapshot_time(project, snapshot_id: str) -> float:
@@ -426,7 +433,8 @@ def parse_time(text: str) -> float:
 
 def changed_since(s: MasterSession, epoch: float) -> list[str]:
     """Files below /data (relative paths) modified after ``epoch``, by their mtime."""
-    cmd = (f"cd {svc.DATA} && find . -mindepth 1 \\( -path ./backup -o -path ./lapinfra/ssh -o -name '*.restore-tmp' \\) "
+    cmd = (f"cd {svc.DATA} && find . -mindepth 1 \\( -path ./backup -o -path ./{records.HOST_KEYS_IN_DATA} "
+           f"-o -name '*.restore-tmp' \\) "
            f"-prune -o \\( -type f -o -type l \\) -newermt @{int(epoch)} -printf '%P\\n'")
     return [line for line in s.conn.run(cmd, hide=True).stdout.splitlines() if line.strip()]
 
@@ -494,7 +502,7 @@ def plan(project) -> dict:
 
     env = project.env
     release = release_id(project.root)
-    images = host_images(project)
+    images = built_images(project)
     files = config_files(project)
     record = release_record(project, release, images, files)
     out = {"release": release, "images": {}, "containers": {}, "config": {}, "gate": None}
@@ -504,8 +512,8 @@ def plan(project) -> dict:
     except LapinfraError as exc:
         out["gate"] = f"refused: {exc}"
     with MasterSession(project) as s:
-        current = s.read_json(RELEASE)
-        out["current"] = (current or {}).get("release")
+        current = records.read_release(s)
+        out["current"] = current.release if current else None
 
         def in_registry(repository: str) -> bool:
             try:
@@ -517,7 +525,7 @@ def plan(project) -> dict:
         for name, decision in push_decisions(images, release, present_images(current), in_registry).items():
             out["images"][name] = image_plan(decision)
         for service in svc.services(env):
-            kwargs = svc.run_kwargs(service, "", env, record["config"][service.name], images[service.image].id)
+            kwargs = svc.run_kwargs(service, "", env, record.config[service.name], images[service.image].id)
             try:
                 container = s.docker.containers.get(service.container)
                 facts = (container.status, container.labels.get(svc.SPEC_LABEL))

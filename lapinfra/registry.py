@@ -62,18 +62,21 @@ def copy_in_registry(s: MasterSession, source: str, target: str) -> bool:
     return put.status_code == 201
 
 
-def push_image(s: MasterSession, host, image, repository: str, tag: str, reporter) -> None:
-    """One image of the workstation's engine into the node's registry, through the tunnel."""
+def push_image(s: MasterSession, workstation, image, repository: str, tag: str, reporter) -> None:
+    """One image of the workstation's engine (``workstation``: its Docker client) into the node's
+    registry, through the tunnel."""
     with reporter.step(f"push {repository}:{tag}"):
-        push(s, host, image, repository, tag)
+        push(s, workstation, image, repository, tag)
 
 
-def push(s: MasterSession, client, image, repository: str, tag: str) -> None:
+def push(s: MasterSession, workstation, image, repository: str, tag: str) -> None:
+    """``image`` of the workstation's engine (``workstation``: its Docker client) as ``repository:tag``
+    of the node's registry."""
     target = f"127.0.0.1:{s.registry_port}/{repository}"
-    client.api.tag(image.id, target, tag)
+    workstation.api.tag(image.id, target, tag)
     try:
-        for chunk in client.api.push(target, tag=tag, auth_config=s.auth(), stream=True, decode=True):
+        for chunk in workstation.api.push(target, tag=tag, auth_config=s.auth(), stream=True, decode=True):
             if "error" in chunk:
                 raise LapinfraError(f"push of {repository}:{tag} failed: {chunk['error']}")
     finally:
-        client.api.remove_image(f"{target}:{tag}", noprune=True)
+        workstation.api.remove_image(f"{target}:{tag}", noprune=True)

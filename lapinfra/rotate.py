@@ -84,7 +84,7 @@ def rotate(project, name: str, stamp: str | None = None) -> Rotation:
             os.replace(current, store.path(f"{file}.rotated-{stamp}"))
             result.kept.append(f"{file}.rotated-{stamp}")
         os.replace(store.path(f"{file}.new"), current)
-    result.containers = [s.container for s in svc.services(project.env) if set(s.secrets.values()) & set(files)]
+    result.containers = [service.container for service in svc.services(project.env) if set(service.secrets.values()) & set(files)]
     return result
 
 

@@ -25,14 +25,12 @@ SECRETS_DIR = f"{DATA}/secrets"      # per service, /run/secrets in its containe
 # with "lapinfra-verify". Nothing a user keeps is ever written under these names.
 SUITE_PLACE = "lapinfra-verify"
 
-STATE_DIR = f"{DATA}/lapinfra"       # release record (and the node's SSH host keys)
+STATE_DIR = f"{DATA}/lapinfra"       # lapinfra's records and the node's SSH host keys (lapinfra/records.py names each)
 NETWORK = "infra"                    # the node's network of infrastructure containers
 # Fixed addresses on it: nginx resolves its upstreams once, at start, so a
 # recreated or restarted backend must come back on the address it had.
 NETWORK_SUBNET = ipaddress.IPv4Network("172.31.254.0/24")
 SPEC_LABEL = "lapinfra.spec"
-# The audit logs below /data that no restore rewinds (lapinfra/promote.py, lapinfra/verify.py).
-AUDIT_LOGS = ("lapinfra/releases.jsonl", "lapinfra/verified.jsonl")
 PREFIX = "infra_"
 # The swarm's overlay network of the applications (lapinfra/swarm.py, lapinfra/apps.py);
 # infra_proxy joins it where the environment has workers, to reach each replica.
@@ -101,6 +99,7 @@ def services(env) -> list[Service]:
 DNS_KEYS = ("tsig.key", "tsig-host.key", "tsig-node.key", "tsig-pc.key")
 # The proxy's TLS certificate for port 443, signed by the environment's CA (lapinfra/secrets.py).
 PROXY_SECRETS = {"tls.crt": "proxy.crt", "tls.key": "proxy.key"}
+BACKUP_DATA = "/srv/data"      # the node's /data in the backup container (lapbackup's DATA)
 BACKUP_SECRETS = {"restic.password": "restic.password", "backup_ed25519": "backup_ed25519", "backup_known_hosts": "backup_known_hosts"}
 
 
@@ -116,23 +115,31 @@ def backup_service(env, others: list[Service] | None = None) -> Service:
     ``others``: the services whose ``freeze`` paths it copies paused (BACKUP_FREEZE);
     default: the environment's."""
     if others is None:
-        others = [s for s in services(env) if s.name != "backup"]
+        others = [service for service in services(env) if service.name != "backup"]
     return Service(
         "backup", secrets=BACKUP_SECRETS, local_image=True,
-        volumes={DATA: "/srv/data", "/var/run/docker.sock": "/var/run/docker.sock"},
+        volumes={DATA: BACKUP_DATA, "/var/run/docker.sock": "/var/run/docker.sock"},
         environment={
             "BACKUP_REPOSITORY": backup_repository(env.node("backup")),
             "BACKUP_INTERVAL": str(env.backup.interval_minutes * 60),
             "BACKUP_KEEP": env.backup.forget_flags(),
             "BACKUP_ENV": env.name,
             "BACKUP_FREEZE": json.dumps(freeze_policy(others), sort_keys=True),
+            **backup_names(),
         },
     )
 
 
+def backup_names() -> dict[str, str]:
+    """What lapbackup takes from lapinfra instead of keeping copies: the prefix of the
+    containers a snapshot may pause (every infrastructure container's), and the backup
+    container's own name (never paused: a one-off tool container must not freeze its scheduler)."""
+    return {"BACKUP_PAUSE_PREFIX": PREFIX, "BACKUP_CONTAINER": Service("backup").container}
+
+
 def freeze_policy(services_: list[Service]) -> dict:
     """lapbackup's BACKUP_FREEZE: container -> its frozen paths below the node's /data."""
-    return {s.container: [f"{s.name}/{p}" for p in s.freeze] for s in services_ if s.freeze}
+    return {service.container: [f"{service.name}/{path}" for path in service.freeze] for service in services_ if service.freeze}
 
 
 def backup_repository(node) -> str:
@@ -145,17 +152,17 @@ def backup_repository(node) -> str:
 
 
 def by_name(env, name: str) -> Service:
-    return next(s for s in services(env) if s.name == name)
+    return next(service for service in services(env) if service.name == name)
 
 
 def vhosts(env) -> list[dict]:
     """Name-based virtual hosts of the proxy (the load balancer aside). ``takes_password``: on
     port 80 only its anonymous reads pass; ``login_paths`` there are redirected to https."""
     out = []
-    for s in services(env):
-        if s.http and s.image != "sampleapp":
-            out.append({"name": f"{s.name}.{env.domain}", "upstream": f"{s.container}:{s.http}",
-                        "takes_password": s.takes_password, "login_paths": list(s.login_paths)})
+    for service in services(env):
+        if service.http and service.image != "sampleapp":
+            out.append({"name": f"{service.name}.{env.domain}", "upstream": f"{service.container}:{service.http}",
+                        "takes_password": service.takes_password, "login_paths": list(service.login_paths)})
     return out
 
 
@@ -167,12 +174,12 @@ def proxy_names(env) -> list[str]:
 
 
 def load_balancer(env) -> dict:
-    backends = [s for s in services(env) if s.image == "sampleapp"]
-    return {"name": f"{env.lb.name}.{env.domain}", "backends": [f"{s.container}:{s.http}" for s in backends]}
+    backends = [service for service in services(env) if service.image == "sampleapp"]
+    return {"name": f"{env.lb.name}.{env.domain}", "backends": [f"{backend.container}:{backend.http}" for backend in backends]}
 
 
 def address(env, service: Service) -> str:
-    index = [s.name for s in services(env)].index(service.name)
+    index = [other.name for other in services(env)].index(service.name)
     return str(NETWORK_SUBNET.network_address + 10 + index)
 
 

@@ -94,7 +94,12 @@ class MasterSession(contextlib.ExitStack):
 
     def read_json(self, path: str) -> dict | None:
         result = self.run(f"cat {path}", warn=True)
-        return json.loads(result.stdout) if result.ok and result.stdout.strip() else None
+        if not (result.ok and result.stdout.strip()):
+            return None
+        try:
+            return json.loads(result.stdout)
+        except ValueError as exc:
+            raise LapinfraError(f"{path} on {self.env.master.name} is not JSON ({exc})") from None
 
     def read_jsonl(self, path: str) -> list[dict]:
         """A JSON-lines log on the node (an absent file is empty; a torn last line is skipped)."""

@@ -14,7 +14,7 @@ check's name, outcome, seconds and failure message; each infrastructure
 container's state and health as the Docker API reports them; DNS names and
 addresses; the swarm's node names, roles and states and the apps' replica counts;
 the backup retention. Nothing is read from a container's environment or from
-``/data/lapinfra/ssh``. As a second line of defence, every string of the facts is
+the node's SSH host keys (records.HOST_KEYS). As a second line of defence, every string of the facts is
 scrubbed of the environment's secrets (a failed check's message may quote a value it
 compared) before they leave the workstation.
 
@@ -73,7 +73,7 @@ def container_states(containers) -> dict[str, tuple[str, str]]:
 def dns_names(env) -> dict[str, list[str]]:
     """Service name -> the DNS names that reach it: dns.names by name (ns is the DNS, docker the
     registry, ubuntu.cache the cache), the load balancer's and the routed apps' names the proxy's."""
-    known = {s.name for s in svc.services(env)}
+    known = {service.name for service in svc.services(env)}
     out: dict[str, list[str]] = {}
     for name in env.dns.names:
         owner = NAME_OWNERS.get(name, name)
@@ -86,10 +86,10 @@ def dns_names(env) -> dict[str, list[str]]:
 def service_facts(env, states: dict[str, tuple[str, str]]) -> list[dict]:
     names = dns_names(env)
     out = []
-    for s in svc.services(env):
-        state, health = states.get(s.container, ("missing", ""))
-        out.append({"name": s.name, "container": s.container, "image": s.image, "http": s.http,
-                    "names": names.get(s.name, []), "state": state, "health": health})
+    for service in svc.services(env):
+        state, health = states.get(service.container, ("missing", ""))
+        out.append({"name": service.name, "container": service.container, "image": service.image, "http": service.http,
+                    "names": names.get(service.name, []), "state": state, "health": health})
     return out
 
 
@@ -97,11 +97,11 @@ def _cut(text) -> str | None:
     return None if text is None else str(text).splitlines()[0][:ERROR_CHARS] if str(text) else ""
 
 
-def release_facts(record: dict | None) -> dict | None:
+def release_facts(record: records.Release | None) -> dict | None:
     if not record:
         return None
-    return {"release": record.get("release"), "by": record.get("deployed_by"), "at": record.get("deployed_at"),
-            "images": {name: (image or {}).get("id") for name, image in sorted((record.get("images") or {}).items())}}
+    return {"release": record.release, "by": record.deployed_by, "at": record.deployed_at,
+            "images": dict(sorted(record.image_ids().items()))}
 
 
 def release_entries(entries: list[dict]) -> list[dict]:
@@ -221,7 +221,7 @@ def gather(s, project, run: dict | None = None, cases: list[dict] | None = None)
         published = (s.read_json(FACTS) or {}).get("cases")
     return facts_document(
         project.env, at=records.now(), by=records.who(),
-        record=s.read_json(records.RELEASE),
+        record=records.read_release(s),
         releases=s.read_jsonl(records.RELEASES),
         runs=s.read_jsonl(records.VERIFIED),
         states=container_states(s.docker.containers.list(all=True)),

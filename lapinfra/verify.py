@@ -1,6 +1,6 @@
 """The verification suite (infra_tests/) as a library call, and the record of its runs.
 
-Every run is appended to ``/data/lapinfra/verified.jsonl`` on the environment's
+Every run is appended to ``verified.jsonl`` (records.VERIFIED) on the environment's
 master: the release and the image ids (config digests) that were running, the
 outcome, who and when. Promotion's gate reads the source environment's record:
 only images that passed there may be deployed to the target.
@@ -13,7 +13,8 @@ import time
 import xml.etree.ElementTree as ET
 
 from . import status
-from .records import RELEASE, VERIFIED, now, who  # noqa: F401 - now and who are part of this module's interface
+from . import records
+from .records import VERIFIED, Release, now, who  # noqa: F401 - now and who are part of this module's interface
 from .session import MasterSession
 
 
@@ -95,7 +96,7 @@ def junit_counts(path) -> dict:
 def record_run(project, passed: bool, counts: dict, partial: bool) -> dict | None:
     """Append this run to the master's verified.jsonl; the entry, or None when nothing is deployed."""
     with MasterSession(project) as s:
-        release = s.read_json(RELEASE)
+        release = records.read_release(s)
         if release is None:
             return None
         entry = run_entry(release, passed, counts, partial)
@@ -113,11 +114,11 @@ def last_cases(project) -> list[dict] | None:
         return None
 
 
-def run_entry(release: dict, passed: bool, counts: dict, partial: bool = False) -> dict:
+def run_entry(release: Release, passed: bool, counts: dict, partial: bool = False) -> dict:
     """One line of verified.jsonl for the release record ``release``."""
     return {
-        "release": release["release"],
-        "images": {name: image["id"] for name, image in release["images"].items()},
+        "release": release.release,
+        "images": release.image_ids(),
         "passed": passed,
         "partial": partial,      # run with -k: never counts for the gate
         "counts": counts,

@@ -91,6 +91,37 @@ def project(env: str | None) -> "Project":
         raise ConfigError(exc.file, "$LAPINFRA_ENV", exc.message, exc.line) from None
 
 
+# What the tasks of one command line tell each other, kept in that command line's invoke
+# config (one Config, shared by every task the executor runs for it), never in a module:
+# a second command line in the same process, or a test, starts with none of it.
+#   "built"     environments whose `build` ran: `invoke build start` deploys what it built
+#               (tasks/deploy.py), and `render` after it runs every check (tasks/render.py)
+#   "verified"  environments a deploy verified (the suite ran as its last step): `up` skips the suite
+FACTS = ("built", "verified")
+
+
+def note(c, fact: str, env: str | None) -> None:
+    """Remember for the rest of the command line that ``fact`` (one of FACTS) holds for ``env``
+    (a task called without a context, as a test does, has no command line to tell)."""
+    key = _fact_key(fact)
+    if c is None:
+        return
+    seen = list(c.config.get(key, ()))
+    if env not in seen:
+        c.config[key] = [*seen, env]     # set anew: invoke copies config values when it merges
+
+
+def noted(c, fact: str, env: str | None) -> bool:
+    """Did a task of this command line `note` ``fact`` for ``env``?"""
+    return c is not None and env in c.config.get(_fact_key(fact), ())
+
+
+def _fact_key(fact: str) -> str:
+    if fact not in FACTS:
+        raise ValueError(f"{fact!r} is not one of {FACTS}")
+    return f"lapinfra_{fact}"
+
+
 LOCK_WAIT_HELP = ("seconds to wait for another command that changes the environment, at most 86400 (default 0: "
                   "refuse at once, naming it)")
 YES_HELP = "confirm without asking (a protected environment asks on a terminal and refuses without --yes elsewhere)"

@@ -1,14 +1,11 @@
 """deploy, start, stop, restart, up, and promotion's plan, releases, rollback and unlock."""
 import json
 
-from tasks._common import LOCK_WAIT_HELP, YES_HELP, confirmed, locked, project, task
-from tasks.images import BUILT, base, build
+from tasks._common import LOCK_WAIT_HELP, YES_HELP, confirmed, locked, note, noted, project, task
+from tasks.images import base, build
 from tasks.node import up as node_up
 from tasks.render import render
 from tasks.verify import test
-
-# Environments a deploy on this command line already verified (the suite ran as its last step).
-VERIFIED: set = set()
 
 
 def _report(p, result) -> None:
@@ -41,7 +38,7 @@ def deploy(c, env=None, force=False, lock_wait=0):
     with locked(p, "deploy", lock_wait):
         result = promote.deploy(p, force=force)
     if result.verified:
-        VERIFIED.add(env)
+        note(c, "verified", env)
     _report(p, result)
 
 
@@ -60,7 +57,7 @@ def start(c, env=None, lock_wait=0):
     from lapinfra import deploy as deploying
 
     p = project(env)
-    if env in BUILT:
+    if noted(c, "built", env):
         if p.env.promoted_from:
             from invoke import Exit
 
@@ -119,7 +116,7 @@ def up(c, env=None):
       invoke up                   (the test environment)
       invoke up --env=staging
     """
-    if env not in VERIFIED:
+    if not noted(c, "verified", env):
         test(c, env=env)
     project(env).reporter.info("infrastructure is up and verified")
 

@@ -10,11 +10,7 @@ import sys
 from invoke import Collection
 
 from lapinfra import buildstamp
-from tasks._common import ROOT, project, task
-
-# Environments whose `build` ran on this command line: `invoke build start` deploys
-# what it built (tasks/deploy.py), and `render` after it must run every check (tasks/render.py).
-BUILT: set = set()
+from tasks._common import ROOT, note, project, task
 
 
 def _say(message: str) -> None:
@@ -59,7 +55,7 @@ def build(c, env=None, force=False, only=""):
         for tag in seen.tags:
             _say(f"{tag}: up to date")
         _say(f"built 0 of {len(seen.tags)} images (all up to date)")
-        BUILT.add(env)
+        note(c, "built", env)
         return
     from lapinfra.images import Builder
 
@@ -71,7 +67,7 @@ def build(c, env=None, force=False, only=""):
         buildstamp.record(p, builder, results)
     built = [r.tag for r in results if r.built]
     p.reporter.info(f"built {len(built)} of {len(results)} images" + (f": {', '.join(built)}" if built else " (all up to date)"))
-    BUILT.add(env)
+    note(c, "built", env)
 
 
 @task(name="list")

@@ -1,6 +1,5 @@
 """render: every template for one environment, checked; needs nothing but the configuration."""
-from tasks._common import project, task
-from tasks.images import BUILT
+from tasks._common import noted, project, task
 
 
 @task(help={"no_check": "skip every validator (dnspython, named-checkconf/named-checkzone, ruby -c); default: off"})
@@ -25,7 +24,7 @@ def render(c, env=None, no_check=False):
     if no_check:
         p.reporter.info("not checked (--no-check)")
         return
-    validation = rendering.validate(p, out, need_image=env in BUILT)
+    validation = rendering.validate(p, out, need_image=noted(c, "built", env))
     for checked in validation.checked:
         p.reporter.info(f"checked: {checked}")
     for skipped in validation.skipped:

@@ -52,9 +52,10 @@ def list_(c, env=None, json_=False):
     if json_:
         print(json.dumps(snaps, indent=2))
         return
-    for s in snaps:
-        tags = dict(t.split("=", 1) if "=" in t else (t, "") for t in s.get("tags", []))
-        print(f"{s['id']:10} {s['time'][:19]:20} {s.get('label') or '':12} {s.get('size_bytes', 0) / 1e6:9.1f} MB  commit {tags.get('commit', '-')}")
+    for snap in snaps:
+        tags = dict(t.split("=", 1) if "=" in t else (t, "") for t in snap.get("tags", []))
+        print(f"{snap['id']:10} {snap['time'][:19]:20} {snap.get('label') or '':12} {snap.get('size_bytes', 0) / 1e6:9.1f} MB  "
+              f"commit {tags.get('commit', '-')}")
 
 
 @task(help={"snapshot": "snapshot id (from snapshot.list), or latest", "no_start": "leave the infrastructure stopped after the restore",

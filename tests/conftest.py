@@ -6,6 +6,26 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def load_tool(path: str, name: str, environment: dict | None = None, monkeypatch=None):
+    """A tool the images run as a command (``images/backup/lapbackup.py``), as a fresh module
+    named ``name``. No bytecode is written beside it: a __pycache__ in an image's folder would
+    change the image's content hash. With ``environment`` (and ``monkeypatch``), the process
+    environment is set first, as lapinfra sets the tool's container's."""
+    import importlib.util
+    import sys
+
+    for key, value in (environment or {}).items():
+        monkeypatch.setenv(key, value)
+    spec = importlib.util.spec_from_file_location(name, ROOT / path)
+    module = importlib.util.module_from_spec(spec)
+    writes, sys.dont_write_bytecode = sys.dont_write_bytecode, True
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.dont_write_bytecode = writes
+    return module
+
+
 def copy_tree(into: Path) -> Path:
     """A copy of the project's configuration files in ``into``, free to break."""
     for folder in ("environments", "nodes", "images", "apps"):

@@ -27,7 +27,7 @@ def cases(failing=()):
 
 def facts(env, states=None, failing=(), now_run_passed=True):
     """The facts document of ``env`` (lapinfra/status.facts_document), as publish writes it."""
-    from lapinfra import services as svc, status
+    from lapinfra import records, services as svc, status
 
     releases = []
     for i in range(20):
@@ -58,9 +58,9 @@ def facts(env, states=None, failing=(), now_run_passed=True):
                        "node.internal": {"master.node.internal": ["172.28.10.10"], "backup.node.internal": ["172.28.10.11"],
                                          "worker1.node.internal": ["172.28.10.140"], "worker2.node.internal": ["172.28.10.141"]},
                        "pc.internal": {"alice-smith-notebook.pc.internal": ["172.28.10.200"]}}}
-    record = {"release": RELEASE, "deployed_by": "alice", "deployed_at": at(3600),
-              "images": {s.image: {"repository": f"infra/{RELEASE}/{s.image}", "id": f"sha256:{i:064x}"}
-                         for i, s in enumerate(svc.services(env))}}
+    record = records.Release.from_dict({"release": RELEASE, "deployed_by": "alice", "deployed_at": at(3600),
+                                        "images": {s.image: {"repository": f"infra/{RELEASE}/{s.image}", "id": f"sha256:{i:064x}"}
+                                                   for i, s in enumerate(svc.services(env))}})
     return status.facts_document(env, at=at(590), by="alice@office-ws", record=record, releases=releases, runs=runs,
                                  states=all_states, cases=status.case_facts(run, cases(failing)), swarm=swarm, names=names)
 

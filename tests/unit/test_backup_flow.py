@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import docker.errors
 import pytest
 
-from lapinfra import backup, backuptool, nodeup, services as svc
+from lapinfra import backup, backuptool, nodeup, records, services as svc
 from lapinfra.errors import LapinfraError
 
 SNAPS = [
@@ -21,7 +21,7 @@ class Master:
 
     def __init__(self, project, events, release=True, has_tool=True, recovered=None):
         self.p, self.env, self.events = project, project.env, events
-        self.files = {backup.RELEASE: {"release": "c1", "images": {}, "config": {}}} if release else {}
+        self.files = {records.RELEASE: {"release": "c1", "images": {}, "config": {}}} if release else {}
         self.recovered = recovered or {"swap": None, "unpaused": []}
 
         def get(ref):
@@ -71,7 +71,7 @@ def master(project, monkeypatch):
     return make
 
 
-KEEP_AUDIT = " ".join(f"--keep={k}" for k in svc.AUDIT_LOGS)
+KEEP_AUDIT = " ".join(f"--keep={k}" for k in records.AUDIT_LOGS)
 
 
 def test_restore_repairs_first_then_takes_a_safety_snapshot_before_it_stops_anything(project, master):
@@ -149,7 +149,7 @@ def test_dr_recover_on_a_fresh_master_takes_no_safety_snapshot(project, master, 
     def restored(s, args):
         result = Master.tool(m, s, args)
         if args[0] == "restore":
-            m.files[backup.RELEASE] = {"release": "c1"}
+            m.files[records.RELEASE] = {"release": "c1"}
         return result
     monkeypatch.setattr(backup, "run_tool", restored)
     backup.recover(project)

@@ -391,10 +391,10 @@ class FakeEngine:
         return iter(self.load_reply)
 
 
-def _session(project, node_images, host_images, **kwargs):
+def _session(project, node_images, workstation_images, **kwargs):
     import types
 
-    project.docker = FakeEngine(host_images)          # the workstation's engine
+    project.docker = FakeEngine(workstation_images)          # the workstation's engine
     return types.SimpleNamespace(docker=FakeEngine(node_images, **kwargs), env=project.env, p=project)
 
 

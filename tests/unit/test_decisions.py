@@ -12,7 +12,7 @@ from types import SimpleNamespace as NS
 import docker.errors
 import pytest
 
-from lapinfra import deploy, promote, services as svc
+from lapinfra import deploy, promote, records, services as svc
 from lapinfra.report import Recorder
 
 # ---- containers --------------------------------------------------------------------------
@@ -89,7 +89,7 @@ def test_push_decisions(present, registry, decisions):
 
 
 def test_present_images_of_a_release_record():
-    record = {"images": {"dns": {"repository": "infra/r1/dns", "id": "sha256:d"}}}
+    record = records.Release.from_dict({"release": "r1", "images": {"dns": {"repository": "infra/r1/dns", "id": "sha256:d"}}})
     assert deploy.present_images(record) == {"sha256:d": "infra/r1/dns"}
     assert deploy.present_images(None) == {}
 
@@ -118,7 +118,7 @@ class Master:
         return False
 
     def read_json(self, path):
-        return self.record if path == promote.RELEASE else None
+        return self.record if path == records.RELEASE else None
 
     def remote_hashes(self, folder):
         return {}
@@ -130,9 +130,9 @@ def planned(project, monkeypatch):
     env = project.env
     images = {s.image: NS(id=f"sha256:{s.image}") for s in svc.services(env)}
     monkeypatch.setattr(promote, "release_id", lambda root: "r2")
-    monkeypatch.setattr(promote, "host_images", lambda p: images)
+    monkeypatch.setattr(promote, "built_images", lambda p: images)
     monkeypatch.setattr(promote, "config_files", lambda p: {})
-    monkeypatch.setattr(promote, "release_record", lambda p, release, imgs, files: {"config": {s.name: "c" for s in svc.services(env)}})
+    monkeypatch.setattr(promote, "release_record", lambda p, release, imgs, files: records.Release(release, config={s.name: "c" for s in svc.services(env)}))
     monkeypatch.setattr(promote, "check_gate", lambda p, release, imgs: None)
     monkeypatch.setattr(promote, "registry_has", lambda s, repository: repository in s.registry)
     wanted = {s.container: svc.run_kwargs(s, "", env, "c", images[s.image].id)["labels"][svc.SPEC_LABEL]

@@ -11,7 +11,7 @@ from lapinfra import backup
 from lapinfra.errors import LapinfraError
 from lapinfra.report import Recorder
 from tests.unit.test_guarded_tasks import load_tasks, stage  # noqa: F401 - stage is a fixture
-from tests.unit.test_vault import load
+from tests.unit.test_lapbackup import load_lapbackup
 
 PASSED = {"at": "2026-12-04T12:00:00+00:00", "ok": True, "snapshot": "b2b2b2b2", "seconds": 41.5, "subset": "3/7",
           "checked": ["restic check --read-data-subset=3/7 of the vault: no errors (9.1 s)"], "failures": []}
@@ -23,8 +23,7 @@ FAILED = dict(PASSED, ok=False, failures=["restic check --read-data-subset=3/7 o
 
 @pytest.fixture
 def lb(tmp_path, monkeypatch):
-    lb = load("images/backup/lapbackup", "lapbackup_drill")
-    monkeypatch.setattr(lb, "log", lambda message: None)
+    lb = load_lapbackup(tmp_path, monkeypatch, name="lapbackup_drill")
     monkeypatch.setattr(lb, "STATE", str(tmp_path / "backup"))
     monkeypatch.setattr(lb, "DRILL_COPY", str(tmp_path / "backup" / "drill.json"))
     key = tmp_path / "key"

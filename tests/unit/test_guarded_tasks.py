@@ -145,7 +145,6 @@ def test_restart_stops_and_starts_inside_one_lock(library, monkeypatch):
     from lapinfra import deploy
 
     monkeypatch.setattr(deploy, "start", lambda p: library.events.append(("start", p.name)))
-    monkeypatch.setattr(load_tasks("deploy"), "BUILT", set())     # no `build` on this command line
     load_tasks("deploy").restart.body(Context(), env="test")
     assert library.events[0] == ("lock", "test", "restart", 0) and library.events[-1] == ("unlock", "test")
     assert [e for e in library.events if e[0] in ("stop", "start")] == [("stop", "test"), ("start", "test")]

@@ -1,30 +1,29 @@
 """The backup tool's unpause step, against a stand-in Docker API: a container stopped or
 recreated while a snapshot held it paused is not "left paused" (it failed scheduled
 snapshots whenever a deploy or a `docker stop` met one)."""
-import importlib.machinery
-import importlib.util
 import json
 
 import pytest
 
-from tests.conftest import ROOT
+from lapinfra import services as svc
+from tests.conftest import ROOT, load_tool
+
+LAPBACKUP = "images/backup/lapbackup.py"
 
 
-def load_lapbackup(tmp_path, monkeypatch, data=None):
-    """The script as a module; with ``data`` its /srv/data (and everything below) is that folder."""
-    loader = importlib.machinery.SourceFileLoader("lapbackup", str(ROOT / "images/backup/lapbackup"))
-    spec = importlib.util.spec_from_loader("lapbackup", loader)
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
+def load_lapbackup(tmp_path, monkeypatch, data=None, name="lapbackup"):
+    """The tool as a module, with what lapinfra hands its container (services.backup_names) in
+    its environment; with ``data`` its /srv/data (and everything below) is that folder."""
+    module = load_tool(LAPBACKUP, name, svc.backup_names(), monkeypatch)
     monkeypatch.setattr(module, "PAUSED_FILE", str(tmp_path / "paused.json"))
     monkeypatch.setattr(module, "log", lambda message: None)
     if data is not None:
         data = str(data)
-        for name, value in {"DATA": data, "STATE": f"{data}/backup", "STATUS": f"{data}/backup/status.json",
+        for attribute, value in {"DATA": data, "STATE": f"{data}/backup", "STATUS": f"{data}/backup/status.json",
                             "PAUSED_FILE": f"{data}/backup/paused.json", "LOCK_FILE": f"{data}/backup/lock",
                             "SEEN_PAUSED": f"{data}/backup/paused-seen.json", "SIZES": f"{data}/backup/sizes.json",
                             "TMP": f"{data}/.restore-tmp", "JOURNAL": f"{data}/.restore-tmp/journal.json"}.items():
-            monkeypatch.setattr(module, name, value)
+            monkeypatch.setattr(module, attribute, value)
     return module
 
 
@@ -371,3 +370,72 @@ def test_listing_and_reading_a_file_take_no_lock_so_they_run_beside_an_integrity
     verbs = sorted({[v for v in c[c.index("-o") + 2:] if v != "--no-lock"][0] for c in commands})
     assert verbs == ["dump", "snapshots", "stats"], commands
     assert all("--no-lock" in c for c in commands), [c for c in commands if "--no-lock" not in c]
+
+
+# ---- what lapinfra hands lapbackup, and what both must name alike -------------------------
+
+def test_lapinfra_hands_the_backup_container_the_names_lapbackup_reads(project):
+    from types import SimpleNamespace
+
+    from lapinfra import backuptool
+
+    service = svc.backup_service(project.env)
+    assert service.environment["BACKUP_PAUSE_PREFIX"] == svc.PREFIX
+    assert service.environment["BACKUP_CONTAINER"] == service.container
+    assert svc.backup_names().items() <= service.environment.items()
+    # and so does every one-off container of the tool
+    started = []
+    container = SimpleNamespace(wait=lambda timeout: {"StatusCode": 0}, logs=lambda stdout, stderr: b"[]" if stdout else b"",
+                                remove=lambda force: None)
+    engine = SimpleNamespace(containers=SimpleNamespace(run=lambda *a, **kw: started.append(kw) or container))
+    assert backuptool.run_tool(SimpleNamespace(env=project.env, docker=engine), ["list"]) == []
+    assert started[0]["environment"] == service.environment
+
+
+def test_lapbackup_takes_no_default_for_what_lapinfra_hands_it(lapbackup, monkeypatch):
+    monkeypatch.delenv("BACKUP_PAUSE_PREFIX")
+    with pytest.raises(lapbackup.Fail, match="BACKUP_PAUSE_PREFIX is not set"):
+        lapbackup.pause_all()
+    monkeypatch.setenv("BACKUP_PAUSE_PREFIX", svc.PREFIX)
+    monkeypatch.delenv("BACKUP_CONTAINER")
+    with pytest.raises(lapbackup.Fail, match="BACKUP_CONTAINER is not set"):
+        lapbackup.pause_all()
+
+
+def test_the_paths_both_name_are_the_same(lapbackup, project):
+    """lapbackup is one self-contained file in its image: the paths it shares with lapinfra
+    are written in both, and equal."""
+    import posixpath
+
+    from lapinfra import backup, backuptool, records, status
+
+    service = svc.backup_service(project.env)
+    assert service.volumes[svc.DATA] == svc.BACKUP_DATA == lapbackup.DATA
+    mounts = svc.run_kwargs(service, "infra/backup", project.env, "", "")["volumes"]
+    assert mounts[f"{svc.SECRETS_DIR}/{service.name}"]["bind"] == lapbackup.SECRETS
+    assert {posixpath.basename(p) for p in (lapbackup.PASSWORD, lapbackup.KEY, lapbackup.KNOWN_HOSTS)} == set(svc.BACKUP_SECRETS)
+    assert lapbackup.HOST_KEYS_REL == records.HOST_KEYS_IN_DATA
+    assert lapbackup.RELEASE_REL == records.below_data(records.RELEASE)
+    assert lapbackup.SECRETS_REL == records.below_data(svc.SECRETS_DIR)
+    assert lapbackup.STATE_REL == service.name == records.below_data(status.BACKUP_STATE)
+    assert lapbackup.STATE == f"{lapbackup.DATA}/{lapbackup.STATE_REL}"
+    assert posixpath.relpath(lapbackup.TMP, lapbackup.DATA) == records.below_data(backuptool.RESTORE_TMP)
+    assert lapbackup.DRILL_REMOTE == "/" + records.below_data(records.DRILL_ON_BACKUP_NODE)   # chrooted to its /data
+    assert backup.SNAPSHOT_SECRETS in lapbackup.EXCLUDES
+
+
+def test_a_scheduled_snapshot_names_the_release_as_lapinfra_names_it(tmp_path, monkeypatch):
+    from lapinfra import backup, records
+
+    data = tmp_path / "data"
+    lb = load_lapbackup(tmp_path, monkeypatch, data=data)
+    (data / lb.RELEASE_REL).parent.mkdir(parents=True)
+    (data / lb.RELEASE_REL).write_text(records.new_release("3ad1e5d0c4f2", {"dns": "sha256:d"}, {}).dump())
+    assert lb.deployed_commit_tag() == [backup.commit_tag("3ad1e5d0c4f2")]
+
+
+def test_the_image_runs_lapbackup_py_as_lapbackup_and_keeps_no_copy_of_lapinfras_names():
+    dockerfile = (ROOT / "images/backup/Dockerfile").read_text()
+    assert "COPY lapbackup.py /usr/local/bin/lapbackup\n" in dockerfile
+    code = (ROOT / LAPBACKUP).read_text()
+    assert "BACKUP_PAUSE_PREFIX=" not in dockerfile and '"infra_"' not in code and '"infra_backup"' not in code

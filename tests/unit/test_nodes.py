@@ -341,7 +341,7 @@ def up_path(project, engine, vagrant, monkeypatch):
     """node.up on container nodes, its Docker-side steps stood in for."""
     (project.build_dir).mkdir(parents=True, exist_ok=True)
     (project.build_dir / "Vagrantfile").write_text("")
-    monkeypatch.setattr(Nodes, "ensure_network", lambda self: None)
+    monkeypatch.setattr(Nodes, "ensure_node_network", lambda self: None)
     monkeypatch.setattr(Nodes, "_pin_host_key", lambda self, node: None)
     monkeypatch.setattr(Nodes, "wait_ssh", lambda self, node, timeout=60: None)
     monkeypatch.setattr(Nodes, "address", lambda self, node: str(node.ip) if node.ip else "172.28.10.129")

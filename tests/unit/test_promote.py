@@ -2,7 +2,7 @@
 
 import pytest
 
-from lapinfra import promote
+from lapinfra import promote, records
 from lapinfra.errors import LapinfraError
 
 IMAGES = {"dns": "sha256:aaa", "git": "sha256:bbb"}
@@ -178,10 +178,10 @@ def failing_deploy(node, monkeypatch):
     node.project.env = SimpleNamespace(name="staging", promoted_from="test")
     node.project.root = "."
     monkeypatch.setattr(promote, "release_id", lambda root: "r4")
-    monkeypatch.setattr(promote, "host_images", lambda p: {})
+    monkeypatch.setattr(promote, "built_images", lambda p: {})
     monkeypatch.setattr(promote, "config_files", lambda p: {})
     monkeypatch.setattr(promote, "check_gate", lambda *a: {"source": "test", "forced": False})
-    monkeypatch.setattr(promote, "release_record", lambda *a: {})
+    monkeypatch.setattr(promote, "release_record", lambda *a: records.Release("r4"))
     monkeypatch.setattr(promote, "check_git", lambda *a: None)       # no git server here (tests/unit/test_push_git.py)
 
     def push(*a):

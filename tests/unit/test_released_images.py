@@ -9,7 +9,7 @@ import docker
 import docker.errors
 import pytest
 
-from lapinfra import apps, ddns, deploy, services as svc, swarm
+from lapinfra import apps, ddns, deploy, records, services as svc, swarm
 from lapinfra.errors import LapinfraError
 
 REGISTRY_HOST = "docker.internal:5000"
@@ -38,8 +38,7 @@ class Engine:
 
 def _release(project):
     names = sorted({s.image for s in svc.services(project.env)})
-    return {"release": "r2", "config": {},
-            "images": {n: {"repository": f"infra/r2/{n}", "id": f"sha256:{n}"} for n in names}}
+    return records.new_release("r2", {n: f"sha256:{n}" for n in names}, {})
 
 
 def _ref(name):
@@ -50,7 +49,7 @@ def _ref(name):
 def master(project, monkeypatch):
     """start_services against an Engine: the names of the containers it would create, in order."""
     started = []
-    monkeypatch.setattr(deploy, "ensure_network", lambda client: None)
+    monkeypatch.setattr(deploy, "ensure_infra_network", lambda client: None)
     monkeypatch.setattr(deploy, "wait_registry", lambda s: None)
     monkeypatch.setattr(deploy, "wait_healthy", lambda *a, **kw: None)
     monkeypatch.setattr(deploy, "reconcile", lambda client, kwargs, reporter: started.append(kwargs["name"]) or "created")
@@ -72,7 +71,7 @@ def master(project, monkeypatch):
 def _as_released(project):
     """The registry and the master's engine as a deploy of r2 leaves them."""
     release = _release(project)
-    registry = {_ref(n): img["id"] for n, img in release["images"].items()}
+    registry = {_ref(n): img.id for n, img in release.images.items()}
     local = {f"infra/{s.image}": f"sha256:{s.image}" for s in svc.services(project.env) if s.local_image}
     return release, registry, local
 

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import docker.errors
 import pytest
 
-from lapinfra import ddns, services, status, verify
+from lapinfra import ddns, records, services, status, verify
 from lapinfra.errors import LapinfraError
 from tests.unit import status_fixture as fx
 from tests.unit.test_lapbackup import load_lapbackup
@@ -67,7 +67,7 @@ def names(monkeypatch):
 
 def master_files(secret_text):
     return {
-        verify.RELEASE: RELEASE_RECORD,
+        records.RELEASE: RELEASE_RECORD,
         f"{services.STATE_DIR}/releases.jsonl": [
             {"release": f"r{i}", "outcome": "deployed", "by": "alice@ws", "at": fx.at(i)} for i in range(30)] + [
             {"release": fx.RELEASE, "outcome": "failed", "by": "bob@ws", "at": fx.at(1), "step": "push images",

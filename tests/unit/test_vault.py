@@ -15,6 +15,7 @@ from lapinfra import render
 from lapinfra.project import Project
 from lapinfra.report import Recorder
 from tests.conftest import ROOT
+from tests.unit.test_lapbackup import load_lapbackup
 
 NOW = datetime.datetime(2026, 12, 4, 12, 0, tzinfo=datetime.timezone.utc).timestamp()
 
@@ -202,8 +203,7 @@ def test_only_the_backup_node_gets_the_sftp_keys_the_password_and_the_retention(
 
 @pytest.fixture
 def lapbackup(tmp_path, monkeypatch):
-    lb = load("images/backup/lapbackup", "lapbackup")
-    monkeypatch.setattr(lb, "log", lambda message: None)
+    lb = load_lapbackup(tmp_path, monkeypatch)
     return lb
 
 
@@ -314,3 +314,12 @@ def test_a_vm_backup_node_is_provisioned_with_the_same_sftp_user_and_vault_loop(
     for name, block in blocks.items():
         if name != "backup":
             assert "restic.password" not in block and "lapvault" not in block
+
+
+def test_the_vaults_own_copies_of_lapinfras_names_are_equal_to_them(vault):
+    """lapvault is self-contained on the backup node: its retention when none is handed
+    (lapinfra always hands LAPVAULT_KEEP) and its drill record's path are lapinfra's."""
+    from lapinfra import config, records
+
+    assert vault.DEFAULT_KEEP == config.Backup().forget_flags()
+    assert vault.DRILL_RESULT == records.DRILL_ON_BACKUP_NODE

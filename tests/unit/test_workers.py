@@ -190,5 +190,5 @@ def test_the_nodes_infra_network_is_told_apart_from_the_swarms_lapinfra_apps():
         networks = SimpleNamespace(list=lambda names: [Net("lapinfra_apps", "172.29.1.0/24"), Net("infra", str(services.NETWORK_SUBNET))],
                                    create=lambda *a, **kw: pytest.fail("created again"))
 
-    deploy.ensure_network(Client())
+    deploy.ensure_infra_network(Client())
     assert [n.name for n in deploy.named_networks(Client(), "infra")] == ["infra"]

@@ -31,10 +31,13 @@ Commands (machine-readable output: one JSON document on stdout, logs on stderr):
 
 Mounts: node /data at /srv/data, the Docker socket, /run/secrets/{restic.password,
 backup_ed25519,backup_known_hosts}. Env: BACKUP_REPOSITORY, BACKUP_VAULT, BACKUP_INTERVAL,
-BACKUP_PAUSE_PREFIX (default infra_), BACKUP_ENV (tagged env=<name> on every snapshot),
+BACKUP_PAUSE_PREFIX (the containers a snapshot may pause), BACKUP_CONTAINER (the backup container,
+never paused), BACKUP_ENV (tagged env=<name> on every snapshot),
 BACKUP_MAX_PAUSE_S (default 60), BACKUP_RESTIC_TIMEOUT_S (overrides every restic call's limit),
 BACKUP_FREEZE (JSON: container -> paths below /srv/data, globs allowed, it writes in place:
 {"infra_trac": ["trac/env/db"], ...}; lapinfra derives it from each service's `freeze`).
+lapinfra sets every one of them (lapinfra/services.py backup_service); the names below
+/srv/data that lapbackup and lapinfra both know are tested equal (tests/unit/test_lapbackup.py).
 
 Consistency without downtime: what is written atomically (registry blobs, git objects and
 refs, Maven/artifact files: all by rename) is read live. The paths of BACKUP_FREEZE are
@@ -84,11 +87,15 @@ KEY = SECRETS + "/backup_ed25519"
 KNOWN_HOSTS = SECRETS + "/backup_known_hosts"
 KEY_COPY = "/run/lapbackup/backup_ed25519"
 DOCKER_SOCK = "/var/run/docker.sock"
-SELF_NAME = "infra_backup"
+# Below DATA, named as lapinfra names them (lapinfra/records.py, lapinfra/services.py):
+HOST_KEYS_REL = "lapinfra/ssh"           # the node's SSH host keys
+STATE_REL = "backup"                     # this container's own /data (STATE)
+SECRETS_REL = "secrets"                  # every service's secrets, uploaded from the workstation
+RELEASE_REL = "lapinfra/release.json"    # the release record of the deploy that runs
 # secrets: never in a snapshot, so a fetched one carries none of its environment's secrets
-EXCLUDES = [DATA + "/lapinfra/ssh", DATA + "/backup", DATA + "/secrets", "*.restore-tmp"]
-KEEP_REL = ("lapinfra/ssh", "backup")    # relative to DATA; untouched by restore
-ALWAYS_KEEP = ("secrets",)               # kept even when absent: an older snapshot's copy never comes in
+EXCLUDES = [f"{DATA}/{HOST_KEYS_REL}", f"{DATA}/{STATE_REL}", f"{DATA}/{SECRETS_REL}", "*.restore-tmp"]
+KEEP_REL = (HOST_KEYS_REL, STATE_REL)    # relative to DATA; untouched by restore
+ALWAYS_KEEP = (SECRETS_REL,)             # kept even when absent: an older snapshot's copy never comes in
 # restic's time limits in seconds (lapinfra waits 3600 s for the whole tool run)
 RESTIC_TIMEOUTS = {"backup": 1800, "restore": 3000, "forget": 1800, "check": 1800, "copy": 3000}
 RESTIC_TIMEOUT = 600
@@ -448,10 +455,18 @@ def _save_paused(paused):
         os.remove(PAUSED_FILE)
 
 
+def handed(name):
+    """The environment variable ``name`` that lapinfra sets on every container of this tool."""
+    value = os.environ.get(name)
+    if not value:
+        raise Fail(f"{name} is not set (lapinfra sets it on the backup container: lapinfra/services.py)")
+    return value
+
+
 def pause_all(only=None):
-    """Pauses running containers named BACKUP_PAUSE_PREFIX* (not this one); with ``only``,
-    just those of these names."""
-    prefix = os.environ.get("BACKUP_PAUSE_PREFIX", "infra_")
+    """Pauses running containers named BACKUP_PAUSE_PREFIX* (not this one, nor BACKUP_CONTAINER);
+    with ``only``, just those of these names."""
+    prefix, backup_container = handed("BACKUP_PAUSE_PREFIX"), handed("BACKUP_CONTAINER")
     me = _self_id()
     try:
         status, conts = docker("GET", "/containers/json")
@@ -463,7 +478,7 @@ def pause_all(only=None):
     try:
         for c in sorted(conts, key=lambda c: c["Names"][0]):
             name = c["Names"][0].lstrip("/")
-            if (not name.startswith(prefix) or name == SELF_NAME or c["Id"] == me
+            if (not name.startswith(prefix) or name == backup_container or c["Id"] == me
                     or c.get("State") != "running" or (only is not None and name not in only)):
                 continue
             status, body = docker("POST", f"/containers/{c['Id']}/pause")
@@ -551,7 +566,7 @@ def _read_json(path, default):
 
 def engine_paused_names():
     """The BACKUP_PAUSE_PREFIX* containers the engine reports paused."""
-    prefix = os.environ.get("BACKUP_PAUSE_PREFIX", "infra_")
+    prefix = handed("BACKUP_PAUSE_PREFIX")
     query = urllib.parse.quote(json.dumps({"status": ["paused"]}))
     status, conts = docker("GET", f"/containers/json?filters={query}")
     if status != 200:
@@ -608,7 +623,7 @@ def recover_if_idle():
 def deployed_commit_tag():
     """commit=<release> of the deploy recorded on the node, for scheduled snapshots."""
     try:
-        with open("/srv/data/lapinfra/release.json") as f:
+        with open(f"{DATA}/{RELEASE_REL}") as f:
             return [f"commit={json.load(f)['release']}"]
     except (OSError, ValueError, KeyError):
         return []
