@@ -29,9 +29,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
 import socket
-import statistics
 import sys
 import threading
 import time
@@ -40,7 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from perfdoc import write_section  # noqa: E402  (bench/, the script's own folder)
+import benchlib  # noqa: E402  (bench/, the script's own folder)
 
 INTERVAL = 0.02
 TIMEOUT = 3.0
@@ -125,62 +123,37 @@ def measure(session, flags: list[str], label: str, ip: str, domain: str) -> dict
     time.sleep(SETTLE)
     quiet = (time.perf_counter(), time.perf_counter() + QUIET)
     time.sleep(QUIET + SETTLE)
-    start = time.perf_counter()
-    result = backup.run_tool(session, ["snapshot", "--label", label, *flags])
-    end = time.perf_counter()
+    with benchlib.Timer() as timer:
+        result = backup.run_tool(session, ["snapshot", "--label", label, *flags])
+    start, end = timer.start, timer.end
     time.sleep(SETTLE)
     samples = {name: t.finish() for name, t in threads.items()}
     out = {"seconds": end - start, "snapshot": result.get("id"), "paused": result.get("paused", []),
            "frozen": result.get("frozen", []), "checks": {}, "quiet": {}}
     for name, ss in samples.items():
-        usual = statistics.median([d for t, d, ok in ss if ok and not start <= t <= end] or [0.0])
+        usual = benchlib.median([d for t, d, ok in ss if ok and not start <= t <= end], default=0.0)
         out["checks"][name] = effect(ss, (start, end), usual)
         out["quiet"][name] = effect(ss, quiet, usual)
     return out
 
 
 def render(rows: dict, info: dict) -> str:
+    """The section: per check, the longest stall and the failed probes of each method."""
     names = list(next(iter(rows.values()))[0]["checks"])
-    head = ("| check | no snapshot (same load): longest stall (ms) | "
-            + " | ".join(f"{m}: longest stall (ms) | {m}: failed probes" for m in rows) + " |")
-    lines = [head, "|" + "---|" * (2 + 2 * len(rows))]
     every = [r for runs in rows.values() for r in runs]
+    table = []
     for name in names:
-        cells = [f"{max(r['quiet'][name]['stall'] for r in every) * 1000:.0f}"]
+        cells = [name, f"{max(r['quiet'][name]['stall'] for r in every) * 1000:.0f}"]
         for runs in rows.values():
             cells.append(f"{max(r['checks'][name]['stall'] for r in runs) * 1000:.0f}")
             cells.append(str(sum(r["checks"][name]["failed"] for r in runs)))
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    frozen = [f for r in rows["frozen copies"] for f in r["frozen"]]
-    per = {}
-    for f in frozen:
+        table.append(cells)
+    per: dict[str, list[float]] = {}
+    for f in (f for r in rows["frozen copies"] for f in r["frozen"]):
         per.setdefault(f["name"], []).append(f["paused_ms"] or 0.0)
     held = ", ".join(f"{n} {max(v):.0f} ms" for n, v in sorted(per.items()))
-    took = {m: statistics.median(r["seconds"] for r in runs) for m, runs in rows.items()}
-    return "\n".join([
-        "## Snapshots without downtime",
-        "",
-        f"Measured by `bench/downtime.py --env {info['env']} --runs {info['runs']}` on {info['when']} "
-        f"({info['cpus']} cores, load average {info['load']} before the run): each round takes one snapshot "
-        "with each method, while every check probes the master every 20 ms on a fresh connection. "
-        "\"Stall\" is the longest a probe waited beyond the check's usual answer time (outside snapshots); "
-        "a failed probe is a timeout (3 s), a refused connection or an HTTP status >= 500. "
-        f"The first column is the same measure over {QUIET:.0f} s without a snapshot, just before each one: "
-        "what the machine's load alone (restic aside) does to the answers.",
-        "",
-        "- **frozen copies** (every snapshot now): what is written by rename is read live; Trac's and "
-        "Buildbot's databases and bind9's dynamic zones are copied with only that container paused "
-        f"(longest per container over the runs: {held}).",
-        "- **pause everything** (before, and what `docker pause` around `restic backup` gives): every "
-        "infra container paused for the whole backup.",
-        "",
-        *lines,
-        "",
-        "Snapshot duration (tool container, median): " + ", ".join(f"{m} {s:.1f} s" for m, s in took.items()) + ".",
-        "A frozen service answers late by at most its own copy (tens of milliseconds); every other service "
-        "does not notice the snapshot, where the global pause held every service for the whole backup.",
-        "",
-    ])
+    took = {m: benchlib.median(r["seconds"] for r in runs) for m, runs in rows.items()}
+    return benchlib.render("downtime", methods=list(rows), table=table, held=held, took=took, quiet=QUIET, **info)
 
 
 def main() -> None:
@@ -194,24 +167,21 @@ def main() -> None:
 
     project = Project(a.env, root=ROOT)
     ip, domain = str(project.env.master.ip), project.env.domain
-    info = {"env": a.env, "runs": a.runs, "cpus": os.cpu_count(),
-            "load": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+    info = {"env": a.env, "runs": a.runs, "machine": benchlib.Machine.at_start(),
             "when": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
-    rows = {m: [] for m in METHODS}
+
+    def progress(run: int, method: str, r: dict) -> None:
+        worst = max(r["checks"].items(), key=lambda kv: kv[1]["stall"])
+        print(f"run {run} {method}: {r['seconds']:.1f} s, snapshot {r['snapshot']}, "
+              f"longest stall {worst[0]} {worst[1]['stall'] * 1000:.0f} ms, "
+              f"failed {sum(c['failed'] for c in r['checks'].values())}", flush=True)
+
     with MasterSession(project) as session:
-        for run in range(a.runs):
-            for method, flags in METHODS.items():
-                label = "bench-" + ("pause-all" if flags else "frozen")
-                r = measure(session, flags, label, ip, domain)
-                rows[method].append(r)
-                worst = max(r["checks"].items(), key=lambda kv: kv[1]["stall"])
-                print(f"run {run + 1} {method}: {r['seconds']:.1f} s, snapshot {r['snapshot']}, "
-                      f"longest stall {worst[0]} {worst[1]['stall'] * 1000:.0f} ms, "
-                      f"failed {sum(c['failed'] for c in r['checks'].values())}", flush=True)
-    section = render(rows, info)
-    print(section)
-    if a.write:
-        write_section(a.write, "Snapshots without downtime", section)
+        methods = {method: lambda run, flags=flags: measure(session, flags, "bench-" + ("pause-all" if flags else "frozen"), ip, domain)
+                   for method, flags in METHODS.items()}
+        rows = benchlib.round_robin(methods, a.runs, each=progress)
+    info["machine"].finish()
+    benchlib.publish(render(rows, info), a.write)
 
 
 if __name__ == "__main__":
