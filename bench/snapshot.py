@@ -33,8 +33,6 @@ import json
 import os
 import re
 import shlex
-import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -43,7 +41,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from perfdoc import write_section  # noqa: E402  (bench/, the script's own folder)
+import benchlib  # noqa: E402  (bench/, the script's own folder)
 
 TARGET = 5.0                 # the issue's goal: unchanged-data snapshot >= 5x faster than a full copy
 SCHEDULER_MARGIN = 45        # s: wait out a scheduled snapshot due this soon (it takes the same lock)
@@ -85,9 +83,7 @@ class Bench:
         if follower:
             follower.start()
             follower.ready.wait(10)
-        start = time.perf_counter()
-        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=self.run_env)
-        elapsed = time.perf_counter() - start
+        elapsed, proc = benchlib.timed_run(cmd, env=self.run_env)
         lines = follower.finish() if follower else []
         if proc.returncode:
             raise RuntimeError(f"command failed ({proc.returncode}): {shlex.join(cmd)}\n{proc.stdout}{proc.stderr}")
@@ -235,8 +231,7 @@ def tool_times(lines: list[tuple[float, str]]) -> dict:
 
 
 def med(rows: list[dict], key: str) -> float | None:
-    vals = [r[key] for r in rows if r.get(key) is not None]
-    return statistics.median(vals) if vals else None
+    return benchlib.median((r[key] for r in rows if r.get(key) is not None), default=None)
 
 
 def secs(rows: list[dict]) -> str:
@@ -262,12 +257,7 @@ def calls(row: dict) -> str:
 
 
 def fmt(x: float | None, nd: int = 2) -> str:
-    return "n/a" if x is None else f"{x:.{nd}f}"
-
-
-def machine() -> dict:
-    mem = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1)) / 2**20
-    return {"cpus": os.cpu_count(), "mem": mem, "load": os.getloadavg()}
+    return benchlib.fmt(x, nd)
 
 
 def main() -> None:
@@ -284,7 +274,8 @@ def main() -> None:
         sys.exit("refusing --env test: the e2e tests use it; every snapshot pauses its containers")
 
     t0 = time.time()
-    info = {"date": datetime.date.today().isoformat(), "machine": machine(), "runs": args.runs, "env": args.env}
+    machine = benchlib.Machine.at_start()
+    info = {"date": datetime.date.today().isoformat(), "machine": machine.as_dict(), "runs": args.runs, "env": args.env}
     b = Bench(args.env)
     changed, unchanged, tars, before, after = [], [], [], {}, {}
     try:
@@ -313,14 +304,23 @@ def main() -> None:
         print(f"  N={before['list']['n']}: list {before['list']['cli']:.2f}s, "
               f"digest {secs(before['digest'])}s", flush=True)
 
-        for i in range(args.runs):
+        def changed_snapshot(run: int) -> dict:
             b.master(f"mkdir -p {BENCH_DIR} && head -c 1048576 /dev/urandom > {BENCH_DIR}/random.bin")
-            changed.append(b.snapshot("bench-changed"))
-            unchanged.append(b.snapshot("bench-unchanged"))
-            tars.append(b.tar_full(info["fallback"]))
-            print(f"  run {i + 1}/{args.runs}: changed {changed[-1]['cli']:.2f}s (restic {fmt(changed[-1]['restic'])}s), "
-                  f"unchanged {unchanged[-1]['cli']:.2f}s (restic {fmt(unchanged[-1]['restic'])}s), "
-                  f"full tar {tars[-1]['cli']:.2f}s (inside {tars[-1]['inside']:.2f}s)", flush=True)
+            return b.snapshot("bench-changed")
+
+        measured = {"changed": changed, "unchanged": unchanged, "tar": tars}   # filled as the rounds go
+
+        def progress(run: int, method: str, row: dict) -> None:
+            measured[method].append(row)
+            if method == "tar":
+                print(f"  run {run}/{args.runs}: changed {changed[-1]['cli']:.2f}s (restic {fmt(changed[-1]['restic'])}s), "
+                      f"unchanged {unchanged[-1]['cli']:.2f}s (restic {fmt(unchanged[-1]['restic'])}s), "
+                      f"full tar {tars[-1]['cli']:.2f}s (inside {tars[-1]['inside']:.2f}s)", flush=True)
+
+        methods = {"changed": changed_snapshot,
+                   "unchanged": lambda run: b.snapshot("bench-unchanged"),
+                   "tar": lambda run: b.tar_full(info["fallback"])}
+        benchlib.round_robin(methods, args.runs, each=progress)
 
         print("reading from the latest snapshot, after:", flush=True)
         b.wait_for_scheduler()
@@ -337,132 +337,25 @@ def main() -> None:
             b.master(b.backup_ssh(f"rm -f {TAR_REMOTE}"), warn=True)
         b.master("rm -f /tmp/bench-tar.err", warn=True)
         b.close()
-    info["load_end"] = os.getloadavg()
+    info["machine"] = machine.finish().as_dict()
     info["elapsed"] = time.time() - t0
     if args.raw:
         Path(args.raw).write_text(json.dumps([info, changed, unchanged, tars, before, after], indent=1))
-    report = render(info, changed, unchanged, tars, before, after)
-    print("\n" + report)
-    if args.write:
-        write_section(Path(args.write), heading(info), report)
-        print(f"written to {args.write}")
-
-
-def heading(info) -> str:
-    return "Snapshots" if not info.get("extra_mb") else f"Snapshots of a larger /data (+{info['extra_mb'] / 1000:.0f} GB of artifacts)"
+    benchlib.publish(render(info, changed, unchanged, tars, before, after), args.write)
 
 
 def render(info, changed, unchanged, tars, before, after) -> str:
-    m = info["machine"]
-    load = ", ".join(f"{x:.1f}" for x in m["load"])
-    load_end = ", ".join(f"{x:.1f}" for x in info["load_end"])
     un_cli, un_restic = med(unchanged, "cli"), med(unchanged, "restic")
     tar_cli, tar_in = med(tars, "cli"), med(tars, "inside")
-    ratio = tar_cli / un_cli
-    ratio_in = tar_in / un_restic if un_restic else None
-    baseline = ("local `tar -C /data -cf - . | cat >/dev/null` on the master (the ssh path to the "
-                "backup node FAILED, so nothing is copied)" if info["fallback"] else
-                f"`tar -C /data -cf - . | ssh -i {KEY} root@<backup node> 'cat > {TAR_REMOTE}'` "
-                "run on the master (the backup key and pinned host key; file removed after each run)")
-    no_parent = [p for p in info.get("parents", []) if not p["parent"]]
-    ran = f"{info['runs']} runs" if info["runs"] > 1 else "1 run"
-    rows = [
-        f"| snapshot, unchanged /data | {fmt(un_cli)} | {fmt(min(r['cli'] for r in unchanged))} | {fmt(med(unchanged, 'tool'))} | {fmt(un_restic)} | {fmt(med(unchanged, 'pause'))} | 1.0x |",
-        f"| snapshot after a 1 MiB change | {fmt(med(changed, 'cli'))} | {fmt(min(r['cli'] for r in changed))} | {fmt(med(changed, 'tool'))} | {fmt(med(changed, 'restic'))} | {fmt(med(changed, 'pause'))} | {med(changed, 'cli') / un_cli:.1f}x |",
-        f"| full tar copy (baseline) | {fmt(tar_cli)} | {fmt(min(r['cli'] for r in tars))} | - | {fmt(tar_in)} (tar) | none | {ratio:.1f}x |",
-    ]
-    waited = sum(1 for r in changed + unchanged if r.get("waited"))
-    bl, al = before["list"], after["list"]
-    bd, ad = med(before["digest"], "cli"), med(after["digest"], "cli")
-    bdt, adt = med(before["digest"], "tool"), med(after["digest"], "tool")
-    lines = [
-        f"## {heading(info)}",
-        "",
-        "`invoke snapshot.create` runs restic on the master (a one-off `infra/backup` container)",
-        "and stores into the repository on the backup node over sftp; restic uploads only chunks the",
-        "repository lacks. The baseline a user would otherwise run copies the whole tree every time.",
-        (f"Measured on the `{info['env']}` environment's real /data, in one run, {ran} of each" if not info.get("extra_mb") else
-         f"Measured on the `{info['env']}` environment's /data plus {info['extra_mb']} MB of synthetic artifacts"
-         f" (random, incompressible 64 MiB files, as a company's Maven/artifact repositories and registry grow), {ran} of each"),
-        "taken round-robin (write 1 MiB, snapshot; snapshot again with nothing changed; full tar),",
-        "wall-clock seconds as a user runs them (`python -m invoke ...`: Python start-up, SSH and",
-        "the tunnel to the master's Docker API included) and from the inside (restic's backup",
-        "step and the pause, from the backup tool's log timestamps; tar's own run, from",
-        "timestamps on the master).",
-        "",
-        f"- date: {info['date']}",
-        f"- machine: {m['cpus']} CPUs (nproc), {m['mem']:.1f} GiB memory; both nodes are containers",
-        f"  on this host; load average {load} at the start, {load_end} at the end"
-        + (": other work was running on the host, so absolute times are noisy" if max(*m["load"], *info["load_end"]) > 1.5 else ""),
-        f"- data: /data {info['data_bytes'] / 1e6:.0f} MB, of it {info['registry_bytes'] / 1e6:.0f} MB registry images;"
-        f" the tar copies {info['tar_bytes_expected'] / 1e6:.0f} MB"
-        f" (without {', '.join('/data/' + e[2:] for e in TAR_EXCLUDES)}:",
-        "  restic excludes the first two, and secrets must not land in plain text on the backup node)",
-        f"- {info['restic_version'] or 'restic (version unknown)'}; no warm-up pass (/data fits in the page cache many"
-        f" times over); first pass vs median: full tar {fmt(tars[0]['cli'])} s vs"
-        f" {fmt(tar_cli)} s, unchanged snapshot {fmt(unchanged[0]['cli'])} s vs {fmt(un_cli)} s",
-        f"- baseline: {baseline}",
-        f"- benchmark run time: {info['elapsed'] / 60:.1f} min",
-        "",
-        "| method | median (s) | min (s) | tool container (s) | inside: restic backup / tar (s) | infra containers paused (s) | median / unchanged snapshot |",
-        "|---|---|---|---|---|---|---|",
-        *rows,
-        "",
-        f"- full tar copy / incremental snapshot of unchanged data: {ratio:.1f}x as a user runs them"
-        f" (target: at least {TARGET:.0f}x: {'met' if ratio >= TARGET else 'NOT met'}"
-        f"{'' if ratio >= 1 else f': the full copy is {1 / ratio:.1f}x FASTER'}); inside only"
-        f" (tar vs restic's backup step): {fmt(ratio_in, 1)}x",
-        f"- where a snapshot's {fmt(un_cli, 1)} s go (unchanged, medians): {fmt(sub(un_cli, med(unchanged, 'tool')), 1)} s on the"
-        " workstation side (Python and invoke start-up, SSH, two tunnels, syncing the secrets, checking the"
-        " tool image, creating and removing the container), "
-        f"{fmt(sub(med(unchanged, 'tool'), un_restic), 1)} s in the tool container around the backup"
-        f" ({calls(unchanged[0])} restic call(s) in all), and "
-        f"{fmt(un_restic, 1)} s for `restic backup` itself",
-        f"- every snapshot pauses the {info['paused_containers']} running infra_* containers (all but infra_backup) for"
-        " the whole restic backup step: the pause column is that window as logged"
-        " (`paused ...` to `unpaused ...`), median "
-        f"{fmt(med(unchanged, 'pause'))} s unchanged, {fmt(med(changed, 'pause'))} s after the change; the tar copy"
-        " pauses nothing but is not a consistent copy of live data either",
-    ]
-    if no_parent:
-        lines.append(
-            f"- restic used NO parent snapshot for {len(no_parent)} of the {len(info.get('parents', []))} benchmark snapshots "
-            f"(hostnames {', '.join(sorted({p['hostname'] for p in no_parent}))}): each one-off tool container has a random"
-            " hostname, and restic 0.14 looks for a parent of the same host, so every `snapshot.create` reads and"
-            " hashes all of /data instead of skipping unchanged files (the 1 MiB change costs no more than no"
-            " change for that reason). Giving the tool containers a fixed hostname (the scheduler's, `backup`)"
-            " or `--host` would let restic skip unchanged files; not measured here")
-    elif info.get("parents"):
-        lines.append("- every benchmark snapshot had a parent snapshot (unchanged files are skipped, not re-read)")
-    if waited:
-        lines.append(f"- {waited} snapshot(s) waited for the scheduled snapshot's lock; their times include that wait")
-    lines += [
-        "",
-        "Reading from the latest snapshot while snapshots accumulate (one file: `lapbackup digest latest",
-        f"{DIGEST_PATH}`, median of {info['runs']}, timed as `python -c` calling `lapinfra.backup.digest`",
-        "since no invoke task exposes it; `invoke snapshot.list --json`, once each; tool = the backup",
-        f"container's run, from its log). Between the two rows the benchmark took its {2 * info['runs']} snapshots:",
-        "",
-        "| snapshots kept (N) | digest, CLI (s) | digest, tool (s) | restic calls by digest | list, CLI (s) | list, tool (s) | restic calls by list |",
-        "|---|---|---|---|---|---|---|",
-        *(f"| {x['list']['n']} | {fmt(med(x['digest'], 'cli'))} | {fmt(med(x['digest'], 'tool'))} | {calls(x['digest'][0])}"
-          f" | {fmt(x['list']['cli'])} | {fmt(x['list']['tool'])} | {calls(x['list'])} |" for x in (before, after)),
-        "",
-        f"- digest at N={al['n']} / at N={bl['n']}: {div(ad, bd)}x as a user runs it, {div(adt, bdt)}x for the tool"
-        f" ({al['n'] / bl['n']:.1f}x the snapshots): reading one file from the latest snapshot stays about flat."
-        " restic resolves `latest` by reading the N small snapshot files, then loads only the trees on the path"
-        " to the file and its data; it never walks the older snapshots' trees",
-        f"- list at N={al['n']} / at N={bl['n']}: {al['cli'] / bl['cli']:.2f}x, {calls(bl)} and {calls(al)} restic calls:"
-        " `lapbackup list` is one `restic snapshots` plus a `restic stats` only for a snapshot whose size it has"
-        " not recorded yet (a snapshot records its size when it is taken); about"
-        f" {fmt(per_snap(bl, al))} s per snapshot kept here",
-        "- the benchmark's snapshots stay in the repository until the retention (`backup.keep`) forgets them;"
-        " it removes /data/bench on the master and the tar on the backup node",
-        "",
-        f"Reproduce: `.venv/bin/python bench/snapshot.py --env {info['env']} --write docs/performance.md`",
-        "",
-    ]
-    return "\n".join(lines)
+    figures = dict(info, machine=benchlib.Machine(**info["machine"]), changed=changed, unchanged=unchanged, tars=tars,
+                   before=before, after=after, un_cli=un_cli, un_restic=un_restic, tar_cli=tar_cli, tar_in=tar_in,
+                   ratio=tar_cli / un_cli, ratio_in=tar_in / un_restic if un_restic else None, target=TARGET,
+                   excluded=", ".join("/data/" + e[2:] for e in TAR_EXCLUDES), key=KEY, tar_remote=TAR_REMOTE,
+                   no_parent=[p for p in info.get("parents", []) if not p["parent"]], parents=info.get("parents", []),
+                   waited=sum(1 for r in changed + unchanged if r.get("waited")), digest_path=DIGEST_PATH,
+                   med=med, sub=sub, div=div, calls=calls, per_snap=per_snap)
+    figures.setdefault("extra_mb", 0)
+    return benchlib.render("snapshot", **figures)
 
 
 if __name__ == "__main__":
