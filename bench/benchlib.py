@@ -28,7 +28,8 @@ T = TypeVar("T")
 # ---- timing ---------------------------------------------------------------------------
 
 class Timer:
-    """`with Timer() as t: ...`, then t.seconds (wall clock, perf_counter); t.start and t.end too."""
+    """`with Timer() as t: ...`, then t.seconds (wall clock, perf_counter); t.start and t.end too.
+    Where a block does not fit: `t = Timer.running()`, ..., `t.stop()`."""
 
     def __enter__(self) -> "Timer":
         self.start = time.perf_counter()
@@ -36,7 +37,15 @@ class Timer:
         return self
 
     def __exit__(self, *exc) -> None:
+        self.stop()
+
+    @classmethod
+    def running(cls) -> "Timer":
+        return cls().__enter__()
+
+    def stop(self) -> float:
         self.end = time.perf_counter()
+        return self.seconds
 
     @property
     def seconds(self) -> float:

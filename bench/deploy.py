@@ -54,7 +54,6 @@ import json
 import os
 import re
 import signal
-import statistics
 import subprocess
 import sys
 import threading
@@ -65,7 +64,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from perfdoc import write_section  # noqa: E402  (bench/, the script's own folder)
+import benchlib  # noqa: E402  (bench/, the script's own folder)
+from benchlib import fmt, median as med  # noqa: E402
 
 HEADING = "Deploy of one changed image"
 IMAGE = "sampleapp"
@@ -222,7 +222,7 @@ class Runner:
         cmd = [sys.executable, "-m", "invoke", *args]
         lines: list[tuple[float, str, str]] = []
         start = time.time()
-        t0 = time.perf_counter()
+        timer = benchlib.Timer.running()
         proc = subprocess.Popen(cmd, cwd=ROOT, env=self.run_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True, encoding="utf-8", errors="replace", bufsize=1)
 
@@ -247,7 +247,7 @@ class Runner:
                 aborted = f"{self.stop_file} appeared during `invoke {' '.join(args)}`: interrupted it (SIGINT)"
                 print(f"  {aborted}", flush=True)
                 proc.send_signal(signal.SIGINT)
-        elapsed = time.perf_counter() - t0
+        elapsed = timer.stop()
         for r in readers:
             r.join(timeout=10)
         lines.sort(key=lambda x: x[0])
@@ -370,7 +370,7 @@ def measure(method: str, runner: Runner, envx: Env, checks: dict, run_no: int) -
     write_marker(f"run {run_no} {method[:10]} {uuid.uuid4().hex}")
     release = release_id(ROOT)
     before = envx.wait_for_scheduler()
-    load = os.getloadavg()
+    load = benchlib.load_average()
     threads = {name: Probe(name, check) for name, (check, _) in checks.items()}
     for t in threads.values():
         t.start()
@@ -422,17 +422,6 @@ def baseline(checks: dict, seconds: float) -> dict:
     return {name: downtime(t.finish(), {}) for name, t in threads.items()}
 
 
-def machine(envx: Env | None) -> dict:
-    mem = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1)) / 2**20
-    docker = ""
-    if envx is not None:
-        try:
-            docker = envx.project.docker.version().get("Version", "")
-        except Exception:
-            pass
-    return {"cpus": os.cpu_count(), "mem": mem, "docker": docker}
-
-
 def git_status() -> list[str]:
     return subprocess.run(["git", "-C", str(ROOT), "status", "--short"], capture_output=True, text=True).stdout.splitlines()
 
@@ -454,20 +443,20 @@ def main() -> None:
                  f"`invoke build deploy --env={args.env} --force` first")
 
     t0 = time.time()
+    machine = benchlib.Machine.at_start()
     runner = Runner(args.env, args.stop_file)
     envx = Env(args.env)
     if not envx.project.env.promoted_from:
         sys.exit(f"{args.env} is not promoted from another environment: its deploys take no snapshot and run no suite")
     checks = probes(envx.ip, envx.domain, args.timeout)
     info = {"date": datetime.date.today().isoformat(), "env": args.env, "runs": args.runs, "ip": envx.ip,
-            "domain": envx.domain, "timeout": args.timeout, "load_start": os.getloadavg(),
+            "domain": envx.domain, "timeout": args.timeout, "machine": machine.as_dict(),
             "git_before": git_status(), "checks": {n: what for n, (_, what) in checks.items()}}
     rows: list[dict] = []
     error = None
     restored = None
     try:
         runner.check_stop()
-        info["machine"] = machine(envx)
         info["image_before"] = envx.image_id()
         current = runner.last_release()
         info["release_before"] = current.get("release")
@@ -476,14 +465,16 @@ def main() -> None:
         print(f"{args.env}: master {envx.ip}, running {info['release_before']}; baseline probes (10 s) ...", flush=True)
         info["baseline"] = baseline(checks, 10.0)
         print("  " + ", ".join(f"{n} {d['failed']}/{d['probes']} failed" for n, d in info["baseline"].items()), flush=True)
-        for i in range(1, args.runs + 1):
-            for method in (A, B):
-                row = measure(method, runner, envx, checks, i)
-                rows.append(row)
-                changed = {k: v for k, v in row["containers"].items() if v != "kept"}
-                print(f"  run {i}/{args.runs} {method}: {row['wall']:.1f}s; pushed {row['pushed']}, "
-                      f"{len(changed)} containers changed ({', '.join(sorted(set(changed.values()))) or '-'}); downtime "
-                      + ", ".join(f"{n} {d['down']:.1f}s" for n, d in row["downtime"].items()), flush=True)
+
+        def progress(run: int, method: str, row: dict) -> None:
+            rows.append(row)     # as the rounds go: a failure keeps what was measured for --raw
+            changed = {k: v for k, v in row["containers"].items() if v != "kept"}
+            print(f"  run {run}/{args.runs} {method}: {row['wall']:.1f}s; pushed {row['pushed']}, "
+                  f"{len(changed)} containers changed ({', '.join(sorted(set(changed.values()))) or '-'}); downtime "
+                  + ", ".join(f"{n} {d['down']:.1f}s" for n, d in row["downtime"].items()), flush=True)
+
+        benchlib.round_robin({m: lambda run, m=m: measure(m, runner, envx, checks, run) for m in (A, B)},
+                             args.runs, each=progress)
     except (Exception, KeyboardInterrupt) as exc:
         error = exc
         print(f"benchmark stopped: {type(exc).__name__}: {str(exc)[:2000]}", flush=True)
@@ -505,7 +496,7 @@ def main() -> None:
             except Exception as exc:
                 restored = {"error": str(exc)[:2000]}
                 print(f"RESTORE FAILED: {exc}", flush=True)
-    info["load_end"] = os.getloadavg()
+    info["machine"] = machine.finish().as_dict()
     info["elapsed"] = time.time() - t0
     info["restored"] = restored
     info["git_after"] = git_status()
@@ -514,204 +505,99 @@ def main() -> None:
                                               "error": repr(error) if error else None}, indent=1, default=str))
     if error is not None or not rows or not restored or "error" in restored:
         sys.exit(1)
-    report = render(info, rows)
-    print("\n" + report)
-    if args.write:
-        write_section(Path(args.write), HEADING, report)
-        print(f"written to {args.write}")
+    benchlib.publish(render(info, rows), args.write)
 
 
 # ---- the report -------------------------------------------------------------------
 
-def med(xs) -> float:
-    return statistics.median(xs) if xs else float("nan")
+def _containers(rs: list[dict]) -> str:
+    outs = []
+    for r in rs:
+        c = r["containers"]
+        counts: dict[str, int] = {}
+        for v in c.values():
+            counts[v] = counts.get(v, 0) + 1
+        changed = sorted(f"infra_{k}" for k, v in c.items() if v != "kept")
+        text = ", ".join(f"{n} {v}" for v, n in sorted(counts.items()))
+        if 0 < len(changed) <= 4:
+            text += f" ({', '.join(changed)})"
+        outs.append(text)
+    return "; ".join(sorted(set(outs)))
 
 
-def fmt(x: float, nd: int = 1) -> str:
-    return "n/a" if x != x else f"{x:.{nd}f}"
+def _pushed(rs: list[dict]) -> str:
+    return "; ".join(sorted({", ".join(r["pushed"]) or "none" for r in rs}))
 
 
-def loads(x) -> str:
-    return ", ".join(f"{v:.1f}" for v in x)
+def _down(rs: list[dict], name: str, key: str | None, phase: str | None = None) -> str:
+    """Median over the runs of one downtime figure, the worst run in brackets when it differs."""
+    vals = [r["downtime"][name]["split"][phase] if phase else r["downtime"][name][key] for r in rs]
+    return fmt(med(vals)) + (f" ({fmt(max(vals))})" if len(vals) > 1 and max(vals) - med(vals) >= 0.05 else "")
+
+
+def tables(info: dict, by: dict[str, list[dict]]) -> dict[str, list[list[str]]]:
+    """The three tables' rows, as cells: wall clock per method, time per step, downtime per check."""
+    wall = {m: [r["wall"] for r in rs] for m, rs in by.items()}
+    table_wall = [[meth, fmt(med(wall[meth])), fmt(min(wall[meth])), ", ".join(fmt(w) for w in wall[meth]),
+                   _pushed(rs), _containers(rs)] for meth, rs in by.items()]
+    table_steps = []
+    for cat in [name for name, _ in CATEGORIES] + [SUITE, OTHER]:
+        a, b = med([r["steps"][cat] for r in by[A]]), med([r["steps"][cat] for r in by[B]])
+        if a < 0.05 and b < 0.05:
+            continue
+        table_steps.append([cat, fmt(a), fmt(b), f"{fmt(b - a):>5}"])
+    table_steps.append(["**total (wall clock)**", f"**{fmt(med(wall[A]))}**", f"**{fmt(med(wall[B]))}**",
+                        fmt(med(wall[B]) - med(wall[A]))])
+    table_down = []
+    for name in info["checks"]:
+        table_down.append([info["checks"][name] + (" **changed**" if name == "app" else ""),
+                           _down(by[A], name, "down"), _down(by[A], name, "longest"),
+                           _down(by[A], name, None, "rest of the deploy"), _down(by[A], name, None, "snapshot step"),
+                           _down(by[A], name, None, "suite"), _down(by[B], name, "down"), _down(by[B], name, "longest")])
+    return {"table_wall": table_wall, "table_steps": table_steps, "table_down": table_down}
 
 
 def render(info: dict, rows: list[dict]) -> str:
     by = {m: [r for r in rows if r["method"] == m] for m in (A, B)}
-    wall = {m: [r["wall"] for r in rs] for m, rs in by.items()}
-    ratio = med(wall[B]) / med(wall[A])
-    m = info["machine"]
-    names = list(info["checks"])
-    unchanged = [n for n in names if n != "app"]
-
-    def containers(rs):
-        outs = []
-        for r in rs:
-            c = r["containers"]
-            counts = {}
-            for v in c.values():
-                counts[v] = counts.get(v, 0) + 1
-            changed = sorted(f"infra_{k}" for k, v in c.items() if v != "kept")
-            text = ", ".join(f"{n} {v}" for v, n in sorted(counts.items()))
-            if 0 < len(changed) <= 4:
-                text += f" ({', '.join(changed)})"
-            outs.append(text)
-        return "; ".join(sorted(set(outs)))
-
-    def pushed(rs):
-        return "; ".join(sorted({", ".join(r["pushed"]) or "none" for r in rs}))
-
-    rows_wall = [
-        f"| {meth} | {fmt(med(wall[meth]))} | {fmt(min(wall[meth]))} | {', '.join(fmt(w) for w in wall[meth])} "
-        f"| {pushed(rs)} | {containers(rs)} |"
-        for meth, rs in by.items()]
-    cats = [name for name, _ in CATEGORIES] + [SUITE, OTHER]
-    rows_steps = []
-    for cat in cats:
-        a, b = med([r["steps"][cat] for r in by[A]]), med([r["steps"][cat] for r in by[B]])
-        if a < 0.05 and b < 0.05:
-            continue
-        rows_steps.append(f"| {cat} | {fmt(a)} | {fmt(b)} | {fmt(b - a):>5} |")
-    rows_steps.append(f"| **total (wall clock)** | **{fmt(med(wall[A]))}** | **{fmt(med(wall[B]))}** | {fmt(med(wall[B]) - med(wall[A]))} |")
-
-    def d(rs, name, key, phase=None):
-        vals = [r["downtime"][name]["split"][phase] if phase else r["downtime"][name][key] for r in rs]
-        return fmt(med(vals)) + (f" ({fmt(max(vals))})" if len(vals) > 1 and max(vals) - med(vals) >= 0.05 else "")
-
-    rows_down = []
-    for name in names:
-        what = info["checks"][name] + (" **changed**" if name == "app" else "")
-        rows_down.append(
-            f"| {what} | {d(by[A], name, 'down')} | {d(by[A], name, 'longest')} | {d(by[A], name, None, 'rest of the deploy')} "
-            f"| {d(by[A], name, None, 'snapshot step')} | {d(by[A], name, None, 'suite')} "
-            f"| {d(by[B], name, 'down')} | {d(by[B], name, 'longest')} |")
-
-    a_rest_unchanged = max(r["downtime"][n]["split"]["rest of the deploy"] for r in by[A] for n in unchanged)
-    a_snap_unchanged = [r["downtime"][n]["split"]["snapshot step"] for r in by[A] for n in unchanged]
-    a_total_unchanged = max(r["downtime"][n]["down"] for r in by[A] for n in unchanged)
-    b_min_unchanged = min(r["downtime"][n]["down"] for r in by[B] for n in unchanged)
-    sched = [r for r in rows if r["windows"].get("scheduled snapshot")]
-    before_fail = [r for r in rows if r.get("failing_before")]
-    base = info.get("baseline", {})
-    base_fail = {n: v for n, v in base.items() if v["failed"]}
+    unchanged = [n for n in info["checks"] if n != "app"]
     apps = {k for k in rows[0]["containers"] if k.startswith("app")}
-    a_expected = all(r["pushed"] == [IMAGE] and {k for k, v in r["containers"].items() if v != "kept"} == apps
-                     for r in by[A])
-    b_all_created = all(all(v == "created" for v in r["containers"].values()) for r in by[B])
-    failures = {}
+    failures: dict[str, int] = {}
     for r in rows:
-        for n, dt in r["downtime"].items():
+        for dt in r["downtime"].values():
             for kind, cnt in dt["failures"].items():
-                failures.setdefault(kind, 0)
-                failures[kind] += cnt
+                failures[kind] = failures.get(kind, 0) + cnt
     restored = info.get("restored") or {}
-    pulls_a = med([r["steps"]["pull images on the node"] for r in by[A]])
-    health_a = med([r["steps"]["health checks of started containers"] for r in by[A]])
-    snap_a = med([r["steps"]["snapshot before the deploy"] for r in by[A]])
-    suite_a = med([r["steps"][SUITE] for r in by[A]])
-    heavy = max(*info["load_start"], *info["load_end"], *(x for r in rows for x in r["load"])) > 1.5
+    machine = benchlib.Machine(**info["machine"])
+    base_fail = {n: v for n, v in info.get("baseline", {}).items() if v["failed"]}
 
-    lines = [
-        f"## {HEADING}",
-        "",
-        f"A deploy that changes one image of many (`bench/deploy.py`): lap-infra pushes only the images the",
-        "node's registry lacks (an image the running release already has is tagged inside the registry,",
-        "not uploaded) and recreates only the containers whose spec (image id, config, secrets) changed.",
-        "The baseline is what the seed's `stop.sh` + `start.sh` did: remove every container and create",
-        f"them all again. Measured on the `{info['env']}` environment, {info['runs']} rounds taken round-robin",
-        f"(A, B, A, B, ...), each after a real change of `{IMAGE}` (a marker file with a fresh random value in",
-        f"images/{IMAGE}/: a new build context, so a new `lapinfra.hash` label, image id and release id; only",
-        f"the label changes, so the image adds no layer), wall-clock seconds as a user runs the commands:",
-        "",
-        f"- A, {A}: `invoke build deploy --env={info['env']} --force`",
-        f"- B, {B}: `invoke stop --env={info['env']}`, then `invoke deploy --env={info['env']} --force`",
-        "  (its `build` pre-task builds the changed image; every container is created again)",
-        "",
-        "`--force` skips only the gate (these images were never verified on `test`): both methods take the",
-        "pre-deploy snapshot and run the verification suite on the target, as every deploy to a promoted",
-        "environment does. Downtime: probes every 0.2 s, in threads while each method runs, to the master",
-        f"({info['ip']}) only, each with a {info['timeout']:.1f} s timeout: {', '.join(info['checks'].values())}",
-        "(HTTP: GET / on port 80 with that Host header, a new connection each time). A probe fails on a",
-        "timeout, a refused connection, no A record, or HTTP >= 500 (the proxy's 502/503/504). An outage runs",
-        "from the first failed probe to the next good one (resolution: the 0.2 s interval, the timeout while",
-        "probes time out); downtime is the sum of the outages, split by when they happened.",
-        "",
-        f"- date: {info['date']}",
-        f"- machine: {m['cpus']} CPUs (nproc), {m['mem']:.1f} GiB memory, Docker Engine {m['docker'] or '?'}; the nodes are",
-        f"  containers on this host; load average {loads(info['load_start'])} at the start, {loads(info['load_end'])} at the end"
-        + ("; above 1.5 at some point: absolute times are noisy" if heavy else ""),
-        f"- {len(rows[0]['containers'])} services on the master; no warm-up run; benchmark run time {info['elapsed'] / 60:.1f} min"
-        " (including the final deploy of the clean tree)",
-        f"- idle baseline, 10 s of probes before the first run: "
-        + (", ".join(f"{n} {v['failed']}/{v['probes']} failed" for n, v in base_fail.items()) if base_fail else "no probe failed"),
-        "",
-        "| method | median (s) | min (s) | runs (s) | images pushed | containers (release record and step lines) |",
-        "|---|---|---|---|---|---|",
-        *rows_wall,
-        "",
-        f"- B / A: **{ratio:.2f}x** the wall-clock time (medians)",
-        f"- A pushed {'only ' + IMAGE if a_expected else 'NOT only ' + IMAGE + ' or changed other containers than ' + ', '.join(sorted('infra_' + a for a in apps))}"
-        f"{' and recreated only ' + ', '.join(sorted('infra_' + a for a in apps)) + ', every other container kept' if a_expected else ''};"
-        f" the other {med([r['tagged'] for r in by[A]]):.0f} images of the new release were tagged inside the node's registry"
-        " (copy_in_registry: blobs mounted, manifest put), nothing uploaded. B"
-        + (" created every container again" if b_all_created else " did NOT create every container again (see the table)"),
-        "",
-        "Where the time goes (seconds, medians; from the commands' own `✓ <step> (N.Ns)` lines and the suite's",
-        "summary line; \"other\" is the rest of the wall-clock time):",
-        "",
-        f"| step | A | B | B - A |",
-        "|---|---|---|---|",
-        *rows_steps,
-        "",
-        f"- the snapshot ({fmt(snap_a)} s in A) and the verification suite ({fmt(suite_a)} s in A) are much of a",
-        "  one-image deploy; both methods run them. What B adds is removing and creating",
-        "  every container and their health checks, and every service is down meanwhile (below)",
-    ]
-    if pulls_a >= 0.5:
-        lines.append(
-            f"- A still pulls on the node ({fmt(pulls_a)} s): the new release names every image"
-            " `infra/<release>/<name>`, a reference the node has not pulled yet, so each is pulled (manifest only,"
-            " its layers are there) even when the container is kept")
-    if health_a >= 5:
-        lines.append(
-            f"- the health checks of the two recreated app containers take {fmt(health_a)} s in A: the deploy waits for"
-            " Docker's first health check, which runs one `--interval` (30 s in images/sampleapp/Dockerfile) after start")
-    lines += [
-        "",
-        "Downtime per check, seconds: median of the runs (the worst run in brackets when it differs). For A the",
-        "downtime is split by when it happened: during the deploy's own changes (\"rest\"), during its snapshot",
-        "step (restic's `backup` pauses every infra_* container), during the verification suite:",
-        "",
-        "| check | A: down | A: longest | A: of it, rest of the deploy | A: of it, snapshot step | A: of it, suite | B: down | B: longest |",
-        "|---|---|---|---|---|---|---|---|",
-        *rows_down,
-        "",
-        f"- unchanged services in A: {fmt(a_rest_unchanged, 2)} s down outside the snapshot step and the suite"
-        + (" (none: the deploy itself did not interrupt them)" if a_rest_unchanged < 0.05 else " (NOT none)")
-        + f"; {fmt(a_total_unchanged, 1)} s at most in all"
-        + (f", of it {fmt(min(a_snap_unchanged), 1)}-{fmt(max(a_snap_unchanged), 1)} s in the snapshot step: the pre-deploy"
-           " snapshot pauses every container for restic's backup, so every service, changed or not, stops answering"
-           " for about that long in every deploy to a promoted environment" if max(a_snap_unchanged) >= 0.05 else ""),
-        f"- in B every unchanged service was down for at least {fmt(b_min_unchanged)} s per run: from `invoke stop`"
-        " until its container was created again and answered",
-    ]
-    if sched:
-        lines.append(f"- a scheduled snapshot of the backup container fell into {len(sched)} run(s): "
-                     + ", ".join(f"{SHORT[r['method']]} run {r['run']}" for r in sched)
-                     + "; its pause is counted in the totals and in no A column but \"down\"")
-    if before_fail:
-        lines.append("- checks already failing when a run started: "
-                     + "; ".join(f"{SHORT[r['method']]} run {r['run']}: {', '.join(r['failing_before'])}" for r in before_fail))
-    if failures:
-        lines.append("- failed probes by kind, all runs: " + ", ".join(f"{k} {v}" for k, v in sorted(failures.items(), key=lambda x: -x[1])))
-    lines += [
-        f"- the marker is removed at the end and the clean tree deployed again ({fmt(restored.get('elapsed', float('nan')))} s;"
-        f" it recreated {', '.join(sorted('infra_' + k for k in restored.get('changed', {}))) or 'nothing'});"
-        f" infra/{IMAGE} is {'the same image as before the benchmark (the layer cache gives back the old image for the old build context)' if restored.get('image_after') == info.get('image_before') else 'NOT the image it was before'}",
-        "",
-        f"Reproduce: `.venv/bin/python bench/deploy.py --env {info['env']} --runs {info['runs']} --write docs/performance.md`",
-        "",
-    ]
-    return "\n".join(lines)
+    def step_a(cat: str) -> float:
+        return med([r["steps"][cat] for r in by[A]])
+
+    return benchlib.render(
+        "deploy", **tables(info, by),
+        env=info["env"], runs=info["runs"], ip=info["ip"], timeout=info["timeout"], checks=info["checks"],
+        date=info["date"], elapsed=info["elapsed"], image=IMAGE, a=A, b=B, machine=machine,
+        heavy=machine.noisy(*(x for r in rows for x in r["load"])),
+        services=len(rows[0]["containers"]),
+        baseline_failed=", ".join(f"{n} {v['failed']}/{v['probes']} failed" for n, v in base_fail.items()),
+        ratio=med([r["wall"] for r in by[B]]) / med([r["wall"] for r in by[A]]),
+        apps=sorted("infra_" + a for a in apps),
+        a_expected=all(r["pushed"] == [IMAGE] and {k for k, v in r["containers"].items() if v != "kept"} == apps
+                       for r in by[A]),
+        b_all_created=all(all(v == "created" for v in r["containers"].values()) for r in by[B]),
+        tagged=med([r["tagged"] for r in by[A]]),
+        snap_a=step_a("snapshot before the deploy"), suite_a=step_a(SUITE),
+        pulls_a=step_a("pull images on the node"), health_a=step_a("health checks of started containers"),
+        a_rest_unchanged=max(r["downtime"][n]["split"]["rest of the deploy"] for r in by[A] for n in unchanged),
+        a_snap_unchanged=[r["downtime"][n]["split"]["snapshot step"] for r in by[A] for n in unchanged],
+        a_total_unchanged=max(r["downtime"][n]["down"] for r in by[A] for n in unchanged),
+        b_min_unchanged=min(r["downtime"][n]["down"] for r in by[B] for n in unchanged),
+        sched=[f"{SHORT[r['method']]} run {r['run']}" for r in rows if r["windows"].get("scheduled snapshot")],
+        before_fail=[f"{SHORT[r['method']]} run {r['run']}: {', '.join(r['failing_before'])}"
+                     for r in rows if r.get("failing_before")],
+        failures=[f"{k} {v}" for k, v in sorted(failures.items(), key=lambda x: -x[1])],
+        restored=restored, restored_changed=sorted("infra_" + k for k in restored.get("changed", {})),
+        image_same=restored.get("image_after") == info.get("image_before"))
 
 
 if __name__ == "__main__":
