@@ -45,6 +45,9 @@ def cd_session(env, project):
         session = requests.Session()
         session.headers["Host"] = f"cd.{env.domain}"
         session.verify = str(project.secrets.path("ca.crt"))
+        # requests lets REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE of the workstation override a session's
+        # verify (and would route through its proxies): this session trusts the CA above only
+        session.trust_env = False
         return session
     return make
 

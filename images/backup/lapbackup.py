@@ -841,7 +841,7 @@ def cmd_digest(a):
     """sha256 of one (text) file as stored in a snapshot, e.g. lapinfra/release.json."""
     prepare()
     # "latest" is this environment's own (resolve), not restic's latest of any tag
-    snap = resolve(a.id, all_snapshots())
+    snap = resolve(a.id, all_snapshots(), tags=getattr(a, "tag", None) or ())
     path = "/srv/data/" + stored_path(a.path)
     rc, out, err = restic("dump", snap["repo_id"], path, vault=snap["repo"] == "vault", lock=False)
     if rc != 0 and path != "/srv/data/" + a.path.strip("/"):    # a snapshot from before the freeze
@@ -849,7 +849,7 @@ def cmd_digest(a):
                               lock=False)
     if rc != 0:
         raise _restic_error("restic dump", err, snap["repo"] == "vault")
-    return {"id": a.id, "path": a.path, "sha256": hashlib.sha256(out.encode()).hexdigest()}
+    return {"id": a.id, "snapshot": snap["id"][:8], "path": a.path, "sha256": hashlib.sha256(out.encode()).hexdigest()}
 
 
 def check_vault(attempts=4, pause=5.0):
@@ -863,17 +863,32 @@ def check_vault(attempts=4, pause=5.0):
         time.sleep(pause)
 
 
+def check_inbox():
+    """restic check of the inbox, (rc, stdout, stderr). A lock a killed run left behind is
+    removed (restic unlock: stale locks only) and the check asked again; a repository that
+    cannot be opened (none, wrong password, host key, refused key) is a Fail, as before.
+    Opening the repository is the check's own first step: no separate calls ahead of it."""
+    rc, out, err = restic("check")
+    if rc != 0 and "already locked" in err:
+        log("the inbox is locked; removing stale locks and checking again")
+        restic("unlock")
+        rc, out, err = restic("check")
+    if rc != 0 and any(sign in err for sign in ("wrong password", "Host key verification failed",
+                                                 "Permission denied", "Is there a repository at the following location?")):
+        raise _restic_error("restic check", err)
+    return rc, out, err
+
+
 def cmd_check(_a):
     """restic check of the inbox and, when the backup node made it, of the vault."""
     prepare()
     with op_lock():
-        ensure_repo(create=False)
         # the two repositories are checked at once: each check waits on the backup node
         # (sftp), and the vault's check takes no lock the inbox's could wait for
         vault = concurrent.futures.ThreadPoolExecutor(max_workers=1)
         vault_check = vault.submit(check_vault)
         try:
-            rc, out, err = restic("check")
+            rc, out, err = check_inbox()
             vrc, vout, verr = vault_check.result()
         finally:
             vault.shutdown(wait=True)
@@ -886,8 +901,11 @@ def cmd_check(_a):
     return {"ok": ok, "output": "\n".join(lines + vlines)}, (0 if ok else 1)
 
 
-def resolve(wanted, snaps):
+def resolve(wanted, snaps, tags=()):
+    """The snapshot ``wanted`` names: an id (prefix), or "latest": this environment's newest,
+    of those that carry every tag of ``tags`` (e.g. commit=<release>)."""
     if wanted == "latest":
+        snaps = [s for s in snaps if set(tags) <= set(s.get("tags") or [])]
         own = os.environ.get("BACKUP_ENV")
         # "latest" is this environment's own latest: a snapshot fetched from another
         # environment (tag env=<other>) is restored only by name, through snapshot.fetch
@@ -895,7 +913,7 @@ def resolve(wanted, snaps):
                  or not any(t.startswith("env=") for t in (s.get("tags") or []))]
         mine = [s for s in snaps if DATA in (s.get("paths") or [])] or snaps
         if not mine:
-            raise Fail("the repository has no snapshots")
+            raise Fail("the repository has no snapshots" + (f" tagged {', '.join(tags)}" if tags else ""))
         return max(mine, key=lambda s: s["time"])
     if not re.fullmatch(r"[0-9a-f]{4,64}", wanted):
         raise Fail(f"invalid snapshot id {wanted!r}")
@@ -1385,6 +1403,7 @@ def main(argv):
     d = sub.add_parser("digest")
     d.add_argument("id", metavar="ID|latest")
     d.add_argument("path", help="path below /data")
+    d.add_argument("--tag", action="append", help="with latest: the newest snapshot carrying this tag too (repeatable)")
     sub.add_parser("status")
     sub.add_parser("health")
     sub.add_parser("recover")

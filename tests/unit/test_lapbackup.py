@@ -439,3 +439,41 @@ def test_the_image_runs_lapbackup_py_as_lapbackup_and_keeps_no_copy_of_lapinfras
     assert "COPY lapbackup.py /usr/local/bin/lapbackup\n" in dockerfile
     code = (ROOT / LAPBACKUP).read_text()
     assert "BACKUP_PAUSE_PREFIX=" not in dockerfile and '"infra_"' not in code and '"infra_backup"' not in code
+
+
+def test_check_opens_the_inbox_with_the_check_itself_and_clears_a_stale_lock_only_when_one_is_in_the_way(lapbackup, monkeypatch):
+    """No `cat config`/`unlock` ahead of every check (each restic call pays the key derivation);
+    a lock left by a killed run is removed and the check asked again; a wrong password is an error."""
+    calls = []
+    inbox = iter([(1, "", "Fatal: unable to create lock in backend: repository is already locked by PID 7"),
+                  (0, "no errors were found", "")])
+
+    def restic(*args, quiet_errors=False, vault=False, lock=True):
+        calls.append(("vault " if vault else "") + " ".join(args))
+        if vault:
+            return 0, "no errors were found", ""
+        return next(inbox) if args == ("check",) else (0, "", "")
+
+    monkeypatch.setattr(lapbackup, "restic", restic)
+    monkeypatch.setattr(lapbackup, "prepare", lambda: None)
+    monkeypatch.setattr(lapbackup, "op_lock", _NoLock)
+    answer, code = lapbackup.cmd_check(None)
+    assert answer["ok"] and code == 0
+    assert sorted(calls) == ["check", "check", "unlock", "vault check"], calls
+
+    monkeypatch.setenv("BACKUP_REPOSITORY", "sftp:backup@backup:/restic")
+    monkeypatch.setattr(lapbackup, "restic", lambda *a, quiet_errors=False, vault=False, lock=True:
+                        (0, "", "") if vault else (1, "", "Fatal: wrong password or no key found"))
+    with pytest.raises(lapbackup.Fail, match="wrong repository password"):
+        lapbackup.cmd_check(None)
+
+
+def test_digest_of_latest_with_tags_takes_the_newest_snapshot_that_has_them(lapbackup, monkeypatch):
+    snaps = [{"id": "1" * 64, "time": "2026-12-07T10:00:00Z", "tags": ["env=test", "commit=aaa"], "paths": ["/srv/data"]},
+             {"id": "2" * 64, "time": "2026-12-07T11:00:00Z", "tags": ["env=test", "commit=bbb"], "paths": ["/srv/data"]},
+             {"id": "3" * 64, "time": "2026-12-07T12:00:00Z", "tags": ["env=test", "commit=aaa"], "paths": ["/srv/data"]}]
+    monkeypatch.setenv("BACKUP_ENV", "test")
+    assert lapbackup.resolve("latest", snaps, tags=["commit=aaa"])["id"] == "3" * 64
+    assert lapbackup.resolve("latest", snaps, tags=["commit=bbb"])["id"] == "2" * 64
+    with pytest.raises(lapbackup.Fail, match="no snapshots tagged commit=ccc"):
+        lapbackup.resolve("latest", snaps, tags=["commit=ccc"])

@@ -44,8 +44,19 @@ def _backup_checks():
     return module
 
 
-def test_the_backup_is_judged_by_a_snapshot_of_the_running_release_never_by_the_latest():
-    pick = _backup_checks().snapshot_of_release
+def test_the_backup_is_judged_by_a_snapshot_of_the_running_release_never_by_the_latest(monkeypatch):
+    """The suite's snapshot check asks lapbackup for `digest latest --tag env=<env> --tag commit=<release>`."""
+    from tests.conftest import load_tool
+
+    lapbackup = load_tool("images/backup/lapbackup.py", "lapbackup_resolve")
+    monkeypatch.setenv("BACKUP_ENV", "staging")
+
+    def pick(snaps, env, release):
+        try:
+            return lapbackup.resolve("latest", snaps, tags=[f"env={env}", f"commit={release}"])
+        except lapbackup.Fail:
+            return None
+
     snaps = [
         {"id": "a1", "time": "2026-12-04T01:00:00Z", "tags": ["label:scheduled", "commit=r1", "env=staging"]},
         {"id": "b2", "time": "2026-12-04T01:10:00Z", "tags": ["label:scheduled", "commit=r2", "env=staging"]},
