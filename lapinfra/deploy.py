@@ -21,15 +21,16 @@ import hashlib
 import shlex
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from . import apps, ddns, records, services as svc, swarm
+from . import apps, ddns, decisions, facts, records, services as svc, swarm
+from .actions import PushImage
 from .backuptool import recover_interrupted
-from .base import split_tag
+from .decisions import container_action, present_images, push_decisions  # noqa: F401  (plan and tests name them here)
 from .errors import LapinfraError
+from .executor import PUSH_JOBS, Executor
 from .gitinfo import release_id
 from .images import built_image
-from .nodes import write_backup_known_hosts
+from .nodes import backup_known_hosts, write_backup_known_hosts
 from .records import Release
 # the session and the registry client, where they were before lapinfra/session.py and lapinfra/registry.py
 from .registry import MANIFEST_V2, copy_in_registry, push, push_image, registry_has, wait_registry  # noqa: F401
@@ -69,7 +70,9 @@ def start(project) -> dict[str, str]:
         return start_services(s, release, project.reporter)
 
 
-def start_services(s: MasterSession, release: Release, reporter) -> dict[str, str]:
+def start_services(s: MasterSession, release: Release, reporter, executor: Executor | None = None) -> dict[str, str]:
+    """Reconcile every container of ``release``, the registry first (``executor``: the deploy's,
+    which records each container it changed)."""
     outcome = {}
     ensure_infra_network(s.docker)
     if s.env.workers:   # before the proxy, which joins the applications' network
@@ -83,7 +86,7 @@ def start_services(s: MasterSession, release: Release, reporter) -> dict[str, st
             _pull_if_missing(s, ref, image.id, reporter)
             refuse_unreleased(s.docker, release, {service.image: ref})
         kwargs = svc.run_kwargs(service, ref, s.env, release.config.get(service.name, ""), image.id)
-        outcome[service.name] = reconcile(s.docker, kwargs, reporter)
+        outcome[service.name] = reconcile(s.docker, kwargs, reporter, executor)
         if svc.APPS_NETWORK in service.networks and swarm.connect_to_apps(s.docker, service.container):
             reporter.info(f"{service.container}: joined {svc.APPS_NETWORK} (the applications' replicas)")
         if service.name == "registry":
@@ -274,42 +277,17 @@ def refuse_unreleased(client, release: Release, refs: dict[str, str]) -> None:
                             "what was released\"")
 
 
-def container_action(status: str | None, spec: str | None, wanted: str) -> str:
-    """What one container needs (facts in, action out; reconcile does it, plan shows it):
-    "create" (``status`` None: there is none), "keep" (its spec label ``spec`` is ``wanted``
-    and it runs, or a snapshot holds it paused for a moment and unpauses it itself: starting
-    it would be refused), "start" (the same spec, stopped) or "recreate" (another spec)."""
-    if status is None:
-        return "create"
-    if spec != wanted:
-        return "recreate"
-    return "keep" if status in ("running", "paused") else "start"
-
-
-def reconcile(client, kwargs: dict, reporter) -> str:
-    """Create, start, keep or recreate one container (container_action); return which was done."""
-    import docker.errors
-
-    name, wanted = kwargs["name"], kwargs["labels"][svc.SPEC_LABEL]
-    try:
-        current = client.containers.get(name)
-    except docker.errors.NotFound:
-        current = None
-    action = (container_action(None, None, wanted) if current is None
-              else container_action(current.status, current.labels.get(svc.SPEC_LABEL), wanted))
-    if action == "keep":
-        reporter.info(f"{name}: unchanged, kept running" + (" (paused by a snapshot)" if current.status == "paused" else ""))
+def reconcile(client, kwargs: dict, reporter, executor: Executor | None = None) -> str:
+    """Create, start, keep or recreate one container (decisions.container_change on its facts, applied
+    by ``executor`` when given, which records it); return which was done: created, recreated, started, kept."""
+    name = kwargs["name"]
+    state = facts.read_containers(client, [name]).get(name)
+    change = decisions.container_change(state, kwargs)
+    if change is None:
+        reporter.info(f"{name}: unchanged, kept running" + (" (paused by a snapshot)" if state.status == "paused" else ""))
         return "kept"
-    if action == "start":
-        current.start()
-        reporter.info(f"{name}: started")
-        return "started"
-    done = "created" if action == "create" else "recreated"
-    with reporter.step(f"{name}: {done}"):
-        if current is not None:
-            current.remove(force=True)
-        client.containers.run(**kwargs)
-    return done
+    (executor or Executor(reporter, client=client)).apply([change])
+    return change.done
 
 
 # ---- deploy -------------------------------------------------------------------------
@@ -328,7 +306,10 @@ def config_files(project) -> dict[str, bytes]:
     return {str(p.relative_to(rendered)): p.read_bytes() for p in sorted(rendered.rglob("*")) if p.is_file()}
 
 
-def config_hashes(project, files: dict[str, bytes]) -> dict[str, str]:
+def config_hashes(project, files: dict[str, bytes], pending: dict[str, bytes] | None = None) -> dict[str, str]:
+    """Each service's config hash: its rendered files and its secrets (``pending``: secret name ->
+    the content it will have once the deploy writes it, for a plan that writes nothing)."""
+    pending = pending or {}
     out = {}
     for service in svc.services(project.env):
         h = hashlib.sha256()
@@ -336,7 +317,7 @@ def config_hashes(project, files: dict[str, bytes]) -> dict[str, str]:
             if rel.startswith(service.image + "/"):
                 h.update(rel.encode() + b"\0" + data)
         for name in sorted(service.secrets.values()):
-            h.update(project.secrets.path(name).read_bytes())
+            h.update(pending[name] if name in pending else project.secrets.path(name).read_bytes())
         out[service.name] = h.hexdigest()[:16]
     return out
 
@@ -346,42 +327,117 @@ def built_images(project) -> dict:
     return {service.image: built_image(project.docker, f"infra/{service.image}") for service in svc.services(project.env)}
 
 
-def release_record(project, release: str, images: dict, files: dict[str, bytes]) -> Release:
-    write_backup_known_hosts(project)   # a secret of the backup container, part of its config hash
-    if not project.secrets.path(GIT_KNOWN_HOSTS).exists():
-        write_git_known_hosts(project, None)   # infra_cd's, pinned from the master by upload_secrets
-    return records.new_release(release, {n: img.id for n, img in images.items()}, config_hashes(project, files))
+def pending_secrets(project, git_host_key: str | None = None) -> dict[str, bytes]:
+    """The secrets a deploy writes on the workstation itself, as it will write them: the backup
+    node's pinned host key (backup_known_hosts) and the git server's (git_known_hosts, from
+    ``git_host_key`` read on the master when given and valid, else as it is). Nothing is written."""
+    known = project.secrets.path(GIT_KNOWN_HOSTS)
+    pinned = git_known_hosts_line(git_host_key or "")
+    return {"backup_known_hosts": backup_known_hosts(project).encode(),
+            GIT_KNOWN_HOSTS: pinned.encode() if pinned else (known.read_bytes() if known.exists() else b"")}
+
+
+def release_record(project, release: str, images: dict, files: dict[str, bytes],
+                   pending: dict[str, bytes] | None = None) -> Release:
+    """The record of ``release`` (writes nothing: the secrets the deploy writes first are hashed
+    as they will be, pending_secrets)."""
+    pending = pending_secrets(project) if pending is None else pending
+    return records.new_release(release, {n: img.id for n, img in images.items()}, config_hashes(project, files, pending))
+
+
+# ---- the decisions of each phase, on its facts (plan takes them all on one read) --------------
+
+def uploaded_folders(project, files: dict[str, bytes], services, registry_host: str | None,
+                     pending: dict[str, bytes] | None = None) -> dict[str, tuple[dict[str, bytes], int]]:
+    """What the node's folders must hold, folder -> (relative path -> content, mode), in upload order:
+    the rendered config (``files``; None: left out), each service's secrets (0600), the registry's
+    CA for the master's engine (``registry_host``; None: left out)."""
+    pending = pending or {}
+
+    def secret(name: str) -> bytes | None:
+        if name in pending:
+            data = pending[name]
+        elif name in OPTIONAL_SECRETS and not project.secrets.path(name).exists():
+            data = b""
+        else:
+            data = project.secrets.path(name).read_bytes()
+        return None if name in OPTIONAL_SECRETS and not data else data   # handed over only when known
+
+    out = {} if files is None else {svc.ENV_DIR: (dict(files), 0o644)}
+    for service in services:
+        if service.secrets:
+            held = {dest: secret(src) for dest, src in service.secrets.items()}
+            out[f"{svc.SECRETS_DIR}/{service.name}"] = ({d: v for d, v in held.items() if v is not None}, 0o600)
+    if registry_host is not None:
+        out[f"/etc/docker/certs.d/{registry_host}"] = ({"ca.crt": project.secrets.path("ca.crt").read_bytes()}, 0o644)
+    return out
+
+
+def upload_actions(desired: dict, node: facts.NodeFacts) -> list:
+    return decisions.folders_actions(desired, node.files)
+
+
+def seed_images(project, tags: list[str] | None = None) -> dict:
+    """tag -> the workstation's image of each image the master keeps itself (seed_tags)."""
+    return {tag: built_image(project.docker, tag) for tag in (tags or seed_tags(project.env))}
+
+
+def wanted_containers(project, record: Release, images: dict, names=None) -> list[dict]:
+    """docker run's arguments of each service (of ``names``, default all) as ``record`` runs it, in start order."""
+    env = project.env
+    return [svc.run_kwargs(service, "infra/registry" if service.name == "registry" else "", env,
+                           record.config.get(service.name, ""), images[service.image].id)
+            for service in svc.services(env) if names is None or service.name in names]
+
+
+def planned_actions(project, node: facts.NodeFacts, release: str, images: dict, files: dict[str, bytes],
+                    seeds: dict, registry_host: str) -> tuple[list, Release]:
+    """Every action of a deploy in its order, from facts read at once (`invoke plan`): upload,
+    seed, the registry's container, the images into it, the other containers; and the record."""
+    pending = pending_secrets(project, node.git_host_key)
+    record = release_record(project, release, images, files, pending)
+    others = [s.name for s in svc.services(project.env) if s.name != "registry"]
+    actions = (upload_actions(uploaded_folders(project, files, svc.services(project.env), registry_host, pending), node)
+               + decisions.seed_actions(seeds, node.seeded)
+               + decisions.container_actions(wanted_containers(project, record, images, ["registry"]), node.containers)
+               + decisions.image_actions(images, release, node.release, node.manifests)
+               + decisions.container_actions(wanted_containers(project, record, images, others), node.containers))
+    return actions, record
 
 
 def push_release(s: "MasterSession", project, record: Release, images: dict, files: dict[str, bytes],
-                 result: "DeployResult") -> Release:
+                 result: "DeployResult", executor: Executor | None = None) -> Release:
     """Everything a release needs on the node before its containers change: config,
     secrets, the node's own images, the registry running, the images in it. The record
-    with the config hashes of what was uploaded."""
+    with the config hashes of what was uploaded. Each phase reads its facts, decides, and
+    ``executor`` applies (and records) the actions."""
     env, reporter = project.env, project.reporter
+    ex = executor or Executor(reporter, s)
     with reporter.step("upload config, secrets and the registry CA"):
-        result.config_changed = s.sync(files, svc.ENV_DIR)
-        upload_secrets(s, project, svc.services(env))
+        pin_local_secrets(s, project, svc.services(env))
+        desired = uploaded_folders(project, files, svc.services(env), s.registry_host)
+        done = ex.apply(upload_actions(desired, facts.NodeFacts(files=facts.read_files(s, desired))))
+        result.config_changed = [a.path for a in done if a.folder == svc.ENV_DIR]
         record = record.with_config(config_hashes(project, files))   # the git host key it pinned counts for infra_cd
-    seed(s, project)
+    seed(s, project, executor=ex)
     ensure_infra_network(s.docker)
     kwargs = svc.run_kwargs(svc.by_name(env, "registry"), "infra/registry", env, record.config["registry"], images["registry"].id)
-    result.containers["registry"] = reconcile(s.docker, kwargs, reporter)
+    result.containers["registry"] = reconcile(s.docker, kwargs, reporter, ex)
     wait_registry(s)
-    result.pushed = _push_missing(s, images, record.release, reporter)
+    result.pushed = push_missing(s, images, record.release, ex)
     return record
 
 
-def activate(s: "MasterSession", record: Release, reporter) -> dict[str, str]:
+def activate(s: "MasterSession", record: Release, reporter, executor: Executor | None = None) -> dict[str, str]:
     """Make ``record`` the node's release and reconcile its containers."""
     records.write_release(s, record)
-    return start_services(s, record, reporter)
+    return start_services(s, record, reporter, executor)
 
 
 # The git server's host key as the CD server's known_hosts (images/cd/entrypoint.sh pins
 # /run/secrets/git.known_hosts when it is there). Every deploy reads the key on the master;
 # on a master without one (a first deploy) it writes the git server's ed25519 key first.
-GIT_HOST_KEY = f"{svc.DATA}/git/ssh/ssh_host_ed25519_key.pub"
+GIT_HOST_KEY = facts.GIT_HOST_KEY
 GIT_KNOWN_HOSTS = "git_known_hosts"
 GIT_HOST = "infra_git"          # the CD server's repository URL: ssh://git@infra_git:22/<repository>
 OPTIONAL_SECRETS = (GIT_KNOWN_HOSTS,)   # handed over only when known (not empty)
@@ -429,8 +485,7 @@ def pin_git_host_key(s: MasterSession, project) -> bool:
     A master whose git server has not started yet (a first deploy) gets its ed25519 host key
     now, made here and written only there (the entrypoint keeps a key it finds), so the CD
     server checks the key strictly from the first deploy on, never trusting a first sight."""
-    found = s.run(f"cat {GIT_HOST_KEY}", warn=True)
-    public = found.stdout if found.ok else ""
+    public = facts.read_git_host_key(s)
     private = GIT_HOST_KEY.removesuffix(".pub")
     # a private key without its .pub (the git server remakes the .pub at its next start) is
     # kept, never replaced under a running sshd: pinned at the deploy after that start
@@ -442,21 +497,21 @@ def pin_git_host_key(s: MasterSession, project) -> bool:
     return write_git_known_hosts(project, public)
 
 
-def upload_secrets(s: MasterSession, project, services) -> None:
-    """Each service's secrets into /data/secrets/<name> (0600), and the registry CA for the engine."""
+def pin_local_secrets(s: MasterSession, project, services) -> None:
+    """The secrets the workstation writes before an upload: the backup node's pinned host key,
+    and (when a service takes it) the git server's, read on the master (pin_git_host_key)."""
     write_backup_known_hosts(project)
     if any(GIT_KNOWN_HOSTS in service.secrets.values() for service in services):
         pin_git_host_key(s, project)
-    for service in services:
-        if service.secrets:
-            files = {dest: project.secrets.path(src).read_bytes() for dest, src in service.secrets.items()
-                     if src not in OPTIONAL_SECRETS or _known(project.secrets.path(src))}
-            s.sync(files, f"{svc.SECRETS_DIR}/{service.name}", mode=0o600)
-    s.sync({"ca.crt": project.secrets.path("ca.crt").read_bytes()}, f"/etc/docker/certs.d/{s.registry_host}")
 
 
-def _known(path: Path) -> bool:
-    return path.is_file() and path.stat().st_size > 0
+def upload_secrets(s: MasterSession, project, services, executor: Executor | None = None) -> list:
+    """Each service's secrets into /data/secrets/<name> (0600), and the registry CA for the engine;
+    the actions applied."""
+    pin_local_secrets(s, project, services)
+    desired = uploaded_folders(project, None, services, s.registry_host)
+    node = facts.NodeFacts(files=facts.read_files(s, desired))
+    return (executor or Executor(project.reporter, s)).apply(upload_actions(desired, node))
 
 
 def seed_tags(env) -> list[str]:
@@ -466,13 +521,14 @@ def seed_tags(env) -> list[str]:
     return [env.base_image.tag, *sorted({f"infra/{service.image}" for service in svc.services(env) if service.local_image})]
 
 
-def seed(s: MasterSession, project, tags: list[str] | None = None) -> list[str]:
+def seed(s: MasterSession, project, tags: list[str] | None = None, executor: Executor | None = None) -> list[str]:
     """The first installation (``docker save | ssh node docker load``): the
     images of ``tags`` (default: seed_tags) from the workstation's engine onto the
     master's, each only when the node's copy differs. Returns the tags loaded.
     deploy, dr.recover and `invoke node.seed` all take this path."""
-    images = {tag: built_image(project.docker, tag) for tag in (tags or seed_tags(project.env))}
-    return load_local_images(s, images, project.reporter)
+    images = seed_images(project, tags)
+    actions = decisions.seed_actions(images, facts.read_seeded(s.docker, images))
+    return [a.tag for a in (executor or Executor(project.reporter, s)).apply(actions)]
 
 
 def seed_node(project) -> list[str]:
@@ -484,101 +540,11 @@ def seed_node(project) -> list[str]:
     return loaded
 
 
-def load_local_images(s: MasterSession, images: dict, reporter) -> list[str]:
-    """``docker save | docker load`` of each tag -> image whose copy on the node differs; the tags loaded."""
-    import docker.errors
-
-    loaded = []
-    for tag, image in sorted(images.items()):
-        try:
-            if s.docker.images.get(tag).id == image.id:
-                continue
-        except docker.errors.ImageNotFound:
-            pass
-        with reporter.step(f"load {tag} onto the node (docker save | docker load)"):
-            # saved under this tag: an image's first tag may be another one (a pulled base image)
-            archive = image.save(named=":".join(split_tag(tag)))
-            # the engine reports each image as it loads it: reading that stream to
-            # its end is what waits for the load
-            for chunk in s.docker.api.load_image(archive):
-                if isinstance(chunk, dict) and chunk.get("error"):
-                    raise LapinfraError(f"docker load of {tag} on the node failed: {chunk['error']}")
-        loaded.append(tag)
-    return loaded
-
-
-def push_decisions(images: dict, release: str, present: dict[str, str], in_registry) -> dict[str, tuple]:
-    """What getting each image of ``release`` into the node's registry takes: ("have",), ("tag", source)
-    (the same image id is there under another release's name), or ("push",). ``present``: image id ->
-    repository of the node's current release; ``in_registry(repository)`` asks the registry."""
-    out = {}
-    for name, image in images.items():
-        repository = f"infra/{release}/{name}"
-        source = present.get(image.id)
-        if in_registry(repository):
-            out[name] = ("have",)
-        elif source and source != repository and in_registry(source):
-            out[name] = ("tag", source)
-        else:
-            out[name] = ("push",)
-    return out
-
-
-def present_images(record: Release | None) -> dict[str, str]:
-    """Image id -> its repository in the node's registry, of the release record ``record`` (None: none)."""
-    return {image.id: image.repository for image in (record.images.values() if record else ())}
-
-
-def _push_missing(s: MasterSession, images: dict, release: str, reporter) -> list[str]:
-    present = present_images(records.read_release(s))
-    to_push = []
-    for name, decision in push_decisions(images, release, present, lambda repo: registry_has(s, repo)).items():
-        repository = f"infra/{release}/{name}"
-        if decision[0] == "have":
-            reporter.info(f"{repository}: already in the node's registry")
-        elif decision[0] == "tag" and copy_in_registry(s, decision[1], repository):
-            reporter.info(f"{repository}: same image as {decision[1]}, tagged in the registry (nothing uploaded)")
-        else:
-            to_push.append((name, images[name], repository))
-    push_images(s, to_push, reporter)
-    return [name for name, _, _ in to_push]
-
-
-# Images pushed (and pulled) at once: the engine sends only the layers the registry lacks, and
-# compresses them on the CPU; four at once on 2 cores took longer than one after another (70 s vs 58 s).
-PUSH_JOBS = 2
-
-
-def push_images(s: MasterSession, items: list[tuple], reporter) -> None:
-    """(name, image, repository) of the workstation's engine into the node's registry, several at once."""
-    from concurrent.futures import ThreadPoolExecutor, as_completed
-
-    if not items:
-        return
-    jobs = min(PUSH_JOBS, len(items))
-    failed = []
-    with reporter.step(f"push {len(items)} image{'s' * (len(items) > 1)} into the node's registry ({jobs} at a time)"):
-        with ThreadPoolExecutor(max_workers=jobs) as pool:
-            started = {pool.submit(_push_one, s, image, repository, "latest"): repository
-                       for _, image, repository in items}
-            for future in as_completed(started):
-                try:
-                    reporter.info(f"pushed {started[future]}:latest ({future.result():.1f}s)")
-                except LapinfraError as exc:
-                    failed.append(str(exc))
-    if failed:
-        raise LapinfraError("; ".join(failed))
-
-
-def _push_one(s: MasterSession, image, repository: str, tag: str) -> float:
-    """One push with a client of its own to the workstation's engine (as Project.docker reaches it;
-    the SDK's clients are not shared between threads); its seconds."""
-    import docker
-
-    started = time.monotonic()
-    client = docker.from_env(timeout=600)
-    try:
-        push(s, client, image, repository, tag)
-    finally:
-        client.close()
-    return time.monotonic() - started
+def push_missing(s: MasterSession, images: dict, release: str, executor: Executor) -> list[str]:
+    """Push or tag in the registry each image of ``release`` it lacks; the names pushed."""
+    current = records.read_release(s)
+    node = facts.NodeFacts(release=current, manifests=facts.read_manifests(s, facts.candidates(images, release, current)))
+    actions = decisions.image_actions(images, release, node.release, node.manifests)
+    for name in [n for n in images if n not in {a.name for a in actions}]:
+        executor.reporter.info(f"infra/{release}/{name}: already in the node's registry")
+    return [a.name for a in executor.apply(actions) if isinstance(a, PushImage)]

@@ -549,14 +549,19 @@ class Nodes:
             return conn.run(command, warn=True, pty=False).exited
 
 
-def write_backup_known_hosts(project) -> None:
-    """The backup node's pinned host key, as the backup container's known_hosts."""
+def backup_known_hosts(project) -> str:
+    """The backup node's pinned host key, as the backup container's known_hosts (read only)."""
     backup = project.env.node("backup")
     known = Nodes(project).known_hosts
     lines = [l for l in (known.read_text().splitlines() if known.exists() else []) if l.startswith(f"{backup.ssh_host} ")]
     if not lines:
         raise LapinfraError(f"the backup node {backup.name} ({backup.ip}) has no pinned host key: is it up? (`invoke node.up --env={project.name}`)")
-    content = "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n"
+
+
+def write_backup_known_hosts(project) -> None:
+    """backup_known_hosts into the secrets folder (a secret of the backup container), when it differs."""
+    content = backup_known_hosts(project)
     path = project.secrets.path("backup_known_hosts")
     if not path.exists() or path.read_text() != content:
         project.secrets._write("backup_known_hosts", content)

@@ -33,10 +33,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import backup, lock, records, services as svc
+from . import backup, facts, lock, records, services as svc
 from . import status, verify
-from .deploy import (DeployResult, MasterSession, activate, config_files, container_action, built_images,
-                     present_images, push_decisions, push_release, registry_has, release_record)
+from .actions import ChangeContainer, PushImage, RemoveFile, TagImage, WriteFile, as_json
+from .deploy import (DeployResult, Executor, MasterSession, activate, built_images, config_files, planned_actions,
+                     pending_secrets, push_release, release_record, seed_images, uploaded_folders)
 from .errors import LapinfraError
 from .gitinfo import release_id
 from .project import Project
@@ -248,6 +249,7 @@ def deploy(project, force: bool = False) -> DeployResult:
     entry = {"release": release, "images": {n: i.id for n, i in images.items()}, "gate": gate,
              "by": verify.who(), "at": verify.now(), "snapshot": None, "suite": None}
     with MasterSession(project) as s, env_lock(s, project):
+        executor = Executor(rep, s)      # applies each phase's actions and records them (entry["actions"])
         backup.recover_interrupted(s, project)   # an interrupted restore: finished or undone first
         previous = _running(s)
         entry["previous"] = previous
@@ -260,11 +262,11 @@ def deploy(project, force: bool = False) -> DeployResult:
                 snap = backup.snapshot(project, label=f"pre-deploy {release[:12]}")
                 entry["snapshot"] = snap["id"]
             step("push images")
-            record = push_release(s, project, record, images, files, result)
+            record = push_release(s, project, record, images, files, result, executor)
             step("git push")
             git_commit = push_git(s, project, force, entry)
             step("start containers")
-            result.containers.update(activate(s, record, rep))
+            result.containers.update(activate(s, record, rep, executor))
             if git_commit is None:
                 step("git push")
                 git_commit = push_git(s, project, force, entry)
@@ -279,7 +281,8 @@ def deploy(project, force: bool = False) -> DeployResult:
                                         f"({counts.get('failures', 0)} failed, {counts.get('errors', 0)} errors; "
                                         f"report: {project.build_dir / 'junit.xml'})")
         except (Exception, KeyboardInterrupt) as exc:
-            entry.update(step=step.name, error=str(exc).splitlines()[0][:500], seconds=round(time.monotonic() - started, 1))
+            entry.update(step=step.name, error=str(exc).splitlines()[0][:500], seconds=round(time.monotonic() - started, 1),
+                         actions=as_json(executor.applied))
             if entry["snapshot"] is None:
                 entry["outcome"] = "failed"
                 s.append_jsonl(RELEASES, entry)
@@ -312,7 +315,7 @@ def deploy(project, force: bool = False) -> DeployResult:
                                 f"{entry['snapshot']}; {_safety_note(entry['safety_snapshot'])} "
                                 f"(`invoke releases --env={env.name}`)") from None
         entry.update(outcome="deployed", seconds=round(time.monotonic() - started, 1),
-                     pushed=result.pushed, containers=result.containers)
+                     pushed=result.pushed, containers=result.containers, actions=as_json(executor.applied))
         s.append_jsonl(RELEASES, entry)
         status.publish_quietly(s, project, run=suite_run, cases=verify.last_cases(project) if suite_run else None)
     result.verified = gated
@@ -486,25 +489,30 @@ def rollback_target(entries: list[dict], current: str | None, to: str | None, en
 
 # ---- plan -----------------------------------------------------------------------
 
-def image_plan(decision: tuple) -> str:
-    """deploy.push_decisions's decision for one image, as plan shows it."""
-    if decision[0] == "have":
-        return "in registry"
-    if decision[0] == "tag":
-        return f"tag in registry (same image as {decision[1]})"
-    return "push"
+def image_plan(actions: list, name: str) -> str:
+    """The image's action as plan's ``images`` shows it."""
+    for action in actions:
+        if isinstance(action, TagImage) and action.name == name:
+            return f"tag in registry (same image as {action.source})"
+        if isinstance(action, PushImage) and action.name == name:
+            return "push"
+    return "in registry"
+
+
+def container_plan(actions: list, container: str) -> str:
+    return next((a.verb for a in actions if isinstance(a, ChangeContainer) and a.container == container), "keep")
 
 
 def plan(project) -> dict:
-    """What a deploy would do, changing nothing: images to push or tag, containers to
-    create, recreate, start or keep, rendered config that differs (with a diff)."""
-    import docker.errors
-
+    """What a deploy would do, changing nothing: the very actions deploy applies (files to write,
+    images to load, push or tag, containers to create, recreate or start), decided by the same
+    functions on facts read at once; with plan's own summary of images and containers, and a
+    diff of each rendered config file that differs."""
     env = project.env
     release = release_id(project.root)
     images = built_images(project)
     files = config_files(project)
-    record = release_record(project, release, images, files)
+    seeds = seed_images(project)
     out = {"release": release, "images": {}, "containers": {}, "config": {}, "gate": None}
     try:
         gate = check_gate(project, release, images)
@@ -512,41 +520,34 @@ def plan(project) -> dict:
     except LapinfraError as exc:
         out["gate"] = f"refused: {exc}"
     with MasterSession(project) as s:
-        current = records.read_release(s)
-        out["current"] = current.release if current else None
+        folders = uploaded_folders(project, files, svc.services(env), s.registry_host, pending_secrets(project))
+        node = facts.read(s, containers=[service.container for service in svc.services(env)], folders=folders,
+                          images=images, release=release, seed_tags=seeds, git=True)
+        out["current"] = node.release.release if node.release else None
+        actions, _ = planned_actions(project, node, release, images, files, seeds, s.registry_host)
+        out["images"] = {name: image_plan(actions, name) for name in images}
+        out["containers"] = {service.container: container_plan(actions, service.container) for service in svc.services(env)}
+        out["config"] = config_diffs(s, [a for a in actions if getattr(a, "folder", None) == svc.ENV_DIR],
+                                     node.files.get(svc.ENV_DIR, {}))
+    out["actions"] = as_json(actions)
+    out["summary"] = [action.describe() for action in actions]
+    return out
 
-        def in_registry(repository: str) -> bool:
-            try:
-                return registry_has(s, repository)
-            except Exception:          # no registry running yet: everything goes
-                return False
 
-        # the decisions deploy takes (deploy._push_missing, deploy.reconcile), on the same facts
-        for name, decision in push_decisions(images, release, present_images(current), in_registry).items():
-            out["images"][name] = image_plan(decision)
-        for service in svc.services(env):
-            kwargs = svc.run_kwargs(service, "", env, record.config[service.name], images[service.image].id)
-            try:
-                container = s.docker.containers.get(service.container)
-                facts = (container.status, container.labels.get(svc.SPEC_LABEL))
-            except docker.errors.NotFound:
-                facts = (None, None)
-            out["containers"][service.container] = container_action(*facts, kwargs["labels"][svc.SPEC_LABEL])
-        remote = s.remote_hashes(svc.ENV_DIR)
-        import hashlib
-
-        sftp = s.conn.sftp()
-        for rel in sorted(set(remote) | set(files)):
-            local = files.get(rel)
-            if local is not None and remote.get(rel) == hashlib.sha256(local).hexdigest():
-                continue
-            old = b""
-            if rel in remote:
-                with sftp.open(f"{svc.ENV_DIR}/{rel}") as f:
-                    old = f.read()
-            diff = difflib.unified_diff(old.decode(errors="replace").splitlines(True),
-                                        (local or b"").decode(errors="replace").splitlines(True),
-                                        f"node:{rel}", f"rendered:{rel}")
-            out["config"][rel] = {"change": "add" if rel not in remote else "remove" if local is None else "modify",
-                                  "diff": "".join(diff)}
+def config_diffs(s: MasterSession, actions: list, remote: dict[str, str]) -> dict:
+    """Relative path -> {change: add|modify|remove, diff} of each write or removal of a config file
+    (``remote``: the files the node holds, relative path -> sha256)."""
+    sftp = s.conn.sftp()
+    out = {}
+    for action in sorted(actions, key=lambda a: a.path):
+        existed = action.path in remote
+        old = b""
+        if existed:
+            with sftp.open(f"{action.folder}/{action.path}") as f:
+                old = f.read()
+        new = action.data if isinstance(action, WriteFile) else b""
+        diff = difflib.unified_diff(old.decode(errors="replace").splitlines(True), new.decode(errors="replace").splitlines(True),
+                                    f"node:{action.path}", f"rendered:{action.path}")
+        out[action.path] = {"change": "remove" if isinstance(action, RemoveFile) else "modify" if existed else "add",
+                            "diff": "".join(diff)}
     return out

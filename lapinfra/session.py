@@ -1,13 +1,13 @@
 """The one session to the master: SSH, with tunnels to its Docker API and its registry.
 
 A command opens one `MasterSession` and hands it down: the files on the node (read,
-write atomically, sync a folder, JSON-lines logs) go over its SSH connection, the
+write atomically, JSON-lines logs) go over its SSH connection (a deploy's folders are
+kept in sync by lapinfra/facts.py, decisions.py and executor.py), the
 engine over ``s.docker``, the registry over ``s.registry_port`` (lapinfra/registry.py).
 """
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import posixpath
 import secrets as pysecrets
@@ -67,25 +67,6 @@ class MasterSession(contextlib.ExitStack):
         except CommandTimedOut:
             raise LapinfraError(f"{self.env.master.name} did not finish `{command[:80]}` within {COMMAND_SECONDS}s "
                                 f"(is it overloaded or unreachable?)") from None
-
-    def remote_hashes(self, folder: str) -> dict[str, str]:
-        out = self.run(f"mkdir -p {folder} && cd {folder} && find . -name '{ASIDE}*' -prune -o -type f -exec sha256sum {{}} +").stdout
-        return {line.split(None, 1)[1].strip()[2:]: line.split()[0] for line in out.splitlines() if line.strip()}
-
-    def sync(self, files: dict[str, bytes], folder: str, mode: int = 0o644) -> list[str]:
-        """Make ``folder`` on the node hold exactly ``files`` (relative path -> content)."""
-        remote = self.remote_hashes(folder)
-        sftp = self.conn.sftp()
-        changed = []
-        for rel, data in sorted(files.items()):
-            if remote.get(rel) != hashlib.sha256(data).hexdigest():
-                self.run(f"mkdir -p {folder}/{Path(rel).parent}")
-                write_file(sftp, f"{folder}/{rel}", data, mode)
-                changed.append(rel)
-        for rel in sorted(set(remote) - set(files)):
-            sftp.remove(f"{folder}/{rel}")
-            changed.append(rel)
-        return changed
 
     def put(self, path: str, data: bytes, mode: int = 0o600) -> None:
         """Write one file atomically (write aside, then rename), with ``mode`` from its first byte."""

@@ -123,9 +123,10 @@ def up(c, env=None):
 
 @task(pre=[build, render], help={"json": "print JSON"})
 def plan(c, env=None, json_=False):
-    """What a deploy would do (images to push, containers to recreate or keep, config diff); changes nothing.
+    """What a deploy would do (the actions it takes, images to push, containers to recreate or keep, config diff); changes nothing.
 
-    Builds and renders first, like `deploy`.
+    Builds and renders first, like `deploy`. The actions are the very list the deploy
+    applies and records (`invoke releases --json`, key `actions`), in its order.
 
     Examples:
       invoke plan --env=prod
@@ -148,6 +149,9 @@ def plan(c, env=None, json_=False):
     for rel, change in out["config"].items():
         print(f"  {change['change']:7} {rel}")
         print("".join(f"    {line}" for line in change["diff"].splitlines(True)), end="")
+    print(f"actions, in the order deploy applies them ({len(out['summary'])}): {'none' if not out['summary'] else ''}")
+    for line in out["summary"]:
+        print(f"  {line}")
 
 
 @task(help={"json": "print JSON"})

@@ -66,6 +66,32 @@ def test_a_verified_release_is_promoted_and_unchanged_containers_keep_their_ids(
     assert set(plan["images"].values()) == {"in registry"} and plan["gate"] == "passed"
 
 
+def test_the_plan_is_the_list_of_actions_the_deploy_then_applies(target):
+    """`invoke plan --json` and the deploy's record (releases.jsonl, `actions`) are one list, the
+    same decisions on the same facts: a comment in the proxy's config, on a dirty tree (a new
+    release, so every image is tagged in the registry under its name), then back."""
+    ids = container_ids(TARGET)
+    good = PROXY_TEMPLATE.read_text()
+    try:
+        PROXY_TEMPLATE.write_text(good + f"\n# plan equals deploy {uuid.uuid4().hex[:8]}\n")
+        plan = json.loads(invoke("plan", f"--env={TARGET}", "--json").stdout)
+        assert container_ids(TARGET) == ids, "plan changed nothing"
+        deploy("--force", check=True)     # a dirty tree was never verified on test: the gate is skipped (recorded)
+    finally:
+        PROXY_TEMPLATE.write_text(good)
+    last = releases()[-1]
+    assert last["outcome"] == "deployed" and last["release"] == plan["release"]
+    assert last["actions"] == plan["actions"]
+    assert {"action": "write file", "path": "/data/environment/proxy/nginx.conf", "mode": "0644"} in plan["actions"]
+    assert [a["container"] for a in plan["actions"] if a["action"] == "container"] == ["infra_proxy"]
+    assert {a["action"] for a in plan["actions"]} == {"write file", "tag image", "container"}
+    assert [a["name"] for a in plan["actions"] if a["action"] == "tag image"] == list(plan["images"])
+    back = json.loads(invoke("plan", f"--env={TARGET}", "--json").stdout)   # the verified release again
+    deploy(check=True)
+    assert releases()[-1]["actions"] == back["actions"] and back["actions"]
+    assert json.loads(invoke("plan", f"--env={TARGET}", "--json").stdout)["actions"] == []
+
+
 def test_a_release_not_verified_on_test_is_refused_by_the_gate(target):
     probe = ROOT / f"unverified-{uuid.uuid4().hex[:8]}.txt"
     before, ids = releases(), container_ids(TARGET)

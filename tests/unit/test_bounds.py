@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from lapinfra import nodes as nodes_mod
+from lapinfra import facts, nodes as nodes_mod
 from lapinfra.deploy import MasterSession
 from lapinfra.errors import LapinfraError
 from lapinfra.nodes import Nodes
@@ -83,5 +83,5 @@ def test_a_read_on_a_master_that_does_not_finish_is_an_error_naming_the_command(
     with pytest.raises(LapinfraError, match="within 120s"):
         s.read_jsonl("/data/lapinfra/releases.jsonl")
     with pytest.raises(LapinfraError, match="within 120s"):
-        s.remote_hashes("/data/environment")
+        facts.read_files(s, ["/data/environment"])
     assert s.conn.timeouts == [120, 120, 120]

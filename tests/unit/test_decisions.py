@@ -1,8 +1,10 @@
 """The decisions of a deploy, facts in and actions out, and `invoke plan` taking the same ones.
 
-deploy.container_action (what reconcile does to a container) and deploy.push_decisions (what
-getting an image into the node's registry takes) are pure functions over facts gathered first;
-promote.plan shows exactly their decisions. Two disagreements plan had are pinned here: an image
+lapinfra/decisions.py: files to write or remove, images to load onto the master, to push or
+tag in its registry, containers to create, recreate or start; pure functions over facts read
+first (lapinfra/facts.py), one table each, with no-op rows that expect no action. The
+executor (lapinfra/executor.py) does what they decide and records it; promote.plan shows
+exactly their actions. Two disagreements plan had are pinned here: an image
 whose id the current release holds is tagged in the registry only when the registry still holds
 it, and a stopped container of the wanted spec is started, not kept."""
 from __future__ import annotations
@@ -12,7 +14,8 @@ from types import SimpleNamespace as NS
 import docker.errors
 import pytest
 
-from lapinfra import deploy, promote, records, services as svc
+from lapinfra import decisions, deploy, executor, facts, promote, records, services as svc
+from lapinfra.actions import ChangeContainer, LoadImage, PushImage, RemoveFile, TagImage, WriteFile, as_json
 from lapinfra.report import Recorder
 
 # ---- containers --------------------------------------------------------------------------
@@ -94,21 +97,148 @@ def test_present_images_of_a_release_record():
     assert deploy.present_images(None) == {}
 
 
+def test_image_actions_of_a_no_op_deploy_are_none_and_tags_come_before_pushes():
+    every = {"infra/r2/dns", "infra/r2/git", "infra/r2/trac"}
+    assert decisions.image_actions(IMAGES, "r2", None, every) == []
+    current = records.new_release("r1", {"git": "sha256:g"}, {})
+    got = decisions.image_actions(IMAGES, "r2", current, {"infra/r1/git"})
+    assert [a.describe() for a in got] == ["tag infra/r2/git:latest in the registry (same image as infra/r1/git)",
+                                           "push infra/r2/dns:latest", "push infra/r2/trac:latest"]
+    assert got[0] == TagImage("git", "infra/r1/git", "infra/r2/git", "sha256:g")
+
+
+# ---- files -------------------------------------------------------------------------------
+
+def sha(data: bytes) -> str:
+    return decisions.sha256(data)
+
+
+FILES = [
+    # (desired files, what the node holds: path -> sha256) -> actions
+    pytest.param({}, {}, [], id="no-op: nothing"),
+    pytest.param({"a": b"1", "b/c": b"2"}, {"a": sha(b"1"), "b/c": sha(b"2")}, [], id="no-op: all there"),
+    pytest.param({"a": b"1"}, {}, [WriteFile("/f", "a", 0o600)], id="new file"),
+    pytest.param({"a": b"1"}, {"a": sha(b"old")}, [WriteFile("/f", "a", 0o600)], id="changed file"),
+    pytest.param({"a": b"1"}, {"a": sha(b"1"), "z": sha(b"x")}, [RemoveFile("/f", "z")], id="extra file"),
+    pytest.param({"b": b"2", "a": b"1"}, {"c": "x"}, [WriteFile("/f", "a", 0o600), WriteFile("/f", "b", 0o600),
+                                                      RemoveFile("/f", "c")], id="writes in order, then removals"),
+]
+
+
+@pytest.mark.parametrize("files, remote, expected", FILES)
+def test_file_actions(files, remote, expected):
+    got = decisions.file_actions("/f", files, remote, 0o600)
+    assert got == expected
+    assert all(a.data == files[a.path] for a in got if isinstance(a, WriteFile))
+
+
+def test_the_json_of_a_write_names_the_path_and_mode_never_the_content():
+    action = WriteFile("/data/secrets/registry", "tls.key", 0o600, b"a made-up PAYLOAD")
+    assert action.to_json() == {"action": "write file", "path": "/data/secrets/registry/tls.key", "mode": "0600"}
+    assert "PAYLOAD" not in repr(action) and action.describe() == "write /data/secrets/registry/tls.key (0600)"
+
+
+def test_folders_actions_keep_the_folders_order():
+    desired = {"/b": ({"x": b"1"}, 0o644), "/a": ({"y": b"2"}, 0o600)}
+    got = decisions.folders_actions(desired, {"/a": {}, "/b": {"x": sha(b"1")}})
+    assert got == [WriteFile("/a", "y", 0o600)]
+    assert decisions.folders_actions(desired, {"/a": {"y": sha(b"2")}, "/b": {"x": sha(b"1")}}) == []
+
+
+# ---- seeding -----------------------------------------------------------------------------
+
+SEEDS = {"infra/base": NS(id="sha256:b"), "infra/registry": NS(id="sha256:r")}
+
+
+@pytest.mark.parametrize("seeded, loaded", [
+    pytest.param({"infra/base": "sha256:b", "infra/registry": "sha256:r"}, [], id="no-op: both there"),
+    pytest.param({}, ["infra/base", "infra/registry"], id="first installation"),
+    pytest.param({"infra/base": "sha256:b", "infra/registry": "sha256:old"}, ["infra/registry"], id="another id"),
+])
+def test_seed_actions(seeded, loaded):
+    got = decisions.seed_actions(SEEDS, seeded)
+    assert [a.tag for a in got] == loaded and all(isinstance(a, LoadImage) and a.image is SEEDS[a.tag] for a in got)
+
+
+# ---- containers, as a list ----------------------------------------------------------------
+
+def kwargs(name, spec):
+    return {"name": name, "labels": {svc.SPEC_LABEL: spec}}
+
+
+@pytest.mark.parametrize("containers, expected", [
+    pytest.param({"infra_a": ("running", "1"), "infra_b": ("paused", "2")}, [], id="no-op: all kept"),
+    pytest.param({"infra_a": ("exited", "1")}, [("infra_a", "start"), ("infra_b", "create")], id="stopped and missing"),
+    pytest.param({"infra_a": ("running", "0"), "infra_b": ("running", "2")}, [("infra_a", "recreate")], id="another spec"),
+])
+def test_container_actions(containers, expected):
+    states = {name: facts.ContainerState(*fact) for name, fact in containers.items()}
+    got = decisions.container_actions([kwargs("infra_a", "1"), kwargs("infra_b", "2")], states)
+    assert [(a.container, a.verb) for a in got] == expected
+    assert all(a.kwargs["name"] == a.container for a in got)
+
+
+def test_keep_is_no_container_action():
+    with pytest.raises(ValueError):
+        ChangeContainer("infra_a", "keep", "1")
+
+
+# ---- the executor: does what it is given, records each ---------------------------------------
+
+class Registry:
+    """A stand-in session for the executor: copies in the registry and pushes."""
+
+    def __init__(self, copies_ok=True):
+        self.done, self.copies_ok = [], copies_ok
+
+
+@pytest.fixture
+def registry(monkeypatch):
+    reg = Registry()
+    monkeypatch.setattr(executor, "copy_in_registry", lambda s, src, dst: reg.done.append(("copy", src, dst)) or reg.copies_ok)
+    monkeypatch.setattr(executor, "push_one", lambda s, image, repo, tag: reg.done.append(("push", repo)) or 0.1)
+    return reg
+
+
+def test_the_executor_records_what_it_applied_in_order(registry):
+    ex = executor.Executor(Recorder(), s=registry, client=Engine(None, None))
+    actions = [TagImage("git", "infra/r1/git", "infra/r2/git", "sha256:g"), PushImage("dns", "infra/r2/dns", "sha256:d"),
+               ChangeContainer("infra_dns", "create", "a", {"name": "infra_dns"})]
+    assert ex.apply(actions) == [actions[0], actions[2], actions[1]]     # the pushes together, last
+    assert ex.applied == [actions[0], actions[2], actions[1]]
+    assert registry.done == [("copy", "infra/r1/git", "infra/r2/git"), ("push", "infra/r2/dns")]
+    assert ex.client.done == ["run"]
+    assert ex.apply([]) == []
+
+
+def test_a_tag_the_registry_refuses_is_pushed_and_recorded_as_the_push(registry):
+    registry.copies_ok = False
+    ex = executor.Executor(Recorder(), s=registry)
+    ex.apply([TagImage("git", "infra/r1/git", "infra/r2/git", "sha256:g")])
+    assert as_json(ex.applied) == [PushImage("git", "infra/r2/git", "sha256:g").to_json()]
+
+
 # ---- plan: the same decisions, on the node's facts ----------------------------------------
 
 class Master:
     """A stand-in MasterSession for plan: the release record, the containers, the registry."""
 
+    registry_host = "docker.internal:5000"
+
     def __init__(self, record, containers, registry):
         self.record, self.registry = record, registry
         self.containers = containers
+        self.commands = []
 
         def get(name):
             if name not in containers:
                 raise docker.errors.NotFound(name)
             status, label = containers[name]
             return NS(status=status, labels={svc.SPEC_LABEL: label})
-        self.docker = NS(containers=NS(get=get))
+
+        def image(tag):
+            raise docker.errors.ImageNotFound(tag)
+        self.docker = NS(containers=NS(get=get), images=NS(get=image))
         self.conn = NS(sftp=lambda: None)
 
     def __enter__(self):
@@ -120,8 +250,10 @@ class Master:
     def read_json(self, path):
         return self.record if path == records.RELEASE else None
 
-    def remote_hashes(self, folder):
-        return {}
+    def run(self, command, warn=False):
+        self.commands.append(command)
+        assert command.startswith(("if [ -d ", "cat ")), f"plan ran {command!r}, which may write"
+        return NS(stdout="", ok=False)
 
 
 @pytest.fixture
@@ -132,9 +264,14 @@ def planned(project, monkeypatch):
     monkeypatch.setattr(promote, "release_id", lambda root: "r2")
     monkeypatch.setattr(promote, "built_images", lambda p: images)
     monkeypatch.setattr(promote, "config_files", lambda p: {})
-    monkeypatch.setattr(promote, "release_record", lambda p, release, imgs, files: records.Release(release, config={s.name: "c" for s in svc.services(env)}))
+    monkeypatch.setattr(promote, "seed_images", lambda p: {})
+    monkeypatch.setattr(promote, "pending_secrets", lambda p: {})
+    monkeypatch.setattr(promote, "uploaded_folders", lambda *a: {})
+    monkeypatch.setattr(deploy, "uploaded_folders", lambda *a: {})
+    monkeypatch.setattr(deploy, "pending_secrets", lambda p, key=None: {})
+    monkeypatch.setattr(deploy, "release_record", lambda p, release, imgs, files, pending=None: records.Release(release, config={s.name: "c" for s in svc.services(env)}))
     monkeypatch.setattr(promote, "check_gate", lambda p, release, imgs: None)
-    monkeypatch.setattr(promote, "registry_has", lambda s, repository: repository in s.registry)
+    monkeypatch.setattr(facts, "registry_has", lambda s, repository: repository in s.registry)
     wanted = {s.container: svc.run_kwargs(s, "", env, "c", images[s.image].id)["labels"][svc.SPEC_LABEL]
               for s in svc.services(env)}
 
@@ -156,7 +293,7 @@ def actions(out: dict) -> list[str]:
 def test_plan_of_an_unchanged_deploy_has_no_action(planned):
     names = list(planned.images)
     out = planned({}, {c: ("running", label) for c, label in planned.wanted.items()}, {f"infra/r2/{n}" for n in names})
-    assert actions(out) == []
+    assert actions(out) == [] and out["actions"] == [] and out["summary"] == []
 
 
 def test_plan_tags_an_image_in_the_registry_only_when_the_registry_still_holds_it(planned):
@@ -164,6 +301,8 @@ def test_plan_tags_an_image_in_the_registry_only_when_the_registry_still_holds_i
     kept = {f"infra/r2/{n}" for n in planned.images if n != "dns"}
     held = planned({"dns": "infra/r1/dns"}, containers, kept | {"infra/r1/dns"})
     assert actions(held) == ["image dns: tag in registry (same image as infra/r1/dns)"]
+    assert held["actions"] == [{"action": "tag image", "name": "dns", "source": "infra/r1/dns",
+                                "repository": "infra/r2/dns", "id": "sha256:dns"}]
     lost = planned({"dns": "infra/r1/dns"}, containers, kept)
     assert actions(lost) == ["image dns: push"]          # as deploy: the registry lacks infra/r1/dns too
 
@@ -175,11 +314,21 @@ def test_plan_starts_a_stopped_container_of_the_wanted_spec_as_reconcile_does(pl
     del containers["infra_cd"]
     out = planned({}, containers, {f"infra/r2/{n}" for n in planned.images})
     assert actions(out) == ["container infra_git: recreate", "container infra_trac: start", "container infra_cd: create"]
+    assert out["summary"] == ["recreate infra_git", "start infra_trac", "create infra_cd"]
+
+
+def test_plan_lists_the_registry_before_the_images_and_the_other_containers_after_them(planned):
+    out = planned({}, {}, set())
+    kinds = [(a["action"], a.get("container")) for a in out["actions"]]
+    assert kinds[0] == ("container", "infra_registry")
+    pushes = [i for i, k in enumerate(kinds) if k[0] == "push image"]
+    assert pushes == list(range(1, 1 + len(planned.images)))
+    assert all(k[0] == "container" for k in kinds[1 + len(pushes):])
 
 
 def test_plan_of_a_node_without_a_registry_pushes_everything(planned, monkeypatch):
     def unreachable(s, repository):
         raise ConnectionError("no registry yet")
-    monkeypatch.setattr(promote, "registry_has", unreachable)
+    monkeypatch.setattr(facts, "registry_has", unreachable)
     out = planned({"dns": "infra/r1/dns"}, {}, set())
     assert set(out["images"].values()) == {"push"} and set(out["containers"].values()) == {"create"}

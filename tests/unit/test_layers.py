@@ -38,6 +38,7 @@ LAYERS = {
     "services": "model",
     "config": "model",
     "records": "model",
+    "actions": "model",
     # local: the workstation
     "report": "local",
     "confirm": "local",
@@ -59,9 +60,12 @@ LAYERS = {
     "registry": "transport",
     "ddns": "transport",
     "lock": "transport",
+    "facts": "transport",
     # ops: decisions and actions on a node
     "swarm": "ops",
     "backuptool": "ops",
+    "decisions": "ops",
+    "executor": "ops",
     # workflows: the commands
     "apps": "workflows",
     "deploy": "workflows",

@@ -1,4 +1,5 @@
-"""Files lapinfra writes on a node (MasterSession.put / sync): never readable by anyone
+"""Files lapinfra writes on a node (MasterSession.put, and a deploy's folders kept in sync:
+facts.read_files, decisions.file_actions, the executor's writes): never readable by anyone
 but their owner on the way, not even for a moment, whatever mode sftp creates them with.
 
 The SFTP server is a stand-in that keeps a small file system (paths, modes, contents) and
@@ -10,7 +11,10 @@ from types import SimpleNamespace
 
 import pytest
 
+from lapinfra import decisions, facts
 from lapinfra.deploy import MasterSession
+from lapinfra.executor import Executor
+from lapinfra.report import Recorder
 
 DEFAULT_FILE, DEFAULT_DIR = 0o644, 0o755
 
@@ -123,16 +127,20 @@ class Conn:
     def sftp(self):
         return self._sftp
 
+    def hashes(self, folder):
+        """sha256sum of every file below the folder, as `find -exec sha256sum` prints them."""
+        return "".join(f"{hashlib.sha256(data).hexdigest()}  ./{path[len(folder) + 1:]}\n"
+                       for path, (kind, _, data) in sorted(self.node.fs.items())
+                       if kind == "file" and path.startswith(folder + "/") and "/.lapinfra-new-" not in path)
+
     def run(self, command, **kw):
-        if command.startswith("mkdir -p "):
-            self.node.mkdirs(command.split(" && ")[0][len("mkdir -p "):])
-            out = ""
-            if " && cd " in command:     # remote_hashes: sha256sum of every file below the folder
-                folder = command.split(" && cd ")[1].split(" && ")[0]
-                out = "".join(f"{hashlib.sha256(data).hexdigest()}  ./{path[len(folder) + 1:]}\n"
-                              for path, (kind, _, data) in sorted(self.node.fs.items())
-                              if kind == "file" and path.startswith(folder + "/") and "/.lapinfra-new-" not in path)
+        if command.startswith("if [ -d "):     # facts.read_files: the same, changing nothing
+            folder = command[len("if [ -d "):].split(" ]")[0]
+            out = self.hashes(folder) if self.node.fs.get(folder, ("",))[0] == "dir" else ""
             return SimpleNamespace(stdout=out, ok=True, failed=False)
+        if command.startswith("mkdir -p "):
+            self.node.mkdirs(command[len("mkdir -p "):])
+            return SimpleNamespace(stdout="", ok=True, failed=False)
         if command.startswith("mv -f "):
             old, new = command.split()[2:]
             self.node.fs[new] = self.node.fs.pop(old)
@@ -152,6 +160,12 @@ def session(node):
     return s
 
 
+def sync(s, files: dict[str, bytes], folder: str, mode: int = 0o644) -> list[str]:
+    """What a deploy does to one folder: its facts, the decision, the executor; the paths changed."""
+    actions = decisions.file_actions(folder, files, facts.read_files(s, [folder])[folder], mode)
+    return [a.path for a in Executor(Recorder(), s).apply(actions)]
+
+
 def test_put_writes_no_byte_another_account_could_read_and_replaces_the_file_at_once(node, session):
     node.mkdirs("/data/lapinfra")
     node.fs["/data/lapinfra/release.json"] = ("file", 0o644, b"old")
@@ -165,7 +179,7 @@ def test_put_writes_no_byte_another_account_could_read_and_replaces_the_file_at_
 
 def test_sync_gives_each_secret_its_mode_before_its_first_byte(node, session):
     files = {"tls.key": b"a made-up TLS key\nsecret\n", "sub/htpasswd": b"user:$2b$10$hash\n"}
-    changed = session.sync(files, "/data/secrets/registry", mode=0o600)
+    changed = sync(session, files, "/data/secrets/registry", mode=0o600)
     assert sorted(changed) == ["sub/htpasswd", "tls.key"]
     assert node.exposed == []
     for rel, data in files.items():
@@ -177,9 +191,9 @@ def test_sync_gives_each_secret_its_mode_before_its_first_byte(node, session):
 
 
 def test_sync_replaces_a_changed_file_keeps_an_unchanged_one_and_removes_an_extra_one(node, session):
-    session.sync({"a": b"1", "b": b"2", "c": b"3"}, "/data/environment")
+    sync(session, {"a": b"1", "b": b"2", "c": b"3"}, "/data/environment")
     node.log.clear()
-    changed = session.sync({"a": b"1", "b": b"two"}, "/data/environment")
+    changed = sync(session, {"a": b"1", "b": b"two"}, "/data/environment")
     assert changed == ["b", "c"]
     assert node.fs["/data/environment/b"] == ("file", 0o644, b"two")
     assert "/data/environment/c" not in node.fs

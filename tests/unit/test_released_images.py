@@ -52,7 +52,7 @@ def master(project, monkeypatch):
     monkeypatch.setattr(deploy, "ensure_infra_network", lambda client: None)
     monkeypatch.setattr(deploy, "wait_registry", lambda s: None)
     monkeypatch.setattr(deploy, "wait_healthy", lambda *a, **kw: None)
-    monkeypatch.setattr(deploy, "reconcile", lambda client, kwargs, reporter: started.append(kwargs["name"]) or "created")
+    monkeypatch.setattr(deploy, "reconcile", lambda client, kwargs, reporter, executor=None: started.append(kwargs["name"]) or "created")
     monkeypatch.setattr(swarm, "ensure", lambda *a, **kw: {})
     monkeypatch.setattr(swarm, "connect_to_apps", lambda *a: False)
     monkeypatch.setattr(apps, "restore_services", lambda *a: [])

@@ -1,0 +1,129 @@
+"""What a deploy does to a node, as data: one action per change (pyinfra's "commands").
+
+lapinfra/decisions.py turns the node's facts (lapinfra/facts.py) and the desired state
+into a list of these; lapinfra/executor.py applies a list and records each action it
+applied; `invoke plan` prints the same list. An action whose state already holds is never
+made: an unchanged deploy is an empty list.
+
+Each action has a stable ``describe()`` (one line, as plan prints it) and ``to_json()``
+(what plan --json shows and releases.jsonl records; never a file's content nor its hash,
+since some files are secrets). What the executor needs beyond that (the bytes to write, the
+image to push, the container's run arguments) is carried along but not compared.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class WriteFile:
+    """Write one file of a folder the deploy keeps on the node (config, a service's secrets)."""
+    folder: str
+    path: str                 # relative to folder
+    mode: int
+    data: bytes = field(default=b"", repr=False, compare=False)
+    kind = "write file"
+
+    def describe(self) -> str:
+        return f"write {self.folder}/{self.path} ({self.mode:04o})"
+
+    def to_json(self) -> dict:
+        return {"action": self.kind, "path": f"{self.folder}/{self.path}", "mode": f"{self.mode:04o}"}
+
+
+@dataclass(frozen=True)
+class RemoveFile:
+    """Remove a file the desired folder no longer holds."""
+    folder: str
+    path: str
+    kind = "remove file"
+
+    def describe(self) -> str:
+        return f"remove {self.folder}/{self.path}"
+
+    def to_json(self) -> dict:
+        return {"action": self.kind, "path": f"{self.folder}/{self.path}"}
+
+
+@dataclass(frozen=True)
+class LoadImage:
+    """Seed the master: ``docker save | docker load`` of a workstation image it lacks (by id)."""
+    tag: str
+    id: str
+    image: object = field(default=None, repr=False, compare=False)   # the workstation engine's image
+    kind = "load image"
+
+    def describe(self) -> str:
+        return f"load {self.tag} onto the node (docker save | docker load)"
+
+    def to_json(self) -> dict:
+        return {"action": self.kind, "tag": self.tag, "id": self.id}
+
+
+@dataclass(frozen=True)
+class PushImage:
+    """Upload an image of the workstation into the node's registry."""
+    name: str
+    repository: str
+    id: str
+    image: object = field(default=None, repr=False, compare=False)
+    kind = "push image"
+
+    def describe(self) -> str:
+        return f"push {self.repository}:latest"
+
+    def to_json(self) -> dict:
+        return {"action": self.kind, "name": self.name, "repository": self.repository, "id": self.id}
+
+
+@dataclass(frozen=True)
+class TagImage:
+    """Name an image the registry holds already a second time (its blobs mounted, nothing uploaded)."""
+    name: str
+    source: str
+    repository: str
+    id: str
+    image: object = field(default=None, repr=False, compare=False)   # pushed instead when the copy fails
+    kind = "tag image"
+
+    def describe(self) -> str:
+        return f"tag {self.repository}:latest in the registry (same image as {self.source})"
+
+    def to_json(self) -> dict:
+        return {"action": self.kind, "name": self.name, "source": self.source, "repository": self.repository,
+                "id": self.id}
+
+
+CONTAINER_VERBS = ("create", "recreate", "start")
+
+
+@dataclass(frozen=True)
+class ChangeContainer:
+    """Create, recreate (remove, then run) or start one container; "keep" is no action."""
+    container: str
+    verb: str
+    spec: str                 # the spec label it runs with
+    kwargs: dict = field(default_factory=dict, repr=False, compare=False)   # docker run's arguments
+    kind = "container"
+
+    def __post_init__(self):
+        if self.verb not in CONTAINER_VERBS:
+            raise ValueError(f"{self.verb!r} is no container action ({', '.join(CONTAINER_VERBS)})")
+
+    @property
+    def done(self) -> str:
+        """The verb as reconcile reports it: created, recreated, started."""
+        return {"create": "created", "recreate": "recreated", "start": "started"}[self.verb]
+
+    def describe(self) -> str:
+        return f"{self.verb} {self.container}"
+
+    def to_json(self) -> dict:
+        return {"action": self.kind, "container": self.container, "verb": self.verb, "spec": self.spec}
+
+
+Action = WriteFile | RemoveFile | LoadImage | PushImage | TagImage | ChangeContainer
+
+
+def as_json(actions) -> list[dict]:
+    return [action.to_json() for action in actions]

@@ -1,0 +1,105 @@
+"""A deploy's decisions: the node's facts and the desired state in, the actions out.
+
+Pure functions, no Docker and no SSH (tests/unit/test_decisions.py: a table per decision,
+no-op rows expecting no action). lapinfra/deploy.py applies what they return through
+lapinfra/executor.py, and `invoke plan` (lapinfra/promote.py) prints the very same list.
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+from .actions import ChangeContainer, LoadImage, PushImage, RemoveFile, TagImage, WriteFile
+from .facts import ContainerState
+from .records import Release
+from .services import SPEC_LABEL
+
+
+# ---- files (config, each service's secrets, the registry CA) ---------------------------
+
+def sha256(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
+def file_actions(folder: str, files: Mapping[str, bytes], remote: Mapping[str, str], mode: int = 0o644) -> list:
+    """Make ``folder`` hold exactly ``files`` (relative path -> content), given ``remote``
+    (relative path -> sha256 of what is there): write each file that differs, remove each extra one."""
+    writes = [WriteFile(folder, rel, mode, data) for rel, data in sorted(files.items()) if remote.get(rel) != sha256(data)]
+    removes = [RemoveFile(folder, rel) for rel in sorted(set(remote) - set(files))]
+    return writes + removes
+
+
+def folders_actions(desired: Mapping[str, tuple[Mapping[str, bytes], int]], remote: Mapping[str, Mapping[str, str]]) -> list:
+    """file_actions of each folder of ``desired`` (folder -> (files, mode)), in its order."""
+    return [a for folder, (files, mode) in desired.items() for a in file_actions(folder, files, remote.get(folder, {}), mode)]
+
+
+# ---- seeding: the images the master keeps itself -----------------------------------------
+
+def seed_actions(images: Mapping[str, object], seeded: Mapping[str, str]) -> list[LoadImage]:
+    """``images`` (tag -> the workstation's image) the node's engine lacks or holds as another id."""
+    return [LoadImage(tag, image.id, image) for tag, image in sorted(images.items()) if seeded.get(tag) != image.id]
+
+
+# ---- images into the node's registry -------------------------------------------------------
+
+def present_images(record: Release | None) -> dict[str, str]:
+    """Image id -> its repository in the node's registry, of the release record ``record`` (None: none)."""
+    return {image.id: image.repository for image in (record.images.values() if record else ())}
+
+
+def push_decisions(images: dict, release: str, present: dict[str, str], in_registry) -> dict[str, tuple]:
+    """What getting each image of ``release`` into the node's registry takes: ("have",), ("tag", source)
+    (the same image id is there under another release's name), or ("push",). ``present``: image id ->
+    repository of the node's current release; ``in_registry(repository)`` asks the registry."""
+    out = {}
+    for name, image in images.items():
+        repository = f"infra/{release}/{name}"
+        source = present.get(image.id)
+        if in_registry(repository):
+            out[name] = ("have",)
+        elif source and source != repository and in_registry(source):
+            out[name] = ("tag", source)
+        else:
+            out[name] = ("push",)
+    return out
+
+
+def image_actions(images: dict, release: str, current: Release | None, manifests) -> list:
+    """The tags in the registry first (quick, no upload), then the pushes, each in ``images``' order."""
+    tags, pushes = [], []
+    for name, decision in push_decisions(images, release, present_images(current), manifests.__contains__).items():
+        repository, image = f"infra/{release}/{name}", images[name]
+        if decision[0] == "tag":
+            tags.append(TagImage(name, decision[1], repository, image.id, image))
+        elif decision[0] == "push":
+            pushes.append(PushImage(name, repository, image.id, image))
+    return tags + pushes
+
+
+# ---- containers -------------------------------------------------------------------------
+
+def container_action(status: str | None, spec: str | None, wanted: str) -> str:
+    """What one container needs (facts in, action out; reconcile does it, plan shows it):
+    "create" (``status`` None: there is none), "keep" (its spec label ``spec`` is ``wanted``
+    and it runs, or a snapshot holds it paused for a moment and unpauses it itself: starting
+    it would be refused), "start" (the same spec, stopped) or "recreate" (another spec)."""
+    if status is None:
+        return "create"
+    if spec != wanted:
+        return "recreate"
+    return "keep" if status in ("running", "paused") else "start"
+
+
+def container_change(state: ContainerState | None, kwargs: dict) -> ChangeContainer | None:
+    """The action for one container of run arguments ``kwargs`` (docker run's, with the spec label); None: keep it."""
+    wanted = kwargs["labels"][SPEC_LABEL]
+    verb = container_action(state.status if state else None, state.spec if state else None, wanted)
+    return None if verb == "keep" else ChangeContainer(kwargs["name"], verb, wanted, kwargs)
+
+
+def container_actions(wanted: list[dict], containers: Mapping[str, ContainerState]) -> list[ChangeContainer]:
+    """container_change of each of ``wanted`` (run arguments, in start order) whose container needs one."""
+    changes = [container_change(containers.get(kwargs["name"]), kwargs) for kwargs in wanted]
+    return [c for c in changes if c is not None]

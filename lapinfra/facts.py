@@ -1,0 +1,122 @@
+"""The node's state as a deploy needs it (pyinfra's "facts"), read through a MasterSession.
+
+Each reader asks once and changes nothing (no folder is made, nothing is written); the
+decisions (lapinfra/decisions.py) take a `NodeFacts` and the desired state and return the
+actions. A deploy reads the facts of each phase right before deciding it, since a later
+phase needs the earlier one applied (the registry must run before its manifests can be
+asked); `invoke plan` reads them all at once (a registry that does not answer yet holds
+nothing, as on a first deploy).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Mapping
+
+from . import records, services as svc
+from .records import Release
+from .registry import registry_has
+from .session import ASIDE
+
+
+@dataclass(frozen=True)
+class ContainerState:
+    """One container on the master: its status and the spec label lapinfra gave it (None: none)."""
+    status: str
+    spec: str | None = None
+
+
+@dataclass(frozen=True)
+class NodeFacts:
+    release: Release | None = None                              # records.RELEASE (None: nothing deployed)
+    containers: Mapping[str, ContainerState] = field(default_factory=dict)   # name -> state; absent: none
+    files: Mapping[str, Mapping[str, str]] = field(default_factory=dict)     # folder -> relative path -> sha256
+    manifests: frozenset[str] = frozenset()                     # repositories the registry holds (of those asked)
+    seeded: Mapping[str, str] = field(default_factory=dict)     # tag -> image id in the master's engine
+    git_host_key: str = ""                                      # the git server's public host key ("": none yet)
+
+    def with_(self, **changes) -> "NodeFacts":
+        return replace(self, **changes)
+
+
+def read_containers(client, names) -> dict[str, ContainerState]:
+    """The state of each container of ``names`` that exists."""
+    import docker.errors
+
+    out = {}
+    for name in names:
+        try:
+            container = client.containers.get(name)
+        except docker.errors.NotFound:
+            continue
+        out[name] = ContainerState(container.status, container.labels.get(svc.SPEC_LABEL))
+    return out
+
+
+def hashes_command(folder: str) -> str:
+    """sha256sum of every file below ``folder`` (nothing when there is no such folder), files being
+    written aside (session.ASIDE) left out."""
+    return (f"if [ -d {folder} ]; then cd {folder} && find . -name '{ASIDE}*' -prune -o -type f "
+            f"-exec sha256sum {{}} +; fi")
+
+
+def read_files(s, folders) -> dict[str, dict[str, str]]:
+    """folder -> relative path -> sha256 of each file below each folder of ``folders`` on the master."""
+    out = {}
+    for folder in folders:
+        listing = s.run(hashes_command(folder)).stdout
+        out[folder] = {line.split(None, 1)[1].strip()[2:]: line.split()[0] for line in listing.splitlines() if line.strip()}
+    return out
+
+
+def read_manifests(s, repositories, missing_ok: bool = False) -> frozenset[str]:
+    """The repositories of ``repositories`` the node's registry holds (tag latest). ``missing_ok``:
+    a registry that does not answer (none running yet) holds nothing."""
+    try:
+        return frozenset(r for r in dict.fromkeys(repositories) if registry_has(s, r))
+    except Exception:
+        if missing_ok:
+            return frozenset()
+        raise
+
+
+def read_seeded(client, tags) -> dict[str, str]:
+    """tag -> image id of each of ``tags`` the master's engine holds."""
+    import docker.errors
+
+    out = {}
+    for tag in tags:
+        try:
+            out[tag] = client.images.get(tag).id
+        except docker.errors.ImageNotFound:
+            pass
+    return out
+
+
+GIT_HOST_KEY = f"{svc.DATA}/git/ssh/ssh_host_ed25519_key.pub"
+
+
+def read_git_host_key(s) -> str:
+    found = s.run(f"cat {GIT_HOST_KEY}", warn=True)
+    return found.stdout if found.ok else ""
+
+
+def candidates(images: Mapping, release: str, current: Release | None) -> list[str]:
+    """The repositories whose manifests decide the images' pushes: each image's name in
+    ``release`` and, for an image the current release holds by id, its name there."""
+    present = {image.id: image.repository for image in (current.images.values() if current else ())}
+    out = [f"infra/{release}/{name}" for name in images]
+    out += [present[image.id] for image in images.values() if image.id in present]
+    return out
+
+
+def read(s, *, containers=(), folders=(), images: Mapping | None = None, release: str = "", seed_tags=(),
+         git: bool = False, missing_ok: bool = True) -> NodeFacts:
+    """Everything at once (plan): the release record, then each fact asked for."""
+    current = records.read_release(s)
+    return NodeFacts(
+        release=current,
+        containers=read_containers(s.docker, containers),
+        files=read_files(s, folders),
+        manifests=read_manifests(s, candidates(images or {}, release, current), missing_ok) if images else frozenset(),
+        seeded=read_seeded(s.docker, seed_tags),
+        git_host_key=read_git_host_key(s) if git else "")

@@ -1,0 +1,169 @@
+"""`invoke plan` is the list of actions a deploy then applies (issue 14, "one plan, one executor").
+
+promote.plan and a deploy's steps (deploy.push_release, deploy.activate, with one Executor
+that records what it applied) run against the same stand-in master: its files (the stand-in
+SFTP of test_node_files), its engine (containers, the seeded images), its registry (the
+repositories it holds). The plan taken first equals the deploy's record, for a first deploy,
+a deploy that changes nothing, and a new release with changed config. The e2e tier does the
+same against a real node (tests/e2e/test_promote.py)."""
+from __future__ import annotations
+
+import io
+from types import SimpleNamespace as NS
+
+import docker.errors
+import pytest
+
+from lapinfra import apps, ddns, deploy, executor, facts, promote, services as svc, swarm
+from lapinfra.actions import as_json
+from lapinfra.nodes import Nodes
+from tests.unit.test_git_known_hosts import Master as Conn, host_key
+from tests.unit.test_node_files import SFTP, Node
+
+
+class ReadableSFTP(SFTP):
+    """The stand-in SFTP server, which plan also reads from (the config's diff)."""
+
+    def open(self, path, mode="r"):
+        if "w" in mode:
+            return super().open(path, mode)
+        return io.BytesIO(self.node.fs[path][2])
+
+
+class Engine:
+    """The master's engine: containers name -> (status, spec label), images tag -> id."""
+
+    def __init__(self):
+        self.state, self.held = {}, {}
+        self.containers = NS(get=self._get, run=self._run)
+        self.images = NS(get=self._image)
+        self.api = NS(load_image=self._load)
+
+    def _get(self, name):
+        if name not in self.state:
+            raise docker.errors.NotFound(name)
+        status, spec = self.state[name]
+        return NS(status=status, labels={svc.SPEC_LABEL: spec},
+                  start=lambda: self.state.update({name: ("running", spec)}),
+                  remove=lambda force=False: self.state.pop(name))
+
+    def _run(self, **kwargs):
+        self.state[kwargs["name"]] = ("running", kwargs["labels"][svc.SPEC_LABEL])
+
+    def _image(self, tag):
+        if tag not in self.held:
+            raise docker.errors.ImageNotFound(tag)
+        return NS(id=self.held[tag])
+
+    def _load(self, archive):
+        tag, image_id = archive
+        self.held[tag.removesuffix(":latest")] = image_id     # as the engine finds "infra/base" for "infra/base:latest"
+        yield {"stream": f"Loaded image: {tag}"}
+
+
+class Image:
+    """An image of the workstation's engine: ``save`` hands (tag, id) to the stand-in engine."""
+
+    def __init__(self, tag, version):
+        self.id = f"sha256:{tag.replace('/', '-')}-{version}"
+
+    def save(self, named):
+        return named, self.id
+
+
+class Session(deploy.MasterSession):
+    """A MasterSession on the stand-ins, entered without connecting."""
+
+    registry_host = "docker.internal:5000"
+
+    def __init__(self, project):
+        super().__init__(project)
+        node = Node()
+        self.conn = Conn(node)
+        self.conn._sftp = ReadableSFTP(node)
+        self.docker = Engine()
+        self.registry = set()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+@pytest.fixture
+def master(project, monkeypatch):
+    backup = project.env.node("backup")
+    known = Nodes(project).known_hosts
+    known.parent.mkdir(parents=True, exist_ok=True)
+    known.write_text(f"{backup.ssh_host} {host_key().split()[0]} {host_key().split()[1]}\n")
+    s = Session(project)
+    s.conn.node.mkdirs(deploy.GIT_HOST_KEY.rsplit("/", 1)[0])      # the git server made its host key
+    s.conn.node.fs[deploy.GIT_HOST_KEY] = ("file", 0o644, host_key().encode())
+    version = {"n": 1}
+    monkeypatch.setattr(deploy, "built_image", lambda client, tag: Image(tag, version["n"]))
+    monkeypatch.setattr(facts, "registry_has", lambda session, repository: repository in s.registry)
+    monkeypatch.setattr(executor, "copy_in_registry", lambda session, source, target: s.registry.add(target) or True)
+    monkeypatch.setattr(executor, "push_one", lambda session, image, repository, tag: s.registry.add(repository) or 0.0)
+    for name in ("ensure_infra_network", "wait_registry", "wait_healthy", "_require_seeded", "_pull_if_missing",
+                 "pull_missing", "refuse_unreleased"):
+        monkeypatch.setattr(deploy, name, lambda *a, **kw: None)
+    monkeypatch.setattr(swarm, "ensure", lambda *a, **kw: {})
+    monkeypatch.setattr(swarm, "connect_to_apps", lambda *a: False)
+    monkeypatch.setattr(apps, "restore_services", lambda *a: [])
+    monkeypatch.setattr(ddns, "register_nodes", lambda p: True)
+    monkeypatch.setattr(promote, "MasterSession", lambda p: s)
+    monkeypatch.setattr(promote, "check_gate", lambda *a: None)
+    s.version = version
+    return s
+
+
+def plan_then_deploy(project, s, monkeypatch, release: str, files: dict[str, bytes]) -> tuple[list, list]:
+    """(plan's actions, the actions the deploy then applied and recorded)."""
+    monkeypatch.setattr(promote, "release_id", lambda root: release)
+    monkeypatch.setattr(promote, "config_files", lambda p: files)
+    planned = promote.plan(project)["actions"]
+    images = deploy.built_images(project)
+    record = deploy.release_record(project, release, images, files)
+    ex = executor.Executor(project.reporter, s)
+    record = deploy.push_release(s, project, record, images, files, deploy.DeployResult(release), ex)
+    deploy.activate(s, record, project.reporter, ex)
+    return planned, as_json(ex.applied)
+
+
+def test_the_plan_is_what_the_deploy_applies_first_again_and_for_a_new_release(project, master, monkeypatch):
+    files = {"proxy/nginx.conf": b"events {}\n", "dns/named.conf": b"options {};\n"}
+    planned, applied = plan_then_deploy(project, master, monkeypatch, "r1", files)
+    assert planned == applied
+    kinds = {a["action"] for a in applied}
+    assert kinds == {"write file", "load image", "push image", "container"}
+    assert {a["container"] for a in applied if a["action"] == "container"} == {s.container for s in svc.services(project.env)}
+
+    planned, applied = plan_then_deploy(project, master, monkeypatch, "r1", files)
+    assert planned == applied == []                                   # pyinfra's no-op: nothing to do, nothing done
+
+    changed = {"proxy/nginx.conf": b"events {}\n# another\n", "dns/extra.conf": b"zone {};\n"}
+    planned, applied = plan_then_deploy(project, master, monkeypatch, "r2", changed)
+    assert planned == applied
+    assert [a["path"] for a in applied if a["action"] in ("write file", "remove file")] == [
+        "/data/environment/dns/extra.conf", "/data/environment/proxy/nginx.conf", "/data/environment/dns/named.conf"]
+    assert {a["action"] for a in applied} == {"write file", "remove file", "tag image", "container"}
+
+
+def test_a_new_build_of_the_seeded_images_is_loaded_and_planned_alike(project, master, monkeypatch):
+    files = {"proxy/nginx.conf": b"events {}\n"}
+    plan_then_deploy(project, master, monkeypatch, "r1", files)
+    master.version["n"] = 2                                           # every image built anew
+    planned, applied = plan_then_deploy(project, master, monkeypatch, "r2", files)
+    assert planned == applied
+    assert [a["tag"] for a in applied if a["action"] == "load image"] == sorted(deploy.seed_tags(project.env))
+    assert {a["action"] for a in applied} == {"load image", "push image", "container"}
+
+
+def test_plan_changes_nothing_on_the_master(project, master, monkeypatch):
+    monkeypatch.setattr(promote, "release_id", lambda root: "r1")
+    monkeypatch.setattr(promote, "config_files", lambda p: {"proxy/nginx.conf": b"events {}\n"})
+    fs, secrets = dict(master.conn.node.fs), sorted(project.secrets.path("x").parent.iterdir())
+    out = promote.plan(project)
+    assert out["actions"] and master.conn.node.fs == fs and master.docker.state == {} and master.registry == set()
+    assert sorted(project.secrets.path("x").parent.iterdir()) == secrets     # nor here: no secret written
