@@ -46,6 +46,8 @@ def infra():
         yield first
     finally:
         invoke("node.down", f"--env={ENV}", "--destroy-backups", "--yes", check=False)
+        for down in _DOWNS:          # the target's, started when its last test ended
+            down.wait(600)
 
 
 @pytest.fixture(scope="session")
@@ -55,5 +57,11 @@ def target(infra):
     try:
         yield invoke("up", f"--env={TARGET}")
     finally:
-        invoke("node.down", f"--env={TARGET}", "--destroy-backups", "--yes", check=False)
+        # destroyed in the background, beside the tests that still use ENV and ENV's own
+        # node.down (the infra fixture waits for it)
+        _DOWNS.append(subprocess.Popen([sys.executable, "-m", "invoke", "node.down", f"--env={TARGET}", "--destroy-backups",
+                                        "--yes"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+
+
+_DOWNS: list[subprocess.Popen] = []
 

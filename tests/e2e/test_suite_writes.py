@@ -15,9 +15,9 @@ pytestmark = pytest.mark.e2e
 
 # What a user of each service keeps, read on the master: git refs (in infra_git), Trac's
 # tickets (its SQLite database, in infra_trac), the files of the Maven and artifact repositories.
-REFS = ("docker exec infra_git sh -c 'cd /data/repositories && for r in *.git; do"
+REFS = ("docker exec infra_git sh -c 'cd /data/git/repositories && for r in *.git; do"
         " git --git-dir=\"$r\" for-each-ref --format=\"$r %(refname) %(objectname)\"; done'")
-TICKETS = ("docker exec infra_trac python3 -c 'import sqlite3; [print(*row) for row in sqlite3.connect("
+TICKETS = ("docker exec infra_trac /opt/trac/bin/python3 -c 'import sqlite3; [print(*row) for row in sqlite3.connect("
            "\"/data/env/db/trac.db\").execute(\"select id, summary from ticket order by id\")]'")
 FILES = "cd /data && find maven artifact -mindepth 1 | sort"
 

@@ -90,6 +90,12 @@ def test_node_status_shows_the_swarm(env):
 def test_deployed_app_spreads_over_both_workers_and_sessions_stick(env, deployed, get):
     row = status()[APP]
     assert (row["running"], row["replicas"]) == (3, 3) and set(row["nodes"]) == {"worker1", "worker2"}, row
+    # the proxy lists a replica once it passed its health check (tasks.<app> in the swarm's DNS,
+    # read every 2 s by images/proxy/upstreams): new clients reach all three within seconds
+    def new_client():
+        with requests.Session() as client:
+            return backend_of(get(client))
+    wait_for("new clients spread over the three replicas", lambda: len({new_client() for _ in range(12)}) == 3, 30)
     seen = set()
     for _ in range(30):
         with requests.Session() as client:
