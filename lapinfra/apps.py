@@ -83,6 +83,8 @@ def deploy(project, name: str, image: str | None = None, timeout: float = 300) -
             push_image(s, project.docker, built, f"apps/{name}", tag, reporter)
         ref = f"{s.registry_host}/apps/{name}:{tag}"
         outcome = apply(s, name, ref, reporter, timeout)
+        if name in env.routed_apps:
+            wait_served(env, name, reporter)
         if outcome != "unchanged" or name not in read_record(s):
             record = read_record(s)
             record[name] = {"image": ref, "source": image or app.image, "id": built.id,
@@ -117,6 +119,33 @@ def apply(s, name: str, ref: str, reporter, timeout: float = 300) -> str:
         wait_update(service, before, timeout)
         wait_converged(service, s.env.apps[name].replicas, timeout)
     return "updated"
+
+
+def wait_served(env, name: str, reporter, timeout: float = 30.0, get=None) -> bool:
+    """Until the load balancer on the master answers for <name>.<domain> from the app (not with
+    its own 502: it reads the replicas' addresses every 2 s, and answers 502 until it has one),
+    so that "served as" is true when deploy says it. Past ``timeout`` a warning, not an error:
+    the swarm runs the app, and `invoke app.status` shows it."""
+    import requests
+
+    host, url = f"{name}.{env.domain}", f"http://{env.master.ip}:80/"
+    with requests.Session() as session:
+        session.trust_env = False       # straight to the master: no proxy of the workstation's
+        get = get or (lambda: session.get(url, headers={"Host": host}, timeout=5).status_code)
+        deadline, last = time.monotonic() + timeout, None
+        while True:
+            try:
+                last = get()
+                if last < 500:
+                    return True
+            except requests.RequestException as exc:
+                last = type(exc).__name__
+            if time.monotonic() > deadline:
+                reporter.warn(f"app {name}: the load balancer did not answer for {host} within {timeout:.0f}s "
+                              f"(last: {last}); `invoke app.status --env={env.name}`, and the proxy's log: "
+                              f"`invoke node.ssh --env={env.name} -- docker logs infra_proxy`")
+                return False
+            time.sleep(0.5)
 
 
 def wait_update(service, before: str | None, timeout: float) -> None:
