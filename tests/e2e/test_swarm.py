@@ -129,6 +129,12 @@ def test_the_app_keeps_answering_when_a_worker_stops(env, deployed, get):
         assert [backend_of(get(client)) for _ in range(5)] == [answers[-1]] * 5
         # the swarm starts the lost replicas again on the worker that is left
         wait_for("3 replicas on worker1", lambda: status()[APP]["nodes"] == ["worker1"] * 3 and status()[APP], 120)
+        # the proxy lists the new replicas once they pass their health check (read every 2 s)
+        def new_client():
+            with requests.Session() as fresh:
+                response = get(fresh)
+                return response.headers.get("X-Backend") if response.status_code == 200 else None
+        wait_for("new clients spread over the three new replicas", lambda: len({new_client() for _ in range(12)} - {None}) == 3, 30)
         seen = {backend_of(get(requests.Session())) for _ in range(30)}
         assert len(seen) == 3 and all(b.startswith("worker1-") for b in seen), seen
     finally:
