@@ -77,6 +77,17 @@ def wait_for(what, check, timeout):
     pytest.fail(f"{what} not within {timeout}s (last: {last!r})")
 
 
+def wait_for_spread(get, replicas=3, timeout=30):
+    """Until new clients reach every replica: the proxy lists a replica once it passed its health
+    check (read every 2 s by images/proxy/upstreams) and answers 502 before it lists any."""
+    def new_client():
+        with requests.Session() as client:
+            response = get(client)
+            return response.headers.get("X-Backend") if response.status_code == 200 else None
+    wait_for(f"new clients spread over the {replicas} replicas",
+             lambda: len({new_client() for _ in range(12)} - {None}) == replicas, timeout)
+
+
 def test_node_status_shows_the_swarm(env):
     out = invoke("node.status", f"--env={ENV}").stdout
     lines = {line.split()[0]: line for line in out.split("swarm (from the manager")[1].splitlines()[1:] if line.strip()}
@@ -92,11 +103,7 @@ def test_deployed_app_spreads_over_both_workers_and_sessions_stick(env, deployed
     assert (row["running"], row["replicas"]) == (3, 3) and set(row["nodes"]) == {"worker1", "worker2"}, row
     # the proxy lists a replica once it passed its health check (tasks.<app> in the swarm's DNS,
     # read every 2 s by images/proxy/upstreams): new clients reach all three within seconds
-    def new_client():
-        with requests.Session() as client:
-            response = get(client)
-            return response.headers.get("X-Backend") if response.status_code == 200 else None
-    wait_for("new clients spread over the three replicas", lambda: len({new_client() for _ in range(12)} - {None}) == 3, 30)
+    wait_for_spread(get)
     seen = set()
     for _ in range(30):
         with requests.Session() as client:
@@ -130,11 +137,7 @@ def test_the_app_keeps_answering_when_a_worker_stops(env, deployed, get):
         # the swarm starts the lost replicas again on the worker that is left
         wait_for("3 replicas on worker1", lambda: status()[APP]["nodes"] == ["worker1"] * 3 and status()[APP], 120)
         # the proxy lists the new replicas once they pass their health check (read every 2 s)
-        def new_client():
-            with requests.Session() as fresh:
-                response = get(fresh)
-                return response.headers.get("X-Backend") if response.status_code == 200 else None
-        wait_for("new clients spread over the three new replicas", lambda: len({new_client() for _ in range(12)} - {None}) == 3, 30)
+        wait_for_spread(get)
         seen = {backend_of(get(requests.Session())) for _ in range(30)}
         assert len(seen) == 3 and all(b.startswith("worker1-") for b in seen), seen
     finally:
