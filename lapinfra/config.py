@@ -257,7 +257,9 @@ class Network(Strict):
 # so the node's own admin sshd listens here.
 MASTER_SSH_PORT = 2222
 # Who a service publishing a port on the master is, in an error message.
-SERVICE_OWNERS = {"git": "the git server", "dns": "DNS", "proxy": "the HTTP proxy", "cache": "the apt cache", "registry": "the registry"}
+SERVICE_OWNERS = {"git": "the git server", "dns": "DNS", "proxy": "the HTTP proxy", "registry": "the registry"}
+# a port the proxy listens on for another service
+PORT_OWNERS = {svc.APT_PORT: "the apt cache"}
 # Names of the infrastructure's containers (lapinfra/services.py, infra_<name>), which
 # no configured name may take; test_config keeps them equal to services.services().
 SERVICE_NAMES = ("registry", "environment", "dns", "git", "trac", "cd", "cache", "maven", "artifact", "status", "proxy",
@@ -447,7 +449,8 @@ class Environment(Strict):
             for spec, binding in service.ports.items():
                 address, port = binding if isinstance(binding, tuple) else (None, binding)   # a bare port: every address
                 key, default = ("registry.port", Registry.model_fields["port"].default) if service.name == "registry" else ("", port)
-                out.append(Listener(spec.split("/")[1], address, port, SERVICE_OWNERS.get(service.name, service.container), key, default))
+                who = PORT_OWNERS.get(port) or SERVICE_OWNERS.get(service.name, service.container)
+                out.append(Listener(spec.split("/")[1], address, port, who, key, default))
         index = next(i for i, n in enumerate(self.nodes) if n.role == "master")
         out.append(Listener("tcp", str(self.master.ip), self.master.admin_port, "the master's admin sshd", f"nodes[{index}].ssh_port", MASTER_SSH_PORT))
         return out

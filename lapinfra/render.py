@@ -66,6 +66,7 @@ def context(project, serial: int) -> dict:
         "tsig_key_name": project.secrets.tsig_key_name,
         "vhosts": services.vhosts(env),
         "lb": services.load_balancer(env),
+        "apt": services.apt_proxy(env),
         "apps": [{"name": name, "host": f"{name}.{env.domain}", "port": app.port} for name, app in env.routed_apps.items()],
         "provider": env.provider,
         "network_name": env.network.name if env.network else "",

@@ -44,6 +44,7 @@ class Service:
     ports: dict = field(default_factory=dict)      # "53/udp" -> host binding
     secrets: dict = field(default_factory=dict)    # file in /run/secrets -> secret file name
     http: int = 0                                  # port served behind the proxy (80 and 443)
+    vhost: str = ""                                # its name there, below the domain; default: the service's name
     # its HTTP service takes a password: the proxy forwards only anonymous reads (GET, HEAD)
     # on port 80 and sends everything else, and its login paths, to HTTPS
     takes_password: bool = False
@@ -84,17 +85,24 @@ def services(env) -> list[Service]:
         Service("cd", http=8010, takes_password=True, login_paths=("/auth/",), secrets={"git.key": "cd_ed25519", "worker.password": "cd.worker-password",
                                           "admin.password": "cd.admin-password", "git.known_hosts": "git_known_hosts"},
                 freeze=("master/state.sqlite*",)),
-        Service("cache", ports={"3142/tcp": (ip, 3124)}, secrets={"admin.password": "cache.password"}),
+        # apt's proxy port is the proxy's (APT_PORT), which keeps the report page and passwords off it
+        Service("cache", http=3142, vhost="ubuntu.cache", takes_password=True, login_paths=(APT_REPORT,),
+                secrets={"admin.password": "cache.password"}),
         Service("maven", "repository", http=80, takes_password=True, secrets={"htpasswd": "maven.htpasswd"}),
         Service("artifact", "repository", http=80, takes_password=True, secrets={"htpasswd": "artifact.htpasswd"}),
         *apps,
         status_service(env),
-        Service("proxy", ports={"80/tcp": (ip, 80), "443/tcp": (ip, 443)}, secrets=PROXY_SECRETS,
+        Service("proxy", ports={"80/tcp": (ip, 80), "443/tcp": (ip, 443), f"{APT_PORT}/tcp": (ip, APT_PORT)}, secrets=PROXY_SECRETS,
                 networks=(APPS_NETWORK,) if env.workers else ()),
     ]
     return [*others, backup_service(env, others)]
 
 
+# The apt cache as the LAN's HTTP proxy for apt (ubuntu.cache.<domain>:3124): the proxy
+# listens there and passes apt's requests on to infra_cache, but never a password nor the
+# report page, which is served on https://ubuntu.cache.<domain>/ only.
+APT_PORT = 3124
+APT_REPORT = "/acng-report.html"
 # The DNS's TSIG keys: the transfer key and each dynamic zone's update key (lapinfra/secrets.py).
 DNS_KEYS = ("tsig.key", "tsig-host.key", "tsig-node.key", "tsig-pc.key")
 # The proxy's TLS certificate for port 443, signed by the environment's CA (lapinfra/secrets.py).
@@ -161,7 +169,7 @@ def vhosts(env) -> list[dict]:
     out = []
     for service in services(env):
         if service.http and service.image != "sampleapp":
-            out.append({"name": f"{service.name}.{env.domain}", "upstream": f"{service.container}:{service.http}",
+            out.append({"name": f"{service.vhost or service.name}.{env.domain}", "upstream": f"{service.container}:{service.http}",
                         "takes_password": service.takes_password, "login_paths": list(service.login_paths)})
     return out
 
@@ -171,6 +179,13 @@ def proxy_names(env) -> list[str]:
     balancer, the applications on the workers."""
     apps = [f"{name}.{env.domain}" for name in env.routed_apps]
     return [v["name"] for v in vhosts(env)] + [load_balancer(env)["name"]] + apps
+
+
+def apt_proxy(env) -> dict:
+    """The proxy's apt port (APT_PORT): where apt's requests go, and the page they may not ask for."""
+    cache = by_name(env, "cache")
+    return {"port": APT_PORT, "upstream": f"{cache.container}:{cache.http}", "report": APT_REPORT,
+            "report_url": f"https://{cache.vhost}.{env.domain}{APT_REPORT}"}
 
 
 def load_balancer(env) -> dict:

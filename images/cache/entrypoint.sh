@@ -2,7 +2,8 @@
 # Entrypoint of infra/cache (apt-cacher-ng).
 #   no argument / "serve": prepare /data, then exec apt-cacher-ng in the
 #   foreground as user apt-cacher-ng. It listens on port 3142 inside the
-#   container; the node publishes it on the master's port 3124.
+#   container, on the node's infra network only: the LAN's apt reaches it through
+#   the proxy's port 3124, the report page through https://ubuntu.cache.<domain>/.
 #   anything else: exec'ed as is (e.g. a shell for debugging).
 # Cache in /data/cache, logs in /data/log (apt-cacher.log: one line per
 # transfer, the source of the report page's statistics; apt-cacher.err:

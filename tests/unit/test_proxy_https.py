@@ -21,7 +21,7 @@ from cryptography import x509
 from lapinfra import render, rotate, services
 from lapinfra.secrets import certificate_names
 
-PASSWORD_VHOSTS = {"cd.internal", "maven.internal", "artifact.internal"}
+PASSWORD_VHOSTS = {"cd.internal", "maven.internal", "artifact.internal", "ubuntu.cache.internal"}
 
 
 def _conf(project) -> str:
@@ -29,13 +29,18 @@ def _conf(project) -> str:
     return "\n".join(line.split("#")[0] for line in text.splitlines())
 
 
+APT = f":{services.APT_PORT}"      # the apt port's server, which has no name
+
+
 def _servers(code: str) -> dict[str, str]:
-    """server_name -> the text of its server { } block (its locations included)."""
+    """server_name (":<port>" for a server without one) -> the text of its server { } block
+    (its locations included)."""
     out = {}
     for start in [m.start() for m in re.finditer(r"\n    server \{", code)]:
         end = code.index("\n    }", start)
         block = code[start:end]
-        out[re.search(r"server_name ([^;]+);", block).group(1)] = block
+        named = re.search(r"server_name ([^;]+);", block)
+        out[named.group(1) if named else ":" + re.search(r"listen (\d+);", block).group(1)] = block
     return out
 
 
@@ -45,7 +50,8 @@ def test_every_server_listens_on_80_and_on_443_with_the_certificate(project):
     code = _conf(project)
     servers = _servers(code)
     names = set(services.proxy_names(project.env)) | {"_"}
-    assert set(servers) == names
+    assert set(servers) == names | {APT}
+    assert "listen 443" not in servers.pop(APT)          # apt speaks plain HTTP to its proxy
     for name, block in servers.items():
         assert re.search(r"listen 80( default_server)?;", block), name
         assert re.search(r"listen 443 ssl( default_server)?;", block), name
@@ -62,7 +68,7 @@ def test_no_server_forwards_a_password_that_came_over_port_80(project):
         if name == "_":
             assert "proxy_pass" not in block        # the default server forwards nothing at all
             continue
-        guard = block.index("if ($password_over_http) {")
+        guard = block.index("if ($http_authorization) {" if name == APT else "if ($password_over_http) {")
         assert "return 403" in block[guard:guard + 120], name
         assert guard < block.index("location"), name     # server level: before any location is chosen
 
@@ -117,9 +123,11 @@ def test_secrets_rotate_renews_the_proxy_certificate_for_the_proxy(project):
     assert project.secrets.path("proxy.crt.rotated-T").exists()
 
 
-def test_the_proxy_publishes_443_on_the_masters_address_like_80(project):
+def test_the_proxy_publishes_443_and_apts_port_on_the_masters_address_like_80(project):
     proxy = services.by_name(project.env, "proxy")
-    assert proxy.ports == {"80/tcp": ("172.28.10.10", 80), "443/tcp": ("172.28.10.10", 443)}
+    master = "172.28.10.10"
+    assert proxy.ports == {"80/tcp": (master, 80), "443/tcp": (master, 443), "3124/tcp": (master, 3124)}
+    assert services.by_name(project.env, "cache").ports == {}        # apt reaches the cache through the proxy only
 
 
 # ---- a real nginx with the rendered configuration --------------------------------------------------
@@ -163,7 +171,8 @@ def proxy(tmp_path_factory):
     run = tmp_path_factory.mktemp("proxy")
     backend = ThreadingHTTPServer(("127.0.0.1", 0), _Backend)
     threading.Thread(target=backend.serve_forever, daemon=True).start()
-    port80, port443, upstream = _free_port(), _free_port(), f"127.0.0.1:{backend.server_address[1]}"
+    port80, port443, apt = _free_port(), _free_port(), _free_port()
+    upstream = f"127.0.0.1:{backend.server_address[1]}"
     (run / "upstreams").mkdir()
     for app in project.env.routed_apps:
         (run / "upstreams" / f"{app}.conf").write_text(f"server {upstream};\n")
@@ -172,6 +181,7 @@ def proxy(tmp_path_factory):
     conf = conf.replace("user www-data;", "").replace("pid /run/nginx.pid;", f"pid {run}/nginx.pid;")
     conf = re.sub(r"listen 80( default_server)?;", rf"listen 127.0.0.1:{port80}\1;", conf)
     conf = re.sub(r"listen 443 ssl( default_server)?;", rf"listen 127.0.0.1:{port443} ssl\1;", conf)
+    conf = conf.replace(f"listen {services.APT_PORT};", f"listen 127.0.0.1:{apt};")
     conf = re.sub(r"server infra_\w+:\d+( max_fails=\d+ fail_timeout=\d+s)?;", f"server {upstream};", conf)
     conf = conf.replace("/run/secrets/", f"{run}/").replace("/run/lapinfra/upstreams/", f"{run}/upstreams/")
     temp = "".join(f"\n    {kind}_temp_path {run}/{kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
@@ -194,7 +204,7 @@ def proxy(tmp_path_factory):
                     nginx.kill()
                     pytest.fail(f"nginx did not start:\n{nginx.stdout.read()}")
                 time.sleep(0.2)
-        yield {"http": f"http://127.0.0.1:{port80}", "https": f"https://127.0.0.1:{port443}", "ca": ca,
+        yield {"http": f"http://127.0.0.1:{port80}", "https": f"https://127.0.0.1:{port443}", "apt": f"127.0.0.1:{apt}", "ca": ca,
                "seen": _Backend.seen, "master": str(project.env.master.ip), "password": project.secrets.path("maven.password").read_text().strip()}
     finally:
         nginx.terminate()
@@ -283,3 +293,46 @@ def test_unknown_names_get_the_proxys_404_on_both_ports(proxy):
         # (over https a workstation would refuse the certificate first: it does not name them)
         r = _call(proxy, scheme, "GET", "nothing.internal", **({"verify": False} if scheme == "https" else {}))
         assert r.status_code == 404 and r.headers["X-Proxy"] == "no-vhost"
+
+
+# ---- the apt cache's port: apt's proxy requests pass, no password and no report page ------------------
+
+def _apt(proxy, request_line: str, *headers: str) -> tuple[str, str]:
+    """(status line, body) of one raw request to the apt port, as apt sends it to its HTTP proxy."""
+    _Backend.seen.clear()
+    host, port = proxy["apt"].split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall("\r\n".join([request_line, *headers, "Connection: close", "", ""]).encode())
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+    head, _, body = answer.decode(errors="replace").partition("\r\n\r\n")
+    return head.split("\r\n")[0], body
+
+
+def test_apts_proxy_requests_reach_the_cache_in_its_own_url_form(proxy):
+    status, _ = _apt(proxy, "GET http://mirror.example/debian/dists/bookworm/InRelease HTTP/1.1", "Host: mirror.example")
+    assert " 200 " in status
+    assert _Backend.seen[0][:2] == ("GET", "/mirror.example/debian/dists/bookworm/InRelease")
+    status, _ = _apt(proxy, "GET /debian/pool/main/a/a.deb HTTP/1.1", f"Host: ubuntu.cache.internal:{services.APT_PORT}")
+    assert " 200 " in status and _Backend.seen[0][:2] == ("GET", "/debian/pool/main/a/a.deb")
+
+
+@pytest.mark.parametrize("request_line", ["GET /acng-report.html?doCount=Count+Data HTTP/1.1",
+                                          "GET http://ubuntu.cache.internal:3124/acng-report.html HTTP/1.1",
+                                          "GET http://mirror.example/debian/InRelease HTTP/1.1"])
+def test_no_password_and_no_report_page_over_the_apt_port(proxy, request_line):
+    authorization = "Authorization: Basic YWRtaW46c2VjcmV0"                 # admin:secret
+    for headers in ([authorization], [] if "acng-report" in request_line else None):
+        if headers is None:
+            continue
+        status, body = _apt(proxy, request_line, "Host: ubuntu.cache.internal", *headers)
+        assert " 403 " in status and "https://ubuntu.cache.internal/acng-report.html" in body, (request_line, headers)
+        assert _Backend.seen == []
+
+
+def test_the_cache_report_page_takes_its_password_over_https_only(proxy):
+    r = _call(proxy, "http", "GET", "ubuntu.cache.internal", "/acng-report.html?doCount=1")
+    assert r.status_code == 308 and r.headers["Location"] == "https://ubuntu.cache.internal/acng-report.html?doCount=1"
+    r = _call(proxy, "https", "GET", "ubuntu.cache.internal", "/acng-report.html", auth=("admin", "a password"))
+    assert r.status_code == 200 and _Backend.seen[0][:3] == ("GET", "/acng-report.html", r.request.headers["Authorization"])

@@ -24,7 +24,7 @@ def test_proxy_routes_the_http_services_by_name(tree):
     routes = {v["name"]: v["upstream"] for v in services.vhosts(env)}
     assert routes == {"trac.internal": "infra_trac:8000", "cd.internal": "infra_cd:8010",
                       "maven.internal": "infra_maven:80", "artifact.internal": "infra_artifact:80",
-                      "status.internal": "infra_status:8020"}
+                      "status.internal": "infra_status:8020", "ubuntu.cache.internal": "infra_cache:3142"}
     assert set(routes) <= set(env.dns_records), "every routed name is in the zone"
     lb = services.load_balancer(env)
     assert lb == {"name": "app.internal", "backends": ["infra_app1:8080", "infra_app2:8080"]}
