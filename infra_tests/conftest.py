@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from lapinfra import services
+from lapinfra import services, verify
 from lapinfra.nodes import Nodes
 from lapinfra.project import Project
 from lapinfra.report import Reporter
@@ -55,6 +55,17 @@ def pytest_generate_tests(metafunc):
 DISTURBED_MODULES = ("test_node.py", "test_lb.py")
 
 
+def pytest_configure_node(node):
+    """xdist's controller, for each process: the checks' seconds, read once for all of them
+    (every process must order the checks alike)."""
+    node.workerinput["lapinfra_check_seconds"] = verify.check_seconds(_project(node.config))
+
+
+def _seconds(config) -> dict[str, float]:
+    worker = getattr(config, "workerinput", None)
+    return worker["lapinfra_check_seconds"] if worker else verify.check_seconds(_project(config))
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     """Disruptive checks only where verify.disruptive allows them. Order: the disruptive and the
@@ -66,13 +77,13 @@ def pytest_collection_modifyitems(config, items):
         items[:] = [item for item in items if item not in disruptive]
         disruptive = []
 
-    slow = [item for item in items if item in disruptive or item.get_closest_marker("slow")]
-    disturbed = [item for item in items if item.path.name in DISTURBED_MODULES and item not in slow]
-    fast = [item for item in items if item not in slow and item not in disturbed]
-    # xdist hands each process two checks to begin with (--maxschedchunk 1, lapinfra/verify.py):
-    # one slow check each, so that no process starts with two
-    head = [item for pair in zip(slow, fast) for item in pair]
-    items[:] = head + slow[len(fast):] + fast[len(slow):] + disturbed
+    seconds = _seconds(config)
+    marked = {item for item in items if item in disruptive or item.get_closest_marker("slow")}
+    items[:] = verify.start_order(
+        items,
+        seconds=lambda item: seconds.get(f"{item.path.stem}::{item.name}"),
+        marked_slow=marked.__contains__,
+        disturbed=lambda item: item.path.name in DISTURBED_MODULES and item not in marked)
 
 
 @contextlib.contextmanager

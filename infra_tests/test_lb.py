@@ -16,6 +16,7 @@ from lapinfra import services
 
 TIMEOUT = 5          # seconds per request
 FAILOVER_WITHIN = 10  # seconds until a stopped backend's client is served elsewhere
+POLL = 0.2            # seconds between a waiting client's requests
 CLIENTS = 20
 
 
@@ -119,7 +120,7 @@ def test_client_of_a_stopped_backend_moves_to_another(disrupting, node, url, lb)
                     break
             except requests.RequestException as exc:
                 polled.append((round(time.monotonic() - start, 2), type(exc).__name__, None))
-            time.sleep(0.5)
+            time.sleep(POLL)
         # Once moved, the client stays on its new backend while the old one is down.
         after = [_get(client, url, lb) for _ in range(5)] if moved_to else []
     finally:
@@ -133,7 +134,7 @@ def test_client_of_a_stopped_backend_moves_to_another(disrupting, node, url, lb)
             except requests.RequestException:
                 pass
             if not back:
-                time.sleep(0.5)
+                time.sleep(POLL)
         client.close()
     assert moved_to, f"client of {name} not served by another backend within {FAILOVER_WITHIN}s: {polled}"
     assert all(status == 200 for _, status, _ in polled), f"non-200 answers while {container} was stopped: {polled}"

@@ -7,6 +7,8 @@ only images that passed there may be deployed to the target.
 """
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 import time
@@ -18,9 +20,13 @@ from .records import VERIFIED, Release, now, who  # noqa: F401 - now and who are
 from .session import MasterSession
 
 
-# Checks wait on the network, not the CPU: several processes at once, each with one SSH
-# connection to the master (infra_tests/conftest.py). 1 runs them one after another.
-WORKERS = 6
+# Checks wait on the network, not the CPU, but each process costs about a second of CPU to
+# start (imports, collection, its own SSH connection to the master): one more process than
+# the workstation has cores (bench/verify.py). 1 runs the checks one after another.
+WORKERS = min(6, (os.cpu_count() or 1) + 1)
+# build/<env>/check-seconds.json: each check's seconds in the runs so far; the next run
+# starts the longest first (infra_tests/conftest.py), so the processes finish together.
+CHECK_SECONDS = "check-seconds.json"
 
 
 def suite_command(project, junit, k: str = "", workers: int = WORKERS) -> list[str]:
@@ -46,6 +52,7 @@ def run_suite(project, k: str = "", workers: int = WORKERS) -> tuple[bool, dict]
     took = time.monotonic() - started
     cases = junit_cases(junit) if junit.exists() else []
     counts = junit_counts(junit) if junit.exists() else {}
+    remember_seconds(project, cases)
     counts["wall_seconds"] = round(took, 2)
     for line in case_lines(cases):
         project.reporter.info(line)
@@ -71,6 +78,47 @@ def junit_cases(path) -> list[dict]:
         cases.append({"check": f"{module}::{case.get('name')}", "outcome": outcome,
                       "seconds": float(case.get("time") or 0), "message": message})
     return cases
+
+
+def remember_seconds(project, cases: list[dict]) -> None:
+    """Keep each check's seconds of this run (beside those of checks a -k run left out)."""
+    seconds = check_seconds(project)
+    seconds.update({c["check"]: c["seconds"] for c in cases if c["outcome"] in ("passed", "failed")})
+    path = project.build_dir / CHECK_SECONDS
+    partial = path.with_suffix(".partial")
+    partial.write_text(json.dumps(seconds, indent=0, sort_keys=True))
+    partial.replace(path)        # whole or not at all, for a run that reads it now
+
+
+# A check of at least this many seconds last time (or marked slow) starts among the first.
+SLOW_SECONDS = 0.5
+
+
+def start_order(checks: list, seconds, marked_slow, disturbed) -> list:
+    """``checks`` in the order the suite's processes take them up. The slow ones first (marked
+    so, or ``seconds`` >= SLOW_SECONDS), the longest first, each paired with a fast one: xdist
+    hands each process two checks to begin with (--maxschedchunk 1), so no process starts
+    with two slow ones. Then the rest, the longest first, so the processes finish together;
+    the ``disturbed`` ones (a disruptive check would turn them red: they wait for it) last.
+    ``seconds(check)`` is None for a check never run; a marked one is then taken as slow."""
+    def cost(check) -> float:
+        known = seconds(check)
+        return known if known is not None else (SLOW_SECONDS if marked_slow(check) else 0.1)
+
+    last = [check for check in checks if disturbed(check)]
+    slow = sorted((check for check in checks if check not in last and (marked_slow(check) or cost(check) >= SLOW_SECONDS)),
+                  key=cost, reverse=True)
+    fast = sorted((check for check in checks if check not in last and check not in slow), key=cost, reverse=True)
+    head = [check for pair in zip(slow, fast) for check in pair]
+    return head + slow[len(fast):] + fast[len(slow):] + last
+
+
+def check_seconds(project) -> dict[str, float]:
+    """module::name -> seconds of each check's last run ({} before the first, or if unreadable)."""
+    try:
+        return dict(json.loads((project.build_dir / CHECK_SECONDS).read_text()))
+    except (OSError, ValueError, TypeError):
+        return {}
 
 
 MARKS = {"passed": "ok  ", "failed": "FAIL", "error": "ERR ", "skipped": "skip"}

@@ -69,3 +69,35 @@ def test_the_backup_is_judged_by_a_snapshot_of_the_running_release_never_by_the_
     assert pick(snaps, "staging", "r2")["id"] == "c3"    # the newest taken while r2 ran
     snaps.append({"id": "e5", "time": "2026-12-04T01:30:00Z", "tags": ["label:scheduled", "commit=r3", "env=staging"]})
     assert pick(snaps, "staging", "r3")["id"] == "e5"
+
+
+def _order(seconds: dict, marked=(), disturbed=()):
+    checks = list(seconds)
+    return verify.start_order(checks, seconds.get, set(marked).__contains__, set(disturbed).__contains__)
+
+
+def test_the_longest_checks_start_first_each_beside_a_fast_one():
+    seconds = {"a": 0.1, "apt": 2.1, "b": 0.3, "failover": 3.5, "c": 0.2, "backup": 1.4, "node": 0.9}
+    assert _order(seconds, disturbed={"node"}) == ["failover", "b", "apt", "c", "backup", "a", "node"]
+
+
+def test_a_check_never_run_counts_as_slow_when_marked_so():
+    seconds = {"a": 0.2, "new slow": None, "new": None, "b": 0.05}
+    assert _order(seconds, marked={"new slow"}) == ["new slow", "a", "new", "b"]
+
+
+def test_a_disturbed_check_comes_last_however_long_it_took():
+    seconds = {"lb": 4.0, "a": 0.1, "disruptive": 3.0}
+    assert _order(seconds, marked={"disruptive"}, disturbed={"lb"}) == ["disruptive", "a", "lb"]
+
+
+def test_each_checks_seconds_are_kept_for_the_next_run_beside_those_a_partial_run_left_out(tmp_path):
+    class Project:
+        build_dir = tmp_path
+
+    verify.remember_seconds(Project, [{"check": "m::a", "outcome": "passed", "seconds": 1.5},
+                                      {"check": "m::b", "outcome": "skipped", "seconds": 0.0}])
+    verify.remember_seconds(Project, [{"check": "m::c", "outcome": "failed", "seconds": 0.2}])
+    assert verify.check_seconds(Project) == {"m::a": 1.5, "m::c": 0.2}
+    (tmp_path / verify.CHECK_SECONDS).write_text("{not json")
+    assert verify.check_seconds(Project) == {}
