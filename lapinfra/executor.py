@@ -19,6 +19,9 @@ from .session import write_file
 # Images pushed (and pulled) at once: the engine sends only the layers the registry lacks, and
 # compresses them on the CPU; four at once on 2 cores took longer than one after another (70 s vs 58 s).
 PUSH_JOBS = 2
+# Tags in the registry at once: each is a few small requests through the tunnel (the manifest,
+# a mount per layer), which wait on the network (12 one after another took 6 s).
+TAG_JOBS = 6
 
 
 class Executor:
@@ -31,15 +34,15 @@ class Executor:
         self.applied: list = []
 
     def apply(self, actions) -> list:
-        """Apply ``actions`` in order (the pushes among them together, several at once); the ones applied."""
-        first, pushes = len(self.applied), []
+        """Apply ``actions`` in order, but the images together: every tag in the registry where
+        the first one is (several at once), the pushes last (several at once); the ones applied."""
+        first = len(self.applied)
+        pushes = [action for action in actions if isinstance(action, PushImage)]
+        tags = [action for action in actions if isinstance(action, TagImage)]
         for action in actions:
-            if isinstance(action, PushImage):
-                pushes.append(action)
-            elif isinstance(action, TagImage):
-                if not self._tag(action):
-                    pushes.append(PushImage(action.name, action.repository, action.id, action.image))
-            else:
+            if action is next(iter(tags), None):
+                pushes += self._tag(tags)
+            elif not isinstance(action, (PushImage, TagImage)):
                 getattr(self, "_" + type(action).__name__)(action)
                 self.applied.append(action)
         self._push(pushes)
@@ -64,12 +67,21 @@ class Executor:
                 if isinstance(chunk, dict) and chunk.get("error"):
                     raise LapinfraError(f"docker load of {action.tag} on the node failed: {chunk['error']}")
 
-    def _tag(self, action: TagImage) -> bool:
-        if not copy_in_registry(self.s, action.source, action.repository):
-            return False
-        self.reporter.info(f"{action.repository}: same image as {action.source}, tagged in the registry (nothing uploaded)")
-        self.applied.append(action)
-        return True
+    def _tag(self, tags: list[TagImage]) -> list[PushImage]:
+        """Name images the registry holds under another release's name, TAG_JOBS at a time; the
+        pushes of those it refused (recorded as pushes when they are done)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=TAG_JOBS) as pool:
+            copied = list(pool.map(lambda action: copy_in_registry(self.s, action.source, action.repository), tags))
+        pushes = []
+        for action, done in zip(tags, copied):
+            if done:
+                self.reporter.info(f"{action.repository}: same image as {action.source}, tagged in the registry (nothing uploaded)")
+                self.applied.append(action)
+            else:
+                pushes.append(PushImage(action.name, action.repository, action.id, action.image))
+        return pushes
 
     def _push(self, pushes: list[PushImage]) -> None:
         """The images of the workstation's engine into the node's registry, PUSH_JOBS at a time."""

@@ -223,14 +223,21 @@ class Nodes:
         answers, write the ssh_config. `invoke node.up` is lapinfra.nodeup.up: this, then
         the swarm and the nodes' DNS names."""
         todo = self.select(name)
+        start = todo
         if self.env.provider == "docker":
             self._refuse_nodes_of_other_checkouts(todo)
             self.ensure_node_network()
             self._say_reused_data(todo)
+            # `vagrant up` leaves a running container as it is, and takes seconds to say so
+            states = self.states(todo)
+            start = [node for node in todo if states[node.name] != "running"]
         else:
             self._refuse_vms_running_elsewhere(todo)
-        with self.p.reporter.step(f"vagrant up {' '.join(n.name for n in todo)} ({self.env.name})"):
-            self._vagrant_up(todo)
+        if start:
+            with self.p.reporter.step(f"vagrant up {' '.join(n.name for n in start)} ({self.env.name})"):
+                self._vagrant_up(start)
+        else:
+            self.p.reporter.info(f"nodes {' '.join(n.name for n in todo)} ({self.env.name}): running already")
         for node in todo:
             if self.address(node) is None:   # a VM worker on DHCP: its address is known once it registered
                 self.p.reporter.warn(f"node {node.name}: no fixed address; pin its key by name (docs/setup.md, 4b)")

@@ -39,6 +39,7 @@ def test_second_up_rebuilds_nothing_and_recreates_nothing(infra):
     again = invoke("up", f"--env={ENV}")
     log = again.stderr + again.stdout
     assert "built 0 of" in log and "(all up to date)" in log
+    assert "running already" in log and "vagrant up" not in log      # the nodes run: Vagrant is not asked
     assert "containers changed: none" in log
     assert container_ids() == before
 

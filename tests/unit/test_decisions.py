@@ -211,6 +211,15 @@ def test_the_executor_records_what_it_applied_in_order(registry):
     assert ex.apply([]) == []
 
 
+def test_the_tags_in_the_registry_are_made_several_at_once_and_recorded_in_their_order(monkeypatch):
+    import threading
+
+    together = threading.Barrier(3, timeout=10)      # broken unless three copies run at the same time
+    monkeypatch.setattr(executor, "copy_in_registry", lambda s, src, dst: together.wait() >= 0)
+    tags = [TagImage(name, f"infra/r1/{name}", f"infra/r2/{name}", f"sha256:{name}") for name in ("dns", "git", "trac")]
+    assert executor.Executor(Recorder(), s=object()).apply(tags) == tags
+
+
 def test_a_tag_the_registry_refuses_is_pushed_and_recorded_as_the_push(registry):
     registry.copies_ok = False
     ex = executor.Executor(Recorder(), s=registry)

@@ -371,14 +371,27 @@ def test_node_up_from_a_second_checkout_names_the_checkout_that_manages_the_envi
     assert [c for c in up_path.calls() if c[0] == "up"] == []      # no raw "name already in use" from Docker
 
 
-def test_node_up_of_this_checkouts_own_nodes_goes_ahead(project, engine, up_path):
+def _own_nodes(project, engine, stopped=()):
+    """Node containers this checkout's Vagrant made; those named in ``stopped`` exited."""
     for node in project.env.nodes:
         machine = project.build_dir / ".vagrant/machines" / node.name / "docker"
         machine.mkdir(parents=True)
         (machine / "id").write_text(f"id-{node.name}")
-        engine.add_node(f"lapinfra-test-{node.name}", node_id=f"id-{node.name}0123")
+        engine.add_node(f"lapinfra-test-{node.name}", node_id=f"id-{node.name}0123",
+                        status="exited" if node.name in stopped else "running")
+
+
+def test_node_up_of_this_checkouts_own_nodes_goes_ahead(project, engine, up_path):
+    _own_nodes(project, engine, stopped={"worker1"})
     nodeup.up(project)
-    assert ["up", "--provider=docker", "master", "backup", "worker1", "worker2"] in up_path.calls()
+    assert [c for c in up_path.calls() if c[0] == "up"] == [["up", "--provider=docker", "worker1"]]   # the stopped one only
+
+
+def test_node_up_with_every_node_running_does_not_call_vagrant(project, engine, up_path):
+    _own_nodes(project, engine)
+    nodeup.up(project)
+    assert [c for c in up_path.calls() if c[0] == "up"] == []
+    assert "nodes master backup worker1 worker2 (test): running already" in project.reporter.lines
 
 
 def test_who_manages_an_existing_node_container():
