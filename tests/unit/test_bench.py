@@ -11,7 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / "bench"
-SCRIPTS = ["build_noop", "deploy", "downtime", "snapshot", "verify"]
+SCRIPTS = ["build_noop", "config_check", "deploy", "downtime", "snapshot", "verify"]
 sys.path.insert(0, str(BENCH))
 
 import benchlib  # noqa: E402
@@ -171,7 +171,14 @@ def deploy_report() -> str:
     return m.render(info, [row(m.A, 128.3), row(m.B, 135.9)])
 
 
+def config_check_report() -> str:
+    times = {case: {"lapinfra": [0.25, 0.22], "yaml.safe_load": [0.66, 0.64]} for case in script("config_check").CASES}
+    return script("config_check").render(times, 2, MACHINE)
+
+
 REPORTS = {
+    "config_check": (config_check_report, "Configuration check on large and hostile input",
+                     "| input | lapinfra's check (s) | yaml.safe_load (s) |"),
     "build_noop": (build_noop_report, "No-op build", "| method | median (s) | min (s) | median / invoke no-op |"),
     "verify": (verify_report, "Verification suite", "| how | median | range |"),
     "downtime": (downtime_report, "Snapshots without downtime",

@@ -1,6 +1,5 @@
 """`invoke config.check` you can trust: every category of defect the check refuses, with
 the file and line that wrote it, all at once, fast, and before anything is generated."""
-import time
 import typing
 
 import pytest
@@ -291,23 +290,20 @@ def test_a_folder_where_any_file_belongs(tree, rel):
     assert (err.file, err.message) == (rel, "is a folder; a YAML file belongs here")
 
 
-def test_an_alias_bomb_is_refused_within_a_second(tree):
+def test_an_alias_bomb_is_refused(tree):
+    """Before it is expanded (how long that takes: bench/config_check.py)."""
     lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
     lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 10)]   # 10^10 values
     text = "\n".join(lines) + "\n"
     assert len(text) < 1024
     (tree / ENV).write_text(text)
-    start = time.monotonic()
     err = _refused(tree)
-    assert time.monotonic() - start < 1
     assert err.file == ENV and "expands to more than" in err.message
 
 
-def test_a_file_of_too_many_values_is_refused_within_a_second(tree):
+def test_a_file_of_too_many_values_is_refused(tree):
     (tree / ENV).write_text("x: [" + ",".join(["1"] * 400_000) + "]\n")   # 800 KB: under the size limit
-    start = time.monotonic()
     err = _refused(tree)
-    assert time.monotonic() - start < 1
     assert (err.file, err.message) == (ENV, "holds more than 100000 values")
 
 
@@ -377,16 +373,14 @@ def test_a_misspelled_key_of_a_node(tree):
 
 # ---- speed and order -----------------------------------------------------------------------
 
-def test_5000_workers_are_checked_well_under_a_second(tree):
+def test_5000_workers_are_checked(tree):
+    """Every one of them (how long that takes: bench/config_check.py)."""
     (tree / ENV).write_text("provider: docker\nnetwork:\n  name: big\n  subnet: 10.9.0.0/16\n  dynamic: 10.9.200.0/22\n")
     nodes = ["nodes:", "  - {name: master, role: master, ip: 10.9.0.10}", "  - {name: backup, role: backup, ip: 10.9.0.11}"]
     nodes += [f"  - {{name: w{i}, role: worker, ip: 10.9.{1 + i // 250}.{1 + i % 250}}}" for i in range(4000)]
     nodes += [f"  - {{name: d{i}, role: worker}}" for i in range(1000)]
     (tree / NODES).write_text("\n".join(nodes) + "\n")
-    config.load(tree, "test")     # imports and caches warm
-    start = time.monotonic()
     env = config.load(tree, "test")
-    assert time.monotonic() - start < 0.5
     assert len(env.workers) == 5000
 
 
