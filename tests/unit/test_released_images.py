@@ -81,7 +81,8 @@ def test_the_released_images_are_pulled_and_every_container_starts(project, mast
     s, engine, started = master(local, registry)
     deploy.start_services(s, release, project.reporter)
     assert started == [service.container for service in svc.services(project.env)]
-    assert sorted(ref for ref, _ in engine.pulls) == sorted(deploy.release_refs(s, release).values())
+    refs = deploy.release_refs(deploy.Target(project, release, REGISTRY_HOST))
+    assert sorted(ref for ref, _ in engine.pulls) == sorted(refs.values())
 
 
 def test_the_masters_engine_pulls_with_the_pull_account_not_the_push_account(project, master):
@@ -105,16 +106,20 @@ def test_an_image_replaced_in_the_registry_is_refused_naming_it_and_both_ids_and
 
 
 def test_each_service_is_checked_again_right_before_its_container_starts(project, master, monkeypatch):
-    """A tag that moved after the pulls beside the registry (here: they are skipped) is refused
-    by the service's own pull: that container does not start, nor any after it."""
+    """A tag that moved on the master after the pulls beside the registry is refused right before
+    its container would start: that container does not start, nor any after it."""
     release, registry, local = _as_released(project)
-    registry[_ref("status")] = "sha256:swapped"
-    monkeypatch.setattr(deploy, "pull_missing", lambda *a: None)
     s, engine, started = master(local, registry)
+    pulls = deploy.Pulls.apply
+
+    def pulled_then_moved(self, s, target, executor):
+        pulls(self, s, target, executor)
+        engine.local[_ref("status")] = "sha256:swapped"
+
+    monkeypatch.setattr(deploy.Pulls, "apply", pulled_then_moved)
     with pytest.raises(LapinfraError, match=r"status:latest is image sha256:swapped, release r2 recorded sha256:status"):
         deploy.start_services(s, release, project.reporter)
     assert "infra_trac" in started and "infra_status" not in started and "infra_proxy" not in started
-    assert {user for _, user in engine.pulls} == {"infra-pull"}      # each service's own pull, too
 
 
 def test_a_release_image_the_master_holds_already_starts_without_a_pull(project, master):
