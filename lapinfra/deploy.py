@@ -1,31 +1,28 @@
-"""start, stop and deploy on the master node, and what they do.
+"""A deploy's phases on the master node, and what each applies.
 
-- stop:   remove every ``infra_*`` container (selected through the Docker API).
-- start:  start without stopping: the registry first, then pull the release's
-          images from it and start the other containers. Reads the release
-          record on the node, so it works from the node's state alone (and the
-          images the node keeps itself, see seed). Then the nodes' names are
-          (re)registered in the DNS (lapinfra/ddns.py).
-- seed:   the first installation: the base, registry and backup images
-          carried from the workstation (``docker save | docker load``), each
-          only when the node's copy differs; `invoke node.seed`, and the first
-          step of deploy and dr.recover.
-- deploy: upload the rendered config and secrets, seed, push the images the
-          node's registry lacks as ``infra/<commit>/<name>`` through an SSH
-          tunnel, record the release, then start. Containers whose spec (image
-          id, config, secrets, ports, mounts) is unchanged keep running.
+A deploy is one list of phases (deploy_phases): upload the rendered config and
+secrets, seed the images the master keeps itself, start the registry, push the
+images it lacks as ``infra/<commit>/<name>`` through an SSH tunnel, write the
+release record, then start: the registry, the master's pulls from it, every other
+container (start_phases, which lapinfra/startstop.py's start walks too).
+Containers whose spec (image id, config, secrets, ports, mounts) is unchanged keep
+running. Each phase decides on the node's facts (lapinfra/decisions.py, pure: plan
+decides them all on facts read at once) and has the one executor apply its actions
+(lapinfra/executor.py, which records them).
+
+The seed phase is also the first installation on its own (``seed``): the base,
+registry and backup images carried from the workstation (``docker save | docker
+load``), each only when the node's copy differs; `invoke node.seed` and dr.recover
+take it too.
 """
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import shlex
-import time
 from dataclasses import dataclass, field
 
-from . import apps, ddns, decisions, facts, records, services as svc, swarm
+from . import decisions, facts, records, services as svc, swarm
 from .actions import ChangeContainer, PushImage
-from .backuptool import recover_interrupted
 from .decisions import container_action, present_images, push_decisions  # noqa: F401  (plan and tests name them here)
 from .errors import LapinfraError
 from .executor import Executor
@@ -37,66 +34,7 @@ from .registry import MANIFEST_V2, copy_in_registry, push, push_image, registry_
 from .session import ASIDE, COMMAND_SECONDS, MasterSession, named_networks, write_file  # noqa: F401
 
 
-# ---- stop ---------------------------------------------------------------------------
-
-def infra_containers(client) -> list:
-    return [c for c in client.containers.list(all=True) if c.name.startswith(svc.PREFIX)]
-
-
-def stop(project) -> list[str]:
-    with MasterSession(project) as s:
-        return stop_all(s, project.reporter)
-
-
-def stop_all(s: MasterSession, reporter) -> list[str]:
-    removed = []
-    for container in infra_containers(s.docker):
-        with reporter.step(f"remove {container.name}"):
-            container.remove(force=True)
-        removed.append(container.name)
-    if not removed:
-        reporter.info("no infra_* containers on the node")
-    return removed
-
-
-# ---- start --------------------------------------------------------------------------
-
-def start(project) -> dict[str, str]:
-    with MasterSession(project) as s:
-        recover_interrupted(s, project)   # a restore that was interrupted: finished or undone first
-        release = records.read_release(s)
-        if release is None:
-            raise LapinfraError(f"nothing deployed on {project.env.master.name} yet: run `invoke deploy --env={project.name}` first")
-        return start_services(s, release, project.reporter)
-
-
-def start_services(s: MasterSession, release: Release, reporter, executor: Executor | None = None) -> dict[str, str]:
-    """Start ``release``'s containers (start_phases: the registry, the pulls from it, the others in
-    start order), wait until the ones that changed serve, bring the applications back and register
-    the nodes' names; what was done to each service's container (``executor``: the deploy's, which
-    records each action)."""
-    ensure_infra_network(s.docker)
-    if s.env.workers:   # before the proxy, which joins the applications' network
-        swarm.ensure(s.p, s.docker)
-    phases = start_phases(s.env)
-    done = apply_phases(s, Target(s.p, release, s.registry_host), phases, executor or Executor(reporter, s))
-    changed = {action.container: action.done for action in done if isinstance(action, ChangeContainer)}
-    outcome = {p.service.name: changed.get(p.service.container, "kept") for p in phases if isinstance(p, Container)}
-    if changed:
-        with reporter.step(f"health checks of {len(changed)} started containers"):
-            ports = {service.container: service_port(service) for service in svc.services(s.env)}
-            wait_healthy(s.docker, list(changed), accepting=port_prober(s, ports))
-    if s.env.workers:
-        import docker.errors
-
-        try:
-            for name in apps.restore_services(s, reporter):
-                reporter.info(f"app {name}: service created again from {apps.RECORD}")
-        except (LapinfraError, docker.errors.DockerException) as exc:   # the infrastructure runs; the apps wait
-            reporter.warn(f"applications not brought back ({exc}); `invoke app.status --env={s.env.name}`")
-    ddns.register_nodes(s.p)
-    return outcome
-
+# ---- what starting a container takes ----------------------------------------------------
 
 def _require_seeded(s: MasterSession, ref: str) -> None:
     """An image the node keeps itself must be there: the engine would otherwise try
@@ -108,72 +46,6 @@ def _require_seeded(s: MasterSession, ref: str) -> None:
     except docker.errors.ImageNotFound:
         raise LapinfraError(f"{ref} is not on {s.env.master.name}: `invoke node.seed --env={s.env.name}` carries it "
                             "there from this machine (docker save | docker load)") from None
-
-
-def wait_healthy(client, names: list[str], timeout: float = 180, poll: float = 0.5, accepting=None) -> None:
-    """Wait until each container serves: Docker calls it healthy, or it runs and has no health check,
-    or (``accepting``: names -> the subset whose service port takes a TCP connection now) its port
-    answers while Docker's own first check is still an interval away. Nothing is run inside the
-    containers: an exec that meets a snapshot's pause can leave the container frozen for good."""
-    deadline = time.monotonic() + timeout
-    pending = list(names)
-    while pending:
-        states = {name: readiness(client.api.inspect_container(name)) for name in pending}
-        probe = [n for n, st in states.items() if st == "probe"]
-        if probe and accepting is not None:
-            states.update({n: "ready" for n in accepting(probe)})
-        pending = [n for n, st in states.items() if st != "ready"]
-        if not pending:
-            return
-        if time.monotonic() > deadline:
-            raise LapinfraError("not healthy after {:.0f}s: {}".format(
-                timeout, ", ".join(f"{n} ({'starting' if states[n] == 'probe' else states[n]})" for n in pending))
-                + "; see `invoke node.ssh -- docker logs NAME`")
-        time.sleep(poll)
-
-
-def readiness(attrs: dict) -> str:
-    """What a container's inspect data says of its readiness: "ready" (healthy, or running without a
-    health check), "probe" (running, its first health check not passed yet: its port may answer
-    already), or the state to wait on (e.g. "restarting", "paused", "unhealthy")."""
-    state = attrs["State"]
-    health = (state.get("Health") or {}).get("Status")
-    if state.get("Status") != "running":
-        return state.get("Status") or "unknown"
-    if health in (None, "healthy"):
-        return "ready"
-    return "probe" if health == "starting" else health
-
-
-def service_port(service) -> int | None:
-    """The TCP port a service's container serves on: behind the proxy, or its first published one."""
-    if service.http:
-        return service.http
-    tcp = [int(spec.split("/")[0]) for spec in service.ports if spec.endswith("/tcp")]
-    return tcp[0] if tcp else None
-
-
-def probe_script(targets: dict[str, tuple[str, int]]) -> str:
-    """A shell command for the master that prints the names whose ip:port accepts a TCP connection."""
-    checks = [f"timeout 1 bash -c {shlex.quote(f'</dev/tcp/{ip}/{port}')} 2>/dev/null && echo {shlex.quote(name)}"
-              for name, (ip, port) in sorted(targets.items())]
-    return "; ".join(checks) + "; true"
-
-
-def port_prober(s: "MasterSession", ports: dict[str, int]):
-    """``accepting`` for wait_healthy: one SSH command per round asks every pending container's port."""
-    def accepting(names: list[str]) -> set[str]:
-        targets = {}
-        for name in names:
-            ip = ((s.docker.api.inspect_container(name)["NetworkSettings"]["Networks"].get(svc.NETWORK) or {})
-                  .get("IPAddress"))
-            if ip and ports.get(name):
-                targets[name] = (ip, ports[name])
-        if not targets:
-            return set()
-        out = s.conn.run(probe_script(targets), hide=True, warn=True).stdout
-        return {line.strip() for line in out.splitlines()} & set(targets)
-    return accepting
 
 
 def ensure_infra_network(client) -> None:
@@ -517,13 +389,6 @@ def push_release(s: MasterSession, target: Target, result: "DeployResult", execu
     result.pushed = [a.name for a in done if isinstance(a, PushImage)]
 
 
-def activate(s: MasterSession, record: Release, reporter, executor: Executor | None = None) -> dict[str, str]:
-    """Make ``record`` the node's release (RecordRelease) and start its containers (start_services)."""
-    executor = executor or Executor(reporter, s)
-    apply_phases(s, Target(s.p, record, s.registry_host), [RecordRelease()], executor)
-    return start_services(s, record, reporter, executor)
-
-
 # The git server's host key as the CD server's known_hosts (images/cd/entrypoint.sh pins
 # /run/secrets/git.known_hosts when it is there). Every deploy reads the key on the master;
 # on a master without one (a first deploy) it writes the git server's ed25519 key first.
@@ -616,12 +481,3 @@ def seed(s: MasterSession, project, tags: list[str] | None = None, executor: Exe
     deploy, dr.recover and `invoke node.seed` all take this path."""
     target = Target(project, seeds=seed_images(project, tags))
     return [a.tag for a in apply_phases(s, target, [Seed()], executor or Executor(project.reporter, s))]
-
-
-def seed_node(project) -> list[str]:
-    """`invoke node.seed`: seed the master, so that it needs no registry to start."""
-    with MasterSession(project) as s:
-        loaded = seed(s, project)
-    project.reporter.info(f"{project.env.master.name} holds {', '.join(seed_tags(project.env))}"
-                          f" ({len(loaded)} loaded, {len(seed_tags(project.env)) - len(loaded)} already there)")
-    return loaded

@@ -36,13 +36,13 @@ from pathlib import Path
 from . import backup, facts, lock, records, services as svc
 from . import status, verify
 from .actions import ChangeContainer, PushImage, RemoveFile, TagImage, WriteFile, as_json
-from .deploy import (DeployResult, Executor, MasterSession, Target, Upload, activate, built_images, config_files,
-                     deploy_phases, pending_secrets, planned_actions, push_release, release_record, release_refs,
-                     seed_images)
+from .deploy import (DeployResult, Executor, MasterSession, Target, Upload, built_images, config_files, deploy_phases,
+                     pending_secrets, planned_actions, push_release, release_record, release_refs, seed_images)
 from .errors import LapinfraError
 from .gitinfo import release_id
 from .project import Project
 from .records import Release
+from .startstop import activate
 
 RELEASES = records.RELEASES
 LOCK = lock.LOCK

@@ -54,7 +54,7 @@ def start(c, env=None, lock_wait=0):
       invoke start --env=staging
       invoke build start --env=test
     """
-    from lapinfra import deploy as deploying
+    from lapinfra import startstop
 
     p = project(env)
     if noted(c, "built", env):
@@ -70,7 +70,7 @@ def start(c, env=None, lock_wait=0):
             _report(p, promote.deploy(p))
         return
     with locked(p, "start", lock_wait):
-        deploying.start(p)
+        startstop.start(p)
 
 
 @task(help={"yes": YES_HELP, "lock_wait": LOCK_WAIT_HELP})
@@ -83,12 +83,12 @@ def stop(c, env=None, yes=False, lock_wait=0):
       invoke stop --env=staging
       invoke stop --env=prod --yes
     """
-    from lapinfra import deploy as deploying
+    from lapinfra import startstop
 
     p = project(env)
     confirmed(p, f"stop every service of {p.name} (remove its infra_* containers)", yes, f"invoke stop --env={p.name}")
     with locked(p, "stop", lock_wait):
-        deploying.stop(p)
+        startstop.stop(p)
 
 
 @task(help={"yes": YES_HELP, "lock_wait": LOCK_WAIT_HELP})

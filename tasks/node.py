@@ -91,11 +91,11 @@ def seed(c, env=None, lock_wait=0):
     Example:
       invoke node.seed --env=staging
     """
-    from lapinfra import deploy as deploying
+    from lapinfra import startstop
 
     p = project(env)
     with locked(p, "node.seed", lock_wait):
-        deploying.seed_node(p)
+        startstop.seed_node(p)
 
 
 @task(help={"node": "node name (default: the master)"})

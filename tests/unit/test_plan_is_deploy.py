@@ -17,7 +17,8 @@ import pytest
 import contextlib
 import itertools
 
-from lapinfra import apps, backup, ddns, deploy, executor, facts, promote, records, services as svc, status, swarm
+from lapinfra import (apps, backup, ddns, deploy, executor, facts, promote, records, services as svc, startstop, status,
+                      swarm)
 from lapinfra.actions import as_json
 from lapinfra.nodes import Nodes
 from tests.unit.test_git_known_hosts import Master as Conn, host_key
@@ -120,8 +121,9 @@ def master(project, monkeypatch):
     monkeypatch.setattr(executor, "push_one",
                         lambda session, image, repository, tag: s.registry.update({repository: image.id}) or 0.0)
     monkeypatch.setattr(executor, "pull_one", lambda session, reference: s.pull(reference))
-    for name in ("ensure_infra_network", "wait_registry", "wait_healthy"):
-        monkeypatch.setattr(deploy, name, lambda *a, **kw: None)
+    for module, name in ((deploy, "ensure_infra_network"), (startstop, "ensure_infra_network"), (deploy, "wait_registry"),
+                         (startstop, "wait_healthy")):
+        monkeypatch.setattr(module, name, lambda *a, **kw: None)
     seconds = itertools.count()
     monkeypatch.setattr(records, "now", lambda: f"2026-12-04T05:00:{next(seconds) % 60:02d}+0000")   # each record its own
     monkeypatch.setattr(swarm, "ensure", lambda *a, **kw: {})
