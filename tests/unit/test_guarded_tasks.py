@@ -31,7 +31,7 @@ class Stage:
         common = load_tasks("_common")
         self.protected = protected
 
-        def project(env):
+        def project(c, env):
             name = env or "test"
             return self.projects.setdefault(name, SimpleNamespace(
                 name=name, env=SimpleNamespace(protected=name in protected, promoted_from=None), reporter=Recorder()))
