@@ -3,7 +3,7 @@
 lapinfra/decisions.py turns the node's facts (lapinfra/facts.py) and the desired state
 into a list of these; lapinfra/executor.py applies a list and records each action it
 applied; `invoke plan` prints the same list. An action whose state already holds is never
-made: an unchanged deploy is an empty list.
+made: an unchanged deploy is one action, the release record naming who deployed it and when.
 
 Each action has a stable ``describe()`` (one line, as plan prints it) and ``to_json()``
 (what plan --json shows and releases.jsonl records; never a file's content nor its hash,
@@ -13,6 +13,8 @@ image to push, the container's run arguments) is carried along but not compared.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from .records import RELEASE
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,35 @@ class TagImage:
                 "id": self.id}
 
 
+@dataclass(frozen=True)
+class WriteRelease:
+    """Make a release record the node's (records.RELEASE): what runs, each image by id, who deployed it when."""
+    release: str
+    record: object = field(default=None, repr=False, compare=False)   # the records.Release written
+    kind = "write release record"
+
+    def describe(self) -> str:
+        return f"write the release record of {self.release} ({RELEASE})"
+
+    def to_json(self) -> dict:
+        return {"action": self.kind, "release": self.release}
+
+
+@dataclass(frozen=True)
+class PullImage:
+    """The master's engine pulls an image of the release from the node's registry (by the release's tag)."""
+    name: str
+    reference: str            # <registry host>/infra/<release>/<name>:latest
+    id: str                   # the id the release record names, which the pulled image must have
+    kind = "pull image"
+
+    def describe(self) -> str:
+        return f"pull {self.reference} into the node's engine"
+
+    def to_json(self) -> dict:
+        return {"action": self.kind, "name": self.name, "reference": self.reference, "id": self.id}
+
+
 CONTAINER_VERBS = ("create", "recreate", "start")
 
 
@@ -122,7 +153,7 @@ class ChangeContainer:
         return {"action": self.kind, "container": self.container, "verb": self.verb, "spec": self.spec}
 
 
-Action = WriteFile | RemoveFile | LoadImage | PushImage | TagImage | ChangeContainer
+Action = WriteFile | RemoveFile | LoadImage | PushImage | TagImage | WriteRelease | PullImage | ChangeContainer
 
 
 def as_json(actions) -> list[dict]:

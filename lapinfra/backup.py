@@ -23,11 +23,12 @@ from pathlib import Path
 from . import nodeup, services as svc
 from .backuptool import STOP_GRACE, TOOL_TIMEOUT, recovery_messages  # noqa: F401 - part of this module's interface
 from .backuptool import recover_interrupted, run_tool
-from .deploy import seed, start_services, stop_all, upload_secrets
+from .deploy import seed, upload_secrets
 from .errors import LapinfraError
 from .nodes import Nodes, write_backup_known_hosts
 from . import records
 from .session import MasterSession
+from .startstop import start_services, stop_all
 
 STATUS = f"{svc.DATA}/backup/status.json"
 

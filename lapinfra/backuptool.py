@@ -73,7 +73,7 @@ def recover_interrupted(s: MasterSession, project) -> dict | None:
     when the master has no backup image (the tool never ran there: nothing to repair).
 
     Must run first in every command that touches the master's /data: backup's own (lapinfra/backup.py),
-    and start and deploy (lapinfra/deploy.py, lapinfra/promote.py), after _prepare's
+    and start and deploy (lapinfra/startstop.py, lapinfra/promote.py), after _prepare's
     uploads of the backup tool's secrets and image."""
     import docker.errors
 

@@ -1,15 +1,16 @@
 """A deploy's decisions: the node's facts and the desired state in, the actions out.
 
 Pure functions, no Docker and no SSH (tests/unit/test_decisions.py: a table per decision,
-no-op rows expecting no action). lapinfra/deploy.py applies what they return through
-lapinfra/executor.py, and `invoke plan` (lapinfra/promote.py) prints the very same list.
+no-op rows expecting no action). Each phase of a deploy (lapinfra/deploy.py) applies what
+they return through lapinfra/executor.py, and `invoke plan` (lapinfra/promote.py) prints the
+very same list, deciding each phase on the facts as the earlier ones leave them (`after`).
 """
 from __future__ import annotations
 
 from typing import Mapping
 
-from .actions import ChangeContainer, LoadImage, PushImage, RemoveFile, TagImage, WriteFile
-from .facts import ContainerState
+from .actions import ChangeContainer, LoadImage, PullImage, PushImage, RemoveFile, TagImage, WriteFile, WriteRelease
+from .facts import ContainerState, NodeFacts
 from .records import Release
 from .services import SPEC_LABEL
 
@@ -78,6 +79,21 @@ def image_actions(images: dict, release: str, current: Release | None, manifests
     return tags + pushes
 
 
+# ---- the release record, and the master's engine pulling the release's images ---------------
+
+def release_actions(current: Release | None, record: Release) -> list[WriteRelease]:
+    """Write ``record`` unless the node holds this very record (``current``; a deploy's record
+    names who deployed it and when, so each deploy writes its own)."""
+    return [] if current == record else [WriteRelease(record.release, record)]
+
+
+def pull_actions(refs: Mapping[str, str], record: Release, held: Mapping[str, str]) -> list[PullImage]:
+    """The images of ``record`` (``refs``: image name -> its reference in the node's registry) that
+    the master's engine does not hold as the id the record names (``held``: reference -> id)."""
+    return [PullImage(name, ref, record.images[name].id) for name, ref in refs.items()
+            if held.get(ref) != record.images[name].id]
+
+
 # ---- containers -------------------------------------------------------------------------
 
 def container_action(status: str | None, spec: str | None, wanted: str) -> str:
@@ -103,3 +119,30 @@ def container_actions(wanted: list[dict], containers: Mapping[str, ContainerStat
     """container_change of each of ``wanted`` (run arguments, in start order) whose container needs one."""
     changes = [container_change(containers.get(kwargs["name"]), kwargs) for kwargs in wanted]
     return [c for c in changes if c is not None]
+
+
+# ---- the facts once actions are applied --------------------------------------------------------
+
+def after(node: NodeFacts, actions) -> NodeFacts:
+    """The facts as applying ``actions`` leaves them: plan decides each phase of a deploy on the
+    facts the earlier phases leave (it reads them all before any phase is applied)."""
+    files = {folder: dict(held) for folder, held in node.files.items()}
+    containers, seeded, pulled = dict(node.containers), dict(node.seeded), dict(node.pulled)
+    manifests, release = set(node.manifests), node.release
+    for action in actions:
+        if isinstance(action, WriteFile):
+            files.setdefault(action.folder, {})[action.path] = sha256(action.data)
+        elif isinstance(action, RemoveFile):
+            files.get(action.folder, {}).pop(action.path, None)
+        elif isinstance(action, LoadImage):
+            seeded[action.tag] = action.id
+        elif isinstance(action, (PushImage, TagImage)):
+            manifests.add(action.repository)
+        elif isinstance(action, WriteRelease):
+            release = action.record
+        elif isinstance(action, PullImage):
+            pulled[action.reference] = action.id
+        elif isinstance(action, ChangeContainer):
+            containers[action.container] = ContainerState("running", action.spec)
+    return node.with_(files=files, containers=containers, seeded=seeded, pulled=pulled, manifests=frozenset(manifests),
+                      release=release)

@@ -1,34 +1,31 @@
-"""start, stop and deploy on the master node, and what they do.
+"""A deploy's phases on the master node, and what each applies.
 
-- stop:   remove every ``infra_*`` container (selected through the Docker API).
-- start:  start without stopping: the registry first, then pull the release's
-          images from it and start the other containers. Reads the release
-          record on the node, so it works from the node's state alone (and the
-          images the node keeps itself, see seed). Then the nodes' names are
-          (re)registered in the DNS (lapinfra/ddns.py).
-- seed:   the first installation: the base, registry and backup images
-          carried from the workstation (``docker save | docker load``), each
-          only when the node's copy differs; `invoke node.seed`, and the first
-          step of deploy and dr.recover.
-- deploy: upload the rendered config and secrets, seed, push the images the
-          node's registry lacks as ``infra/<commit>/<name>`` through an SSH
-          tunnel, record the release, then start. Containers whose spec (image
-          id, config, secrets, ports, mounts) is unchanged keep running.
+A deploy is one list of phases (deploy_phases): upload the rendered config and
+secrets, seed the images the master keeps itself, start the registry, push the
+images it lacks as ``infra/<commit>/<name>`` through an SSH tunnel, write the
+release record, then start: the registry, the master's pulls from it, every other
+container (start_phases, which lapinfra/startstop.py's start walks too).
+Containers whose spec (image id, config, secrets, ports, mounts) is unchanged keep
+running. Each phase decides on the node's facts (lapinfra/decisions.py, pure: plan
+decides them all on facts read at once) and has the one executor apply its actions
+(lapinfra/executor.py, which records them).
+
+The seed phase is also the first installation on its own (``seed``): the base,
+registry and backup images carried from the workstation (``docker save | docker
+load``), each only when the node's copy differs; `invoke node.seed` and dr.recover
+take it too.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import shlex
-import time
 from dataclasses import dataclass, field
 
-from . import apps, ddns, decisions, facts, records, services as svc, swarm
-from .actions import PushImage
-from .backuptool import recover_interrupted
+from . import decisions, facts, records, services as svc, swarm
+from .actions import ChangeContainer, PushImage
 from .decisions import container_action, present_images, push_decisions  # noqa: F401  (plan and tests name them here)
 from .errors import LapinfraError
-from .executor import PUSH_JOBS, Executor
-from .gitinfo import release_id
+from .executor import Executor
 from .images import built_image
 from .nodes import backup_known_hosts, write_backup_known_hosts
 from .records import Release
@@ -37,77 +34,7 @@ from .registry import MANIFEST_V2, copy_in_registry, push, push_image, registry_
 from .session import ASIDE, COMMAND_SECONDS, MasterSession, named_networks, write_file  # noqa: F401
 
 
-# ---- stop ---------------------------------------------------------------------------
-
-def infra_containers(client) -> list:
-    return [c for c in client.containers.list(all=True) if c.name.startswith(svc.PREFIX)]
-
-
-def stop(project) -> list[str]:
-    with MasterSession(project) as s:
-        return stop_all(s, project.reporter)
-
-
-def stop_all(s: MasterSession, reporter) -> list[str]:
-    removed = []
-    for container in infra_containers(s.docker):
-        with reporter.step(f"remove {container.name}"):
-            container.remove(force=True)
-        removed.append(container.name)
-    if not removed:
-        reporter.info("no infra_* containers on the node")
-    return removed
-
-
-# ---- start --------------------------------------------------------------------------
-
-def start(project) -> dict[str, str]:
-    with MasterSession(project) as s:
-        recover_interrupted(s, project)   # a restore that was interrupted: finished or undone first
-        release = records.read_release(s)
-        if release is None:
-            raise LapinfraError(f"nothing deployed on {project.env.master.name} yet: run `invoke deploy --env={project.name}` first")
-        return start_services(s, release, project.reporter)
-
-
-def start_services(s: MasterSession, release: Release, reporter, executor: Executor | None = None) -> dict[str, str]:
-    """Reconcile every container of ``release``, the registry first (``executor``: the deploy's,
-    which records each container it changed)."""
-    outcome = {}
-    ensure_infra_network(s.docker)
-    if s.env.workers:   # before the proxy, which joins the applications' network
-        swarm.ensure(s.p, s.docker)
-    for service in svc.services(s.env):
-        image = release.images[service.image]
-        ref = f"infra/{service.image}" if service.local_image else f"{s.registry_host}/{image.repository}:latest"
-        if service.local_image:
-            _require_seeded(s, ref)
-        else:
-            _pull_if_missing(s, ref, image.id, reporter)
-            refuse_unreleased(s.docker, release, {service.image: ref})
-        kwargs = svc.run_kwargs(service, ref, s.env, release.config.get(service.name, ""), image.id)
-        outcome[service.name] = reconcile(s.docker, kwargs, reporter, executor)
-        if svc.APPS_NETWORK in service.networks and swarm.connect_to_apps(s.docker, service.container):
-            reporter.info(f"{service.container}: joined {svc.APPS_NETWORK} (the applications' replicas)")
-        if service.name == "registry":
-            wait_registry(s)
-            pull_missing(s, release, reporter)   # every other image of the release, several at once
-    changed = [svc.PREFIX + name for name, action in outcome.items() if action != "kept"]
-    if changed:
-        with reporter.step(f"health checks of {len(changed)} started containers"):
-            ports = {service.container: service_port(service) for service in svc.services(s.env)}
-            wait_healthy(s.docker, changed, accepting=port_prober(s, ports))
-    if s.env.workers:
-        import docker.errors
-
-        try:
-            for name in apps.restore_services(s, reporter):
-                reporter.info(f"app {name}: service created again from {apps.RECORD}")
-        except (LapinfraError, docker.errors.DockerException) as exc:   # the infrastructure runs; the apps wait
-            reporter.warn(f"applications not brought back ({exc}); `invoke app.status --env={s.env.name}`")
-    ddns.register_nodes(s.p)
-    return outcome
-
+# ---- what starting a container takes ----------------------------------------------------
 
 def _require_seeded(s: MasterSession, ref: str) -> None:
     """An image the node keeps itself must be there: the engine would otherwise try
@@ -119,72 +46,6 @@ def _require_seeded(s: MasterSession, ref: str) -> None:
     except docker.errors.ImageNotFound:
         raise LapinfraError(f"{ref} is not on {s.env.master.name}: `invoke node.seed --env={s.env.name}` carries it "
                             "there from this machine (docker save | docker load)") from None
-
-
-def wait_healthy(client, names: list[str], timeout: float = 180, poll: float = 0.5, accepting=None) -> None:
-    """Wait until each container serves: Docker calls it healthy, or it runs and has no health check,
-    or (``accepting``: names -> the subset whose service port takes a TCP connection now) its port
-    answers while Docker's own first check is still an interval away. Nothing is run inside the
-    containers: an exec that meets a snapshot's pause can leave the container frozen for good."""
-    deadline = time.monotonic() + timeout
-    pending = list(names)
-    while pending:
-        states = {name: readiness(client.api.inspect_container(name)) for name in pending}
-        probe = [n for n, st in states.items() if st == "probe"]
-        if probe and accepting is not None:
-            states.update({n: "ready" for n in accepting(probe)})
-        pending = [n for n, st in states.items() if st != "ready"]
-        if not pending:
-            return
-        if time.monotonic() > deadline:
-            raise LapinfraError("not healthy after {:.0f}s: {}".format(
-                timeout, ", ".join(f"{n} ({'starting' if states[n] == 'probe' else states[n]})" for n in pending))
-                + "; see `invoke node.ssh -- docker logs NAME`")
-        time.sleep(poll)
-
-
-def readiness(attrs: dict) -> str:
-    """What a container's inspect data says of its readiness: "ready" (healthy, or running without a
-    health check), "probe" (running, its first health check not passed yet: its port may answer
-    already), or the state to wait on (e.g. "restarting", "paused", "unhealthy")."""
-    state = attrs["State"]
-    health = (state.get("Health") or {}).get("Status")
-    if state.get("Status") != "running":
-        return state.get("Status") or "unknown"
-    if health in (None, "healthy"):
-        return "ready"
-    return "probe" if health == "starting" else health
-
-
-def service_port(service) -> int | None:
-    """The TCP port a service's container serves on: behind the proxy, or its first published one."""
-    if service.http:
-        return service.http
-    tcp = [int(spec.split("/")[0]) for spec in service.ports if spec.endswith("/tcp")]
-    return tcp[0] if tcp else None
-
-
-def probe_script(targets: dict[str, tuple[str, int]]) -> str:
-    """A shell command for the master that prints the names whose ip:port accepts a TCP connection."""
-    checks = [f"timeout 1 bash -c {shlex.quote(f'</dev/tcp/{ip}/{port}')} 2>/dev/null && echo {shlex.quote(name)}"
-              for name, (ip, port) in sorted(targets.items())]
-    return "; ".join(checks) + "; true"
-
-
-def port_prober(s: "MasterSession", ports: dict[str, int]):
-    """``accepting`` for wait_healthy: one SSH command per round asks every pending container's port."""
-    def accepting(names: list[str]) -> set[str]:
-        targets = {}
-        for name in names:
-            ip = ((s.docker.api.inspect_container(name)["NetworkSettings"]["Networks"].get(svc.NETWORK) or {})
-                  .get("IPAddress"))
-            if ip and ports.get(name):
-                targets[name] = (ip, ports[name])
-        if not targets:
-            return set()
-        out = s.conn.run(probe_script(targets), hide=True, warn=True).stdout
-        return {line.strip() for line in out.splitlines()} & set(targets)
-    return accepting
 
 
 def ensure_infra_network(client) -> None:
@@ -203,56 +64,10 @@ def ensure_infra_network(client) -> None:
     client.networks.create(svc.NETWORK, driver="bridge", ipam=ipam, labels={"lapinfra": "infra"})
 
 
-def release_refs(s: MasterSession, release: Release) -> dict[str, str]:
-    """The registry reference of each image of ``release`` the node pulls (not the ones it keeps itself)."""
-    return {service.image: f"{s.registry_host}/{release.images[service.image].repository}:latest"
-            for service in svc.services(s.env) if not service.local_image}
-
-
-def pull_missing(s: MasterSession, release: Release, reporter) -> None:
-    """Pull the release's images the node lacks (by id), PUSH_JOBS at a time."""
-    import docker.errors
-    from concurrent.futures import ThreadPoolExecutor
-
-    wanted = {}
-    for name, ref in release_refs(s, release).items():
-        try:
-            if s.docker.images.get(ref).id == release.images[name].id:
-                continue
-        except docker.errors.ImageNotFound:
-            pass
-        wanted[name] = ref
-    if not wanted:
-        return
-    with reporter.step(f"pull {len(wanted)} image{'s' * (len(wanted) > 1)} from the node's registry"):
-        with ThreadPoolExecutor(max_workers=min(PUSH_JOBS, len(wanted))) as pool:
-            for future in [pool.submit(_pull_one, s, ref) for ref in wanted.values()]:
-                future.result()
-    refuse_unreleased(s.docker, release, wanted)
-
-
-def _pull_one(s: MasterSession, ref: str) -> None:
-    import docker
-
-    client = docker.DockerClient(base_url=s.api_url, timeout=600)
-    try:
-        repo, tag = ref.rsplit(":", 1)
-        client.images.pull(repo, tag=tag, auth_config=s.pull_auth())
-    finally:
-        client.close()
-
-
-def _pull_if_missing(s: MasterSession, ref: str, image_id: str, reporter) -> None:
-    import docker.errors
-
-    try:
-        if s.docker.images.get(ref).id == image_id:
-            return
-    except docker.errors.ImageNotFound:
-        pass
-    with reporter.step(f"pull {ref}"):
-        repo, tag = ref.rsplit(":", 1)
-        s.docker.images.pull(repo, tag=tag, auth_config=s.pull_auth())
+def release_refs(target: "Target") -> dict[str, str]:
+    """The registry reference of each image of the target's release the node pulls (not the ones it keeps itself)."""
+    return {service.image: f"{target.registry_host}/{target.record.images[service.image].repository}:latest"
+            for service in svc.services(target.project.env) if not service.local_image}
 
 
 def refuse_unreleased(client, release: Release, refs: dict[str, str]) -> None:
@@ -345,9 +160,195 @@ def release_record(project, release: str, images: dict, files: dict[str, bytes],
     return records.new_release(release, {n: img.id for n, img in images.items()}, config_hashes(project, files, pending))
 
 
-# ---- the decisions of each phase, on its facts (plan takes them all on one read) --------------
+# ---- the phases of a deploy: each reads its facts, decides, has the executor apply --------------
 
-def uploaded_folders(project, files: dict[str, bytes], services, registry_host: str | None,
+@dataclass
+class Target:
+    """What the node is to hold, on which each phase decides: the release record (what runs: each
+    image by id, each service's config hash) and, for a deploy, what the workstation carries there."""
+    project: object
+    record: Release | None = None
+    registry_host: str = ""
+    images: dict = field(default_factory=dict)        # image name -> the workstation's image, for the registry
+    files: dict[str, bytes] | None = None              # the rendered config (None: not uploaded)
+    seeds: dict = field(default_factory=dict)          # tag -> the workstation's image the master keeps itself
+    pending: dict[str, bytes] | None = None            # plan: the secrets as the deploy will write them
+
+
+class Phase:
+    """One phase of a deploy. ``decide`` turns the node's facts and the target into the phase's actions
+    (pure: plan calls it on facts read at once); ``apply`` reads the facts the phase needs right before
+    deciding, because it needs the earlier phases applied, and has the executor apply (and record)
+    them, with what the phase does besides that is no change of the node's state (a wait, a check)."""
+    name = ""
+
+    def decide(self, target: Target, node: facts.NodeFacts) -> list:
+        raise NotImplementedError
+
+    def read(self, s: MasterSession, target: Target) -> facts.NodeFacts:
+        raise NotImplementedError
+
+    def apply(self, s: MasterSession, target: Target, executor: Executor) -> None:
+        executor.apply(self.decide(target, self.read(s, target)))
+
+
+class Upload(Phase):
+    """The rendered config (when the target carries it), the secrets of each of ``services``
+    (default: all), the registry's CA for the master's engine."""
+    name = "upload"
+
+    def __init__(self, services=None):
+        self.services = services
+
+    def desired(self, target: Target) -> dict:
+        services = svc.services(target.project.env) if self.services is None else self.services
+        return uploaded_folders(target.project, target.files, services, target.registry_host, target.pending)
+
+    def decide(self, target, node):
+        return decisions.folders_actions(self.desired(target), node.files)
+
+    def read(self, s, target):
+        return facts.NodeFacts(files=facts.read_files(s, self.desired(target)))
+
+    def apply(self, s, target, executor):
+        project = target.project
+        with (executor.reporter.step("upload config, secrets and the registry CA") if target.files is not None
+              else contextlib.nullcontext()):
+            pin_local_secrets(s, project, svc.services(project.env) if self.services is None else self.services)
+            super().apply(s, target, executor)
+            if target.files is not None:     # the git host key it pinned counts for infra_cd
+                target.record = target.record.with_config(config_hashes(project, target.files))
+
+
+class Seed(Phase):
+    """The images the master keeps itself, carried from the workstation (``docker save | docker load``)."""
+    name = "seed"
+
+    def decide(self, target, node):
+        return decisions.seed_actions(target.seeds, node.seeded)
+
+    def read(self, s, target):
+        return facts.NodeFacts(seeded=facts.read_images(s.docker, target.seeds))
+
+
+class Images(Phase):
+    """The release's images into the node's registry: tagged there when it holds the same image
+    under another release's name, pushed otherwise."""
+    name = "images"
+
+    def decide(self, target, node):
+        return decisions.image_actions(target.images, target.record.release, node.release, node.manifests)
+
+    def read(self, s, target):
+        current = records.read_release(s)
+        repositories = facts.candidates(target.images, target.record.release, current)
+        return facts.NodeFacts(release=current, manifests=facts.read_manifests(s, repositories))
+
+    def apply(self, s, target, executor):
+        actions = self.decide(target, self.read(s, target))
+        for name in [n for n in target.images if n not in {a.name for a in actions}]:
+            executor.reporter.info(f"infra/{target.record.release}/{name}: already in the node's registry")
+        executor.apply(actions)
+
+
+class RecordRelease(Phase):
+    """The target's release record becomes the node's: what `start` starts from then on."""
+    name = "release record"
+
+    def decide(self, target, node):
+        return decisions.release_actions(node.release, target.record)
+
+    def read(self, s, target):
+        return facts.NodeFacts(release=records.read_release(s))
+
+
+class Pulls(Phase):
+    """The master's engine pulls the release's images it lacks from the node's registry (several at
+    once), each checked to be the image the release names (refuse_unreleased)."""
+    name = "pulls"
+
+    def decide(self, target, node):
+        return decisions.pull_actions(release_refs(target), target.record, node.pulled)
+
+    def read(self, s, target):
+        return facts.NodeFacts(pulled=facts.read_images(s.docker, release_refs(target).values()))
+
+    def apply(self, s, target, executor):
+        done = executor.apply(self.decide(target, self.read(s, target)))
+        refuse_unreleased(s.docker, target.record, {action.name: action.reference for action in done})
+
+
+class Container(Phase):
+    """One infrastructure container, reconciled by its spec hash: created, recreated, started or kept.
+    Its image must be the release's (the node's own copy for the registry and the backup tool); the
+    proxy joins the applications' network; once the registry answers, the phases after it use it."""
+
+    def __init__(self, service: svc.Service):
+        self.service = service
+        self.name = service.container
+
+    def run_kwargs(self, target: Target) -> dict:
+        service, record = self.service, target.record
+        image = record.images[service.image]
+        ref = f"infra/{service.image}" if service.local_image else f"{target.registry_host}/{image.repository}:latest"
+        return svc.run_kwargs(service, ref, target.project.env, record.config.get(service.name, ""), image.id)
+
+    def decide(self, target, node):
+        return decisions.container_actions([self.run_kwargs(target)], node.containers)
+
+    def apply(self, s, target, executor):
+        service, kwargs = self.service, self.run_kwargs(target)
+        if service.local_image:
+            _require_seeded(s, kwargs["image"])
+        else:
+            refuse_unreleased(s.docker, target.record, {service.image: kwargs["image"]})
+        reconcile(s.docker, kwargs, executor.reporter, executor)     # its facts, read right before
+        if svc.APPS_NETWORK in service.networks and swarm.connect_to_apps(s.docker, service.container):
+            executor.reporter.info(f"{service.container}: joined {svc.APPS_NETWORK} (the applications' replicas)")
+        if service.name == "registry":
+            wait_registry(s)
+
+
+def release_phases(env) -> list[Phase]:
+    """What a release needs on the node before its containers change (push_release): config and
+    secrets, the master's own images, the registry running, the release's images in it."""
+    return [Upload(), Seed(), Container(svc.by_name(env, "registry")), Images()]
+
+
+def start_phases(env) -> list[Phase]:
+    """Starting a release's containers, from its record alone (start_services): the registry first,
+    the pulls from it, then every other container in start order (services.services)."""
+    registry, *others = [Container(service) for service in svc.services(env)]
+    return [registry, Pulls(), *others]
+
+
+def deploy_phases(env) -> list[Phase]:
+    """Every phase of a deploy in its order: push_release's, the release record, start's (activate).
+    Plan decides them all on facts read at once; a deploy applies them one after the other (the git
+    push between the first part and the rest), so plan and deploy walk this one list."""
+    return [*release_phases(env), RecordRelease(), *start_phases(env)]
+
+
+def apply_phases(s: MasterSession, target: Target, phases: list[Phase], executor: Executor) -> list:
+    """Apply each phase in order, each on the facts it reads once the earlier ones are applied; the actions applied."""
+    first = len(executor.applied)
+    for phase in phases:
+        phase.apply(s, target, executor)
+    return executor.applied[first:]
+
+
+def planned_actions(target: Target, node: facts.NodeFacts, phases: list[Phase]) -> list:
+    """Each phase's actions in order (`invoke plan`), decided on the facts read at once as the earlier
+    phases' actions leave them (decisions.after)."""
+    planned = []
+    for phase in phases:
+        actions = phase.decide(target, node)
+        node = decisions.after(node, actions)
+        planned += actions
+    return planned
+
+
+def uploaded_folders(project, files: dict[str, bytes] | None, services, registry_host: str | None,
                      pending: dict[str, bytes] | None = None) -> dict[str, tuple[dict[str, bytes], int]]:
     """What the node's folders must hold, folder -> (relative path -> content, mode), in upload order:
     the rendered config (``files``; None: left out), each service's secrets (0600), the registry's
@@ -373,65 +374,19 @@ def uploaded_folders(project, files: dict[str, bytes], services, registry_host: 
     return out
 
 
-def upload_actions(desired: dict, node: facts.NodeFacts) -> list:
-    return decisions.folders_actions(desired, node.files)
-
-
 def seed_images(project, tags: list[str] | None = None) -> dict:
     """tag -> the workstation's image of each image the master keeps itself (seed_tags)."""
     return {tag: built_image(project.docker, tag) for tag in (tags or seed_tags(project.env))}
 
 
-def wanted_containers(project, record: Release, images: dict, names=None) -> list[dict]:
-    """docker run's arguments of each service (of ``names``, default all) as ``record`` runs it, in start order."""
-    env = project.env
-    return [svc.run_kwargs(service, "infra/registry" if service.name == "registry" else "", env,
-                           record.config.get(service.name, ""), images[service.image].id)
-            for service in svc.services(env) if names is None or service.name in names]
-
-
-def planned_actions(project, node: facts.NodeFacts, release: str, images: dict, files: dict[str, bytes],
-                    seeds: dict, registry_host: str) -> tuple[list, Release]:
-    """Every action of a deploy in its order, from facts read at once (`invoke plan`): upload,
-    seed, the registry's container, the images into it, the other containers; and the record."""
-    pending = pending_secrets(project, node.git_host_key)
-    record = release_record(project, release, images, files, pending)
-    others = [s.name for s in svc.services(project.env) if s.name != "registry"]
-    actions = (upload_actions(uploaded_folders(project, files, svc.services(project.env), registry_host, pending), node)
-               + decisions.seed_actions(seeds, node.seeded)
-               + decisions.container_actions(wanted_containers(project, record, images, ["registry"]), node.containers)
-               + decisions.image_actions(images, release, node.release, node.manifests)
-               + decisions.container_actions(wanted_containers(project, record, images, others), node.containers))
-    return actions, record
-
-
-def push_release(s: "MasterSession", project, record: Release, images: dict, files: dict[str, bytes],
-                 result: "DeployResult", executor: Executor | None = None) -> Release:
-    """Everything a release needs on the node before its containers change: config,
-    secrets, the node's own images, the registry running, the images in it. The record
-    with the config hashes of what was uploaded. Each phase reads its facts, decides, and
-    ``executor`` applies (and records) the actions."""
-    env, reporter = project.env, project.reporter
-    ex = executor or Executor(reporter, s)
-    with reporter.step("upload config, secrets and the registry CA"):
-        pin_local_secrets(s, project, svc.services(env))
-        desired = uploaded_folders(project, files, svc.services(env), s.registry_host)
-        done = ex.apply(upload_actions(desired, facts.NodeFacts(files=facts.read_files(s, desired))))
-        result.config_changed = [a.path for a in done if a.folder == svc.ENV_DIR]
-        record = record.with_config(config_hashes(project, files))   # the git host key it pinned counts for infra_cd
-    seed(s, project, executor=ex)
+def push_release(s: MasterSession, target: Target, result: "DeployResult", executor: Executor | None = None) -> None:
+    """Everything a release needs on the node before its containers change (release_phases); the
+    target's record takes the config hashes of what was uploaded."""
     ensure_infra_network(s.docker)
-    kwargs = svc.run_kwargs(svc.by_name(env, "registry"), "infra/registry", env, record.config["registry"], images["registry"].id)
-    result.containers["registry"] = reconcile(s.docker, kwargs, reporter, ex)
-    wait_registry(s)
-    result.pushed = push_missing(s, images, record.release, ex)
-    return record
-
-
-def activate(s: "MasterSession", record: Release, reporter, executor: Executor | None = None) -> dict[str, str]:
-    """Make ``record`` the node's release and reconcile its containers."""
-    records.write_release(s, record)
-    return start_services(s, record, reporter, executor)
+    done = apply_phases(s, target, release_phases(target.project.env), executor or Executor(target.project.reporter, s))
+    result.config_changed = [a.path for a in done if getattr(a, "folder", None) == svc.ENV_DIR]
+    result.containers["registry"] = next((a.done for a in done if isinstance(a, ChangeContainer)), "kept")
+    result.pushed = [a.name for a in done if isinstance(a, PushImage)]
 
 
 # The git server's host key as the CD server's known_hosts (images/cd/entrypoint.sh pins
@@ -508,10 +463,8 @@ def pin_local_secrets(s: MasterSession, project, services) -> None:
 def upload_secrets(s: MasterSession, project, services, executor: Executor | None = None) -> list:
     """Each service's secrets into /data/secrets/<name> (0600), and the registry CA for the engine;
     the actions applied."""
-    pin_local_secrets(s, project, services)
-    desired = uploaded_folders(project, None, services, s.registry_host)
-    node = facts.NodeFacts(files=facts.read_files(s, desired))
-    return (executor or Executor(project.reporter, s)).apply(upload_actions(desired, node))
+    target = Target(project, registry_host=s.registry_host)
+    return apply_phases(s, target, [Upload(services)], executor or Executor(project.reporter, s))
 
 
 def seed_tags(env) -> list[str]:
@@ -526,25 +479,5 @@ def seed(s: MasterSession, project, tags: list[str] | None = None, executor: Exe
     images of ``tags`` (default: seed_tags) from the workstation's engine onto the
     master's, each only when the node's copy differs. Returns the tags loaded.
     deploy, dr.recover and `invoke node.seed` all take this path."""
-    images = seed_images(project, tags)
-    actions = decisions.seed_actions(images, facts.read_seeded(s.docker, images))
-    return [a.tag for a in (executor or Executor(project.reporter, s)).apply(actions)]
-
-
-def seed_node(project) -> list[str]:
-    """`invoke node.seed`: seed the master, so that it needs no registry to start."""
-    with MasterSession(project) as s:
-        loaded = seed(s, project)
-    project.reporter.info(f"{project.env.master.name} holds {', '.join(seed_tags(project.env))}"
-                          f" ({len(loaded)} loaded, {len(seed_tags(project.env)) - len(loaded)} already there)")
-    return loaded
-
-
-def push_missing(s: MasterSession, images: dict, release: str, executor: Executor) -> list[str]:
-    """Push or tag in the registry each image of ``release`` it lacks; the names pushed."""
-    current = records.read_release(s)
-    node = facts.NodeFacts(release=current, manifests=facts.read_manifests(s, facts.candidates(images, release, current)))
-    actions = decisions.image_actions(images, release, node.release, node.manifests)
-    for name in [n for n in images if n not in {a.name for a in actions}]:
-        executor.reporter.info(f"infra/{release}/{name}: already in the node's registry")
-    return [a.name for a in executor.apply(actions) if isinstance(a, PushImage)]
+    target = Target(project, seeds=seed_images(project, tags))
+    return [a.tag for a in apply_phases(s, target, [Seed()], executor or Executor(project.reporter, s))]

@@ -10,9 +10,10 @@ from __future__ import annotations
 import time
 from pathlib import PurePosixPath
 
-from .actions import ChangeContainer, LoadImage, PushImage, RemoveFile, TagImage, WriteFile
+from .actions import ChangeContainer, LoadImage, PullImage, PushImage, RemoveFile, TagImage, WriteFile, WriteRelease
 from .base import split_tag
 from .errors import LapinfraError
+from .records import write_release
 from .registry import copy_in_registry, push
 from .session import write_file
 
@@ -35,17 +36,20 @@ class Executor:
 
     def apply(self, actions) -> list:
         """Apply ``actions`` in order, but the images together: every tag in the registry where
-        the first one is (several at once), the pushes last (several at once); the ones applied."""
+        the first one is (several at once), then the pushes and then the pulls, last (several
+        at once each); the ones applied."""
         first = len(self.applied)
         pushes = [action for action in actions if isinstance(action, PushImage)]
+        pulls = [action for action in actions if isinstance(action, PullImage)]
         tags = [action for action in actions if isinstance(action, TagImage)]
         for action in actions:
             if action is next(iter(tags), None):
                 pushes += self._tag(tags)
-            elif not isinstance(action, (PushImage, TagImage)):
+            elif not isinstance(action, (PushImage, PullImage, TagImage)):
                 getattr(self, "_" + type(action).__name__)(action)
                 self.applied.append(action)
         self._push(pushes)
+        self._pull(pulls)
         return self.applied[first:]
 
     # ---- files ----------------------------------------------------------------------
@@ -103,6 +107,22 @@ class Executor:
             raise LapinfraError("; ".join(failed))
         self.applied.extend(pushes)
 
+    def _pull(self, pulls: list[PullImage]) -> None:
+        """The master's engine pulls from the node's registry, PUSH_JOBS at a time."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        if not pulls:
+            return
+        with self.reporter.step(f"pull {len(pulls)} image{'s' * (len(pulls) > 1)} from the node's registry"):
+            with ThreadPoolExecutor(max_workers=min(PUSH_JOBS, len(pulls))) as pool:
+                for future in [pool.submit(pull_one, self.s, action.reference) for action in pulls]:
+                    future.result()
+        self.applied.extend(pulls)
+
+    # ---- the release record ---------------------------------------------------------
+    def _WriteRelease(self, action: WriteRelease) -> None:
+        write_release(self.s, action.record)
+
     # ---- containers -----------------------------------------------------------------
     def _ChangeContainer(self, action: ChangeContainer) -> None:
         import docker.errors
@@ -132,3 +152,16 @@ def push_one(s, image, repository: str, tag: str) -> float:
     finally:
         client.close()
     return time.monotonic() - started
+
+
+def pull_one(s, reference: str) -> None:
+    """One pull by the master's engine, with a client of its own (the SDK's clients are not shared
+    between threads), as the registry's pull account."""
+    import docker
+
+    client = docker.DockerClient(base_url=s.api_url, timeout=600)
+    try:
+        repo, tag = reference.rsplit(":", 1)
+        client.images.pull(repo, tag=tag, auth_config=s.pull_auth())
+    finally:
+        client.close()

@@ -32,7 +32,7 @@ class NodeFacts:
     files: Mapping[str, Mapping[str, str]] = field(default_factory=dict)     # folder -> relative path -> sha256
     manifests: frozenset[str] = frozenset()                     # repositories the registry holds (of those asked)
     seeded: Mapping[str, str] = field(default_factory=dict)     # tag -> image id in the master's engine
-    git_host_key: str = ""                                      # the git server's public host key ("": none yet)
+    pulled: Mapping[str, str] = field(default_factory=dict)     # the release's registry reference -> id there too
 
     def with_(self, **changes) -> "NodeFacts":
         return replace(self, **changes)
@@ -79,7 +79,7 @@ def read_manifests(s, repositories, missing_ok: bool = False) -> frozenset[str]:
         raise
 
 
-def read_seeded(client, tags) -> dict[str, str]:
+def read_images(client, tags) -> dict[str, str]:
     """tag -> image id of each of ``tags`` the master's engine holds."""
     import docker.errors
 
@@ -110,7 +110,7 @@ def candidates(images: Mapping, release: str, current: Release | None) -> list[s
 
 
 def read(s, *, containers=(), folders=(), images: Mapping | None = None, release: str = "", seed_tags=(),
-         git: bool = False, missing_ok: bool = True) -> NodeFacts:
+         pulls=(), missing_ok: bool = True) -> NodeFacts:
     """Everything at once (plan): the release record, then each fact asked for."""
     current = records.read_release(s)
     return NodeFacts(
@@ -118,5 +118,5 @@ def read(s, *, containers=(), folders=(), images: Mapping | None = None, release
         containers=read_containers(s.docker, containers),
         files=read_files(s, folders),
         manifests=read_manifests(s, candidates(images or {}, release, current), missing_ok) if images else frozenset(),
-        seeded=read_seeded(s.docker, seed_tags),
-        git_host_key=read_git_host_key(s) if git else "")
+        seeded=read_images(s.docker, seed_tags),
+        pulled=read_images(s.docker, pulls))

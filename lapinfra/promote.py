@@ -36,12 +36,13 @@ from pathlib import Path
 from . import backup, facts, lock, records, services as svc
 from . import status, verify
 from .actions import ChangeContainer, PushImage, RemoveFile, TagImage, WriteFile, as_json
-from .deploy import (DeployResult, Executor, MasterSession, activate, built_images, config_files, planned_actions,
-                     pending_secrets, push_release, release_record, seed_images, uploaded_folders)
+from .deploy import (DeployResult, Executor, MasterSession, Target, Upload, built_images, config_files, deploy_phases,
+                     pending_secrets, planned_actions, push_release, release_record, release_refs, seed_images)
 from .errors import LapinfraError
 from .gitinfo import release_id
 from .project import Project
 from .records import Release
+from .startstop import activate
 
 RELEASES = records.RELEASES
 LOCK = lock.LOCK
@@ -242,6 +243,7 @@ def deploy(project, force: bool = False) -> DeployResult:
     release = release_id(project.root)
     images = built_images(project)
     files = config_files(project)
+    seeds = seed_images(project)
     gate = check_gate(project, release, images, force)
     record = release_record(project, release, images, files)
     result = DeployResult(release)
@@ -250,6 +252,7 @@ def deploy(project, force: bool = False) -> DeployResult:
              "by": verify.who(), "at": verify.now(), "snapshot": None, "suite": None}
     with MasterSession(project) as s, env_lock(s, project):
         executor = Executor(rep, s)      # applies each phase's actions and records them (entry["actions"])
+        target = Target(project, record, s.registry_host, images, files, seeds)
         backup.recover_interrupted(s, project)   # an interrupted restore: finished or undone first
         previous = _running(s)
         entry["previous"] = previous
@@ -262,11 +265,11 @@ def deploy(project, force: bool = False) -> DeployResult:
                 snap = backup.snapshot(project, label=f"pre-deploy {release[:12]}")
                 entry["snapshot"] = snap["id"]
             step("push images")
-            record = push_release(s, project, record, images, files, result, executor)
+            push_release(s, target, result, executor)
             step("git push")
             git_commit = push_git(s, project, force, entry)
             step("start containers")
-            result.containers.update(activate(s, record, rep, executor))
+            result.containers.update(activate(s, target.record, rep, executor))
             if git_commit is None:
                 step("git push")
                 git_commit = push_git(s, project, force, entry)
@@ -275,7 +278,7 @@ def deploy(project, force: bool = False) -> DeployResult:
                 step("verification suite")
                 passed, counts = verify.run_suite(project)
                 entry["suite"] = {"passed": passed, **counts}
-                suite_run = _record_suite(s, record, passed, counts)
+                suite_run = _record_suite(s, target.record, passed, counts)
                 if not passed:
                     raise LapinfraError(f"the verification suite failed on {env.name} "
                                         f"({counts.get('failures', 0)} failed, {counts.get('errors', 0)} errors; "
@@ -520,11 +523,14 @@ def plan(project) -> dict:
     except LapinfraError as exc:
         out["gate"] = f"refused: {exc}"
     with MasterSession(project) as s:
-        folders = uploaded_folders(project, files, svc.services(env), s.registry_host, pending_secrets(project))
-        node = facts.read(s, containers=[service.container for service in svc.services(env)], folders=folders,
-                          images=images, release=release, seed_tags=seeds, git=True)
+        pending = pending_secrets(project, facts.read_git_host_key(s))
+        target = Target(project, release_record(project, release, images, files, pending), s.registry_host, images,
+                        files, seeds, pending)
+        node = facts.read(s, containers=[service.container for service in svc.services(env)],
+                          folders=Upload().desired(target), images=images, release=release, seed_tags=seeds,
+                          pulls=release_refs(target).values())
         out["current"] = node.release.release if node.release else None
-        actions, _ = planned_actions(project, node, release, images, files, seeds, s.registry_host)
+        actions = planned_actions(target, node, deploy_phases(env))
         out["images"] = {name: image_plan(actions, name) for name in images}
         out["containers"] = {service.container: container_plan(actions, service.container) for service in svc.services(env)}
         out["config"] = config_diffs(s, [a for a in actions if getattr(a, "folder", None) == svc.ENV_DIR],

@@ -72,9 +72,41 @@ def shown_default(value) -> str:
     return str(value)
 
 
-@functools.lru_cache(maxsize=None)
-def project(env: str | None) -> "Project":
-    """One Project per environment and command line, shared by its tasks."""
+def project(c, env: str | None) -> "Project":
+    """One Project per environment and command line, shared by its tasks: kept in the command
+    line's invoke config (``c``'s), like the facts they tell each other (`note`). A task called
+    without a context, as a test does, has no command line to share one with: it gets its own."""
+    if c is None:
+        return load_project(env)
+    projects = c.config.get(PROJECTS)
+    if projects is None:
+        projects = CommandLineProjects()
+        c.config[PROJECTS] = projects
+    return projects.get(env)
+
+
+PROJECTS = "lapinfra_projects"     # the key of the command line's CommandLineProjects in its invoke config
+
+
+class CommandLineProjects:
+    """The Projects of one command line, by environment. invoke merges a command line's config
+    anew before each of its tasks, copying every value (copy.copy): the copy of this one is itself,
+    so every task of the line finds the same Projects."""
+
+    def __init__(self):
+        self._by_env: dict[str | None, "Project"] = {}
+
+    def __copy__(self) -> "CommandLineProjects":
+        return self
+
+    def get(self, env: str | None) -> "Project":
+        if env not in self._by_env:
+            self._by_env[env] = load_project(env)
+        return self._by_env[env]
+
+
+def load_project(env: str | None) -> "Project":
+    """A new Project of ``env`` (None: $LAPINFRA_ENV, else test)."""
     # imported here: pydantic, rich and friends cost a third of a second, and
     # `invoke --list` or a no-op `invoke build` (lapinfra/buildstamp.py) need none of them
     import os

@@ -20,7 +20,7 @@ def deploy(c, name, env=None, image="", lock_wait=0):
     """
     from lapinfra import apps
 
-    p = project(env)
+    p = project(c, env)
     with locked(p, f"app.deploy {name}", lock_wait):
         out = apps.deploy(p, name, image or None)
     p.reporter.info(f"app {out['app']}: {out['outcome']} ({out['image']}), served as {name}.{p.env.domain}")
@@ -36,7 +36,7 @@ def status(c, env=None, json_=False):
     """
     from lapinfra import apps
 
-    rows = apps.status(project(env))
+    rows = apps.status(project(c, env))
     if json_:
         print(json.dumps(rows, indent=2))
         return
@@ -56,7 +56,7 @@ def remove(c, name, env=None, lock_wait=0):
     """
     from lapinfra import apps
 
-    p = project(env)
+    p = project(c, env)
     with locked(p, f"app.remove {name}", lock_wait):
         apps.remove(p, name)
 

@@ -16,7 +16,7 @@ def check(c, env=None):
       invoke config.check --env=staging
       LAPINFRA_ENV=prod invoke config.check
     """
-    p = project(env)
+    p = project(c, env)
     print(f"{p.name}: configuration is valid ({len(p.env.nodes)} nodes, {len(p.env.dns_records)} DNS names)")
 
 
@@ -28,7 +28,7 @@ def show(c, env=None, json_=False):
       invoke config.show --env=prod
       invoke config.show --env=prod --json
     """
-    data = project(env).env.as_json()
+    data = project(c, env).env.as_json()
     if json_:
         print(json.dumps(data, indent=2))
         return

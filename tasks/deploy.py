@@ -34,7 +34,7 @@ def deploy(c, env=None, force=False, lock_wait=0):
     """
     from lapinfra import promote
 
-    p = project(env)
+    p = project(c, env)
     with locked(p, "deploy", lock_wait):
         result = promote.deploy(p, force=force)
     if result.verified:
@@ -54,9 +54,9 @@ def start(c, env=None, lock_wait=0):
       invoke start --env=staging
       invoke build start --env=test
     """
-    from lapinfra import deploy as deploying
+    from lapinfra import startstop
 
-    p = project(env)
+    p = project(c, env)
     if noted(c, "built", env):
         if p.env.promoted_from:
             from invoke import Exit
@@ -70,7 +70,7 @@ def start(c, env=None, lock_wait=0):
             _report(p, promote.deploy(p))
         return
     with locked(p, "start", lock_wait):
-        deploying.start(p)
+        startstop.start(p)
 
 
 @task(help={"yes": YES_HELP, "lock_wait": LOCK_WAIT_HELP})
@@ -83,12 +83,12 @@ def stop(c, env=None, yes=False, lock_wait=0):
       invoke stop --env=staging
       invoke stop --env=prod --yes
     """
-    from lapinfra import deploy as deploying
+    from lapinfra import startstop
 
-    p = project(env)
+    p = project(c, env)
     confirmed(p, f"stop every service of {p.name} (remove its infra_* containers)", yes, f"invoke stop --env={p.name}")
     with locked(p, "stop", lock_wait):
-        deploying.stop(p)
+        startstop.stop(p)
 
 
 @task(help={"yes": YES_HELP, "lock_wait": LOCK_WAIT_HELP})
@@ -98,7 +98,7 @@ def restart(c, env=None, yes=False, lock_wait=0):
     Example:
       invoke restart --env=staging
     """
-    p = project(env)
+    p = project(c, env)
     confirmed(p, f"restart every service of {p.name} (remove and start its infra_* containers)", yes,
               f"invoke restart --env={p.name}")
     with locked(p, "restart", lock_wait):
@@ -118,7 +118,7 @@ def up(c, env=None):
     """
     if not noted(c, "verified", env):
         test(c, env=env)
-    project(env).reporter.info("infrastructure is up and verified")
+    project(c, env).reporter.info("infrastructure is up and verified")
 
 
 @task(pre=[build, render], help={"json": "print JSON"})
@@ -134,7 +134,7 @@ def plan(c, env=None, json_=False):
     """
     from lapinfra import promote
 
-    p = project(env)
+    p = project(c, env)
     out = promote.plan(p)
     if json_:
         print(json.dumps(out, indent=2))
@@ -164,7 +164,7 @@ def releases(c, env=None, json_=False):
     """
     from lapinfra import promote
 
-    entries = promote.releases(project(env))
+    entries = promote.releases(project(c, env))
     if json_:
         print(json.dumps(entries, indent=2))
         return
@@ -196,7 +196,7 @@ def rollback(c, env=None, to="", data=False, yes=False, lock_wait=0):
 
     from lapinfra import confirm as confirming
 
-    p = project(env)
+    p = project(c, env)
     retry = f"invoke rollback --data --env={p.name}" + (f" --to {to}" if to else "")
 
     def confirm(summary):
@@ -221,4 +221,4 @@ def unlock(c, env=None, force=False):
     """
     from lapinfra import promote
 
-    promote.unlock(project(env), force=force)
+    promote.unlock(project(c, env), force=force)

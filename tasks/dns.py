@@ -28,7 +28,7 @@ def register(c, name, env=None, ip=None):
       invoke dns.register --name=alice-smith-notebook.pc --ip=10.0.0.31
       invoke dns.register backup.node       (a node of the environment: its configured address)
     """
-    p = project(env)
+    p = project(c, env)
     registered, address = _ddns().register(p, name, ip)
     p.reporter.info(f"{registered} -> {address} (on {p.name}'s DNS, {p.env.master.ip})")
 
@@ -41,7 +41,7 @@ def unregister(c, name, env=None):
       invoke dns.unregister office.host --env=staging
       invoke dns.unregister --name=alice-smith-notebook.pc
     """
-    p = project(env)
+    p = project(c, env)
     removed, present = _ddns().unregister(p, name)
     p.reporter.info(f"{removed} removed from {p.name}'s DNS" if present else f"{removed} was not registered on {p.name}'s DNS")
 
@@ -53,7 +53,7 @@ def list_(c, env=None):
     Example:
       invoke dns.list --env=staging
     """
-    for name, addresses in _ddns().registered(project(env)).items():
+    for name, addresses in _ddns().registered(project(c, env)).items():
         print(f"{name:48} {' '.join(addresses)}")
 
 

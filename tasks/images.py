@@ -33,7 +33,7 @@ def base(c, env=None, force=False):
     buildstamp.forget()  # the base image may change: later checks ask the engine again
     from lapinfra import base as base_image
 
-    p = project(env)
+    p = project(c, env)
     base_image.ensure(p.docker, p.env.base_image, p.reporter, force=force)
 
 
@@ -59,7 +59,7 @@ def build(c, env=None, force=False, only=""):
         return
     from lapinfra.images import Builder
 
-    p = project(env)
+    p = project(c, env)
     buildstamp.invalidate(p.root, p.name)
     builder = Builder(p.docker, p.graph, p.reporter, p.env.build.jobs)
     results = builder.build(names, force=force)
@@ -79,7 +79,7 @@ def list_(c, env=None):
     """
     from lapinfra.images import Builder
 
-    p = project(env)
+    p = project(c, env)
     for name, h, stale in Builder(p.docker, p.graph, p.reporter).plan():
         print(f"{p.graph.specs[name].tag:24} {h[:12]}  {'stale' if stale else 'up to date'}")
 

@@ -30,7 +30,7 @@ def up(c, env=None, node=None):
     """
     from lapinfra import nodeup
 
-    nodeup.up(project(env), node)
+    nodeup.up(project(c, env), node)
 
 
 @task(help={**NODE_HELP, "keep_data": "keep the nodes' /data volumes",
@@ -47,7 +47,7 @@ def down(c, env=None, node=None, keep_data=False, destroy_backups=False, yes=Fal
       invoke node.down --env=staging --node=master --keep-data
       invoke node.down --env=test --destroy-backups --yes
     """
-    p = project(env)
+    p = project(c, env)
     which = f"node {node}" if node else "every node"
     confirmed(p, f"destroy {which} of {p.name}" + ("" if keep_data else " with its /data")
               + (" and the backup repository" if destroy_backups else ""), yes,
@@ -67,7 +67,7 @@ def status(c, env=None):
     Example:
       invoke node.status --env=staging
     """
-    p = project(env)
+    p = project(c, env)
     rows = Nodes(p).status()
     for row in rows:
         print(f"{row['name']:12} {row['role']:8} {row['ip']:16} {row['state']:12} ssh: {row['ssh']}")
@@ -91,11 +91,11 @@ def seed(c, env=None, lock_wait=0):
     Example:
       invoke node.seed --env=staging
     """
-    from lapinfra import deploy as deploying
+    from lapinfra import startstop
 
-    p = project(env)
+    p = project(c, env)
     with locked(p, "node.seed", lock_wait):
-        deploying.seed_node(p)
+        startstop.seed_node(p)
 
 
 @task(help={"node": "node name (default: the master)"})
@@ -106,7 +106,7 @@ def ssh(c, env=None, node=None):
       invoke node.ssh --env=staging -- docker ps
       invoke node.ssh --env=staging --node=backup -- df -h /data
     """
-    nodes = Nodes(project(env))
+    nodes = Nodes(project(c, env))
     command = remainder(c)
     if not command:
         raise Exit("usage: invoke node.ssh --env=X [--node NAME] -- COMMAND", code=2)

@@ -17,7 +17,7 @@ def render(c, env=None, no_check=False):
     """
     from lapinfra import render as rendering
 
-    p = project(env)
+    p = project(c, env)
     p.secrets.ensure()
     out = rendering.render_all(p)
     p.reporter.info(f"rendered {len(out.files)} files into {p.build_dir} ({len(out.changed)} changed)")

@@ -11,7 +11,7 @@ def path(c, env=None):
     Example:
       ls "$(invoke secrets.path --env=staging)"
     """
-    p = project(env)
+    p = project(c, env)
     p.secrets.ensure()
     print(p.secrets.dir.resolve())
 
@@ -33,7 +33,7 @@ def rotate(c, name, env=None, yes=False):
     """
     from lapinfra import rotate as rotating
 
-    p = project(env)
+    p = project(c, env)
     rotating.check(p.secrets, name)      # an unknown name is refused before anything is asked
     confirmed(p, f"renew {name} of {p.name} (the services using it keep the old one until the next deploy)",
               yes, f"invoke secrets.rotate --env={p.name} {name}")

@@ -27,7 +27,7 @@ def create(c, env=None, label="manual"):
       invoke snapshot.create --env=staging
       invoke snapshot.create --env=prod --label=before-upgrade
     """
-    p = project(env)
+    p = project(c, env)
     snap = _backup().snapshot(p, label)
     p.reporter.info(f"snapshot {snap['id']} ({snap.get('size_bytes', 0) / 1e6:.1f} MB, {held(snap)})")
 
@@ -48,7 +48,7 @@ def list_(c, env=None, json_=False):
       invoke snapshot.list --env=prod
       invoke snapshot.list --env=prod --json
     """
-    snaps = _backup().snapshots(project(env))
+    snaps = _backup().snapshots(project(c, env))
     if json_:
         print(json.dumps(snaps, indent=2))
         return
@@ -73,7 +73,7 @@ def restore(c, env=None, snapshot="", no_start=False, yes=False, lock_wait=0):
         from invoke import Exit
 
         raise Exit("usage: invoke restore --env=X --snapshot ID|latest", code=2)
-    p = project(env)
+    p = project(c, env)
     confirmed(p, f"replace /data of {p.name} with snapshot {snapshot} (what was written since is lost)", yes,
               f"invoke restore --env={p.name} --snapshot {snapshot}")
     with locked(p, "restore", lock_wait):
@@ -83,12 +83,12 @@ def restore(c, env=None, snapshot="", no_start=False, yes=False, lock_wait=0):
 FETCH_DEFAULT_TARGET = "test"
 
 
-def _project_for(flag: str, name: str):
+def _project_for(c, flag: str, name: str):
     """The Project of an environment named by ``flag`` (not --env): an unknown one is named so."""
     from lapinfra.errors import ConfigError
 
     try:
-        return project(name)
+        return project(c, name)
     except ConfigError as exc:
         if exc.key != "--env":
             raise
@@ -116,7 +116,7 @@ def fetch(c, from_="", to="", snapshot="latest", no_restore=False, yes=False, lo
         from invoke import Exit
 
         raise Exit("usage: invoke snapshot.fetch --from=ENV [--to=ENV] [--snapshot ID|latest] [--no-restore]", code=2)
-    source, target = _project_for("--from", from_), _project_for("--to", to or FETCH_DEFAULT_TARGET)
+    source, target = _project_for(c, "--from", from_), _project_for(c, "--to", to or FETCH_DEFAULT_TARGET)
     what = (f"copy snapshot {snapshot} of {source.name} into {target.name}'s backup repository"
             + ("" if no_restore else f" and replace {target.name}'s /data with it"))
     confirmed(target, what, yes, f"invoke snapshot.fetch --from={source.name} --to={target.name}", explicit=bool(to))
@@ -134,7 +134,7 @@ def status(c, env=None):
     Example:
       invoke backup.status --env=prod
     """
-    print(json.dumps(_backup().status(project(env)), indent=2))
+    print(json.dumps(_backup().status(project(c, env)), indent=2))
 
 
 @task()
@@ -144,7 +144,7 @@ def check(c, env=None):
     Example:
       invoke backup.check --env=prod
     """
-    result = _backup().check(project(env))
+    result = _backup().check(project(c, env))
     print("ok" if result.get("ok") else f"FAILED\n{result.get('output', '')}")
 
 
@@ -166,7 +166,7 @@ def drill(c, env=None, full=False, lock_wait=0):
     """
     from invoke import Exit
 
-    p = project(env)
+    p = project(c, env)
     with locked(p, "backup.drill", lock_wait):
         result = _backup().drill(p, full=full)
     for line in _backup().drill_lines(result):
@@ -182,7 +182,7 @@ def recover(c, env=None, yes=False, lock_wait=0):
     Example:
       invoke dr.recover --env=prod --yes
     """
-    p = project(env)
+    p = project(c, env)
     confirmed(p, f"replace /data of {p.name}'s master with the latest snapshot (bringing up a new master if there is none)",
               yes, f"invoke dr.recover --env={p.name}")
     # The lock lives on the master: with no master yet, bring it up first, then take it

@@ -21,7 +21,7 @@ def status(c, env=None, json_=False):
     """
     from lapinfra import status as statuspage
 
-    summary = statuspage.current(project(env))
+    summary = statuspage.current(project(c, env))
     if json_:
         print(json.dumps(summary, indent=2, sort_keys=True))
         return

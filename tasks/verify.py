@@ -20,7 +20,7 @@ def test(c, env=None, k="", serial=False):
     """
     from lapinfra import verify
 
-    p = project(env)
+    p = project(c, env)
     passed, counts = verify.run_suite(p, k, workers=1 if serial else verify.WORKERS)
     try:
         verify.record_run(p, passed, counts, partial=bool(k))

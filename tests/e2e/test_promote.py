@@ -64,7 +64,8 @@ def test_a_verified_release_is_promoted_and_unchanged_containers_keep_their_ids(
     plan = json.loads(invoke("plan", f"--env={TARGET}", "--json").stdout)
     assert set(plan["containers"].values()) == {"keep"} and plan["config"] == {}
     assert set(plan["images"].values()) == {"in registry"} and plan["gate"] == "passed"
-    assert last["actions"] == [] and plan["actions"] == []    # nothing to do, nothing done
+    # nothing to change: the one action is the release record, which names who deployed it and when
+    assert last["actions"] == plan["actions"] == [{"action": "write release record", "release": release_of(TARGET)}]
 
 
 def test_a_release_not_verified_on_test_is_refused_by_the_gate(target):
@@ -115,11 +116,13 @@ def test_a_broken_release_forced_onto_staging_rolls_back_by_itself(staging_clien
     last = releases()[-1]
     assert last["outcome"] == "rolled back" and last["gate"]["forced"] and not last["suite"]["passed"]
     # `invoke plan` is the list of actions the deploy then applied (recorded before it rolled back):
-    # the proxy's config written, each image of the new release tagged in the registry, infra_proxy recreated
+    # the proxy's config written, each image of the new release tagged in the registry, its record written,
+    # its images pulled by the master's engine under their new names, infra_proxy recreated
     assert last["actions"] == plan["actions"]
     assert {"action": "write file", "path": "/data/environment/proxy/nginx.conf", "mode": "0644"} in plan["actions"]
     assert [a["container"] for a in plan["actions"] if a["action"] == "container"] == ["infra_proxy"]
-    assert {a["action"] for a in plan["actions"]} == {"write file", "tag image", "container"}
+    assert {a["action"] for a in plan["actions"]} == {"write file", "tag image", "write release record", "pull image",
+                                                     "container"}
     invoke("test", f"--env={TARGET}")
     got = requests.get(f"http://{ip}/{artifact}", headers={"Host": "maven.internal"}, timeout=30)
     assert got.status_code == 200 and got.content == payload

@@ -199,7 +199,7 @@ def build_task(monkeypatch, capsys):
         calls.append(env)
         return buildstamp.Verdict("infra/base", True, True, ("infra/a", "infra/b"))
 
-    def full_path(env):
+    def full_path(c, env):
         raise FullPath(env)
 
     monkeypatch.setattr(buildstamp, "check", fake_check)

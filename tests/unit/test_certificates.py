@@ -219,7 +219,7 @@ def prod(tree, monkeypatch):
     p.secrets.ensure()
     assert p.env.protected
     secrets_tasks = load_tasks("secrets")
-    monkeypatch.setattr(secrets_tasks, "project", lambda env: p)
+    monkeypatch.setattr(secrets_tasks, "project", lambda c, env: p)
     monkeypatch.setattr(sys.stdin, "isatty", lambda: False, raising=False)
     return p, secrets_tasks.rotate
 

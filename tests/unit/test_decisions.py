@@ -1,8 +1,10 @@
 """The decisions of a deploy, facts in and actions out, and `invoke plan` taking the same ones.
 
 lapinfra/decisions.py: files to write or remove, images to load onto the master, to push or
-tag in its registry, containers to create, recreate or start; pure functions over facts read
-first (lapinfra/facts.py), one table each, with no-op rows that expect no action. The
+tag in its registry, the release record to write, images for the master's engine to pull,
+containers to create, recreate or start; pure functions over facts read first
+(lapinfra/facts.py), one table each, with no-op rows that expect no action, and the facts as
+the actions leave them (after each, its decision has nothing left to do). The
 executor (lapinfra/executor.py) does what they decide and records it; promote.plan shows
 exactly their actions. Two disagreements plan had are pinned here: an image
 whose id the current release holds is tagged in the registry only when the registry still holds
@@ -15,7 +17,8 @@ import docker.errors
 import pytest
 
 from lapinfra import decisions, deploy, executor, facts, promote, records, services as svc
-from lapinfra.actions import ChangeContainer, LoadImage, PushImage, RemoveFile, TagImage, WriteFile, as_json
+from lapinfra.actions import (ChangeContainer, LoadImage, PullImage, PushImage, RemoveFile, TagImage, WriteFile, WriteRelease,
+                              as_json)
 from lapinfra.report import Recorder
 
 # ---- containers --------------------------------------------------------------------------
@@ -160,6 +163,62 @@ def test_seed_actions(seeded, loaded):
     assert [a.tag for a in got] == loaded and all(isinstance(a, LoadImage) and a.image is SEEDS[a.tag] for a in got)
 
 
+# ---- the release record, and the pulls of the master's engine --------------------------------
+
+RECORD_R2 = records.Release("r2", {"dns": records.ReleasedImage("infra/r2/dns", "sha256:d"),
+                                   "git": records.ReleasedImage("infra/r2/git", "sha256:g")},
+                            {"dns": "c1"}, deployed_by="bob", deployed_at="2026-12-04T05:00:00+0000")
+
+
+@pytest.mark.parametrize("current, written", [
+    pytest.param(RECORD_R2, False, id="no-op: the node holds this very record"),
+    pytest.param(None, True, id="nothing deployed yet"),
+    pytest.param(records.Release("r1"), True, id="another release"),
+    pytest.param(records.Release.from_dict({**RECORD_R2.to_dict(), "deployed_by": "alice"}), True,
+                 id="the same release, deployed by another or at another time"),
+])
+def test_release_actions(current, written):
+    got = decisions.release_actions(current, RECORD_R2)
+    assert got == ([WriteRelease("r2")] if written else [])
+    assert all(a.record is RECORD_R2 for a in got)
+
+
+REFS = {"dns": "reg:5000/infra/r2/dns:latest", "git": "reg:5000/infra/r2/git:latest"}
+
+
+@pytest.mark.parametrize("held, pulled", [
+    pytest.param({"reg:5000/infra/r2/dns:latest": "sha256:d", "reg:5000/infra/r2/git:latest": "sha256:g"}, [],
+                 id="no-op: the engine holds both"),
+    pytest.param({}, ["dns", "git"], id="a new release"),
+    pytest.param({"reg:5000/infra/r2/dns:latest": "sha256:d", "reg:5000/infra/r2/git:latest": "sha256:swapped"}, ["git"],
+                 id="another image under the release's tag"),
+])
+def test_pull_actions(held, pulled):
+    got = decisions.pull_actions(REFS, RECORD_R2, held)
+    assert got == [PullImage(name, REFS[name], RECORD_R2.images[name].id) for name in pulled]
+
+
+# ---- the facts once the actions are applied: each decision then has nothing left to do -----------
+
+def test_after_each_phases_actions_its_decision_has_nothing_left_to_do():
+    node = facts.NodeFacts(files={"/f": {"z": sha(b"x")}}, containers={"infra_a": facts.ContainerState("exited", "1")})
+    files = {"/f": ({"a": b"1"}, 0o644), "/g": ({"b": b"2"}, 0o600)}
+    wanted = [kwargs("infra_a", "1"), kwargs("infra_b", "2")]
+    decide = [lambda n: decisions.folders_actions(files, n.files),
+              lambda n: decisions.seed_actions(SEEDS, n.seeded),
+              lambda n: decisions.image_actions(IMAGES, "r2", None, n.manifests),
+              lambda n: decisions.release_actions(n.release, RECORD_R2),
+              lambda n: decisions.pull_actions(REFS, RECORD_R2, n.pulled),
+              lambda n: decisions.container_actions(wanted, n.containers)]
+    for phase in decide:
+        actions = phase(node)
+        assert actions
+        node = decisions.after(node, actions)
+        assert phase(node) == []
+    assert decisions.after(node, []) == node
+    assert node.files == {"/f": {"a": sha(b"1")}, "/g": {"b": sha(b"2")}} and node.release is RECORD_R2
+
+
 # ---- containers, as a list ----------------------------------------------------------------
 
 def kwargs(name, spec):
@@ -227,14 +286,26 @@ def test_a_tag_the_registry_refuses_is_pushed_and_recorded_as_the_push(registry)
     assert as_json(ex.applied) == [PushImage("git", "infra/r2/git", "sha256:g").to_json()]
 
 
+def test_the_executor_writes_the_release_record_and_pulls_together_last(monkeypatch):
+    pulled, written = [], []
+    monkeypatch.setattr(executor, "pull_one", lambda s, reference: pulled.append(reference))
+    monkeypatch.setattr(executor, "write_release", lambda s, record: written.append(record))
+    ex = executor.Executor(Recorder(), s=NS())
+    actions = [PullImage("dns", REFS["dns"], "sha256:d"), WriteRelease("r2", RECORD_R2), PullImage("git", REFS["git"], "sha256:g")]
+    assert ex.apply(actions) == [actions[1], actions[0], actions[2]]
+    assert sorted(pulled) == sorted(REFS.values()) and written == [RECORD_R2]
+    assert as_json(ex.applied)[0] == {"action": "write release record", "release": "r2"}
+
+
 # ---- plan: the same decisions, on the node's facts ----------------------------------------
 
 class Master:
-    """A stand-in MasterSession for plan: the release record, the containers, the registry."""
+    """A stand-in MasterSession for plan: the release record, the containers, the registry; its
+    engine holds each image of release r2 (reference -> id: ``pulled``), as a deploy of r2 leaves it."""
 
     registry_host = "docker.internal:5000"
 
-    def __init__(self, record, containers, registry):
+    def __init__(self, record, containers, registry, pulled):
         self.record, self.registry = record, registry
         self.containers = containers
         self.commands = []
@@ -246,7 +317,9 @@ class Master:
             return NS(status=status, labels={svc.SPEC_LABEL: label})
 
         def image(tag):
-            raise docker.errors.ImageNotFound(tag)
+            if tag not in pulled:
+                raise docker.errors.ImageNotFound(tag)
+            return NS(id=pulled[tag])
         self.docker = NS(containers=NS(get=get), images=NS(get=image))
         self.conn = NS(sftp=lambda: None)
 
@@ -274,19 +347,20 @@ def planned(project, monkeypatch):
     monkeypatch.setattr(promote, "built_images", lambda p: images)
     monkeypatch.setattr(promote, "config_files", lambda p: {})
     monkeypatch.setattr(promote, "seed_images", lambda p: {})
-    monkeypatch.setattr(promote, "pending_secrets", lambda p: {})
-    monkeypatch.setattr(promote, "uploaded_folders", lambda *a: {})
+    monkeypatch.setattr(promote, "pending_secrets", lambda p, key=None: {})
     monkeypatch.setattr(deploy, "uploaded_folders", lambda *a: {})
-    monkeypatch.setattr(deploy, "pending_secrets", lambda p, key=None: {})
-    monkeypatch.setattr(deploy, "release_record", lambda p, release, imgs, files, pending=None: records.Release(release, config={s.name: "c" for s in svc.services(env)}))
+    monkeypatch.setattr(promote, "release_record", lambda p, release, imgs, files, pending=None: records.new_release(
+        release, {name: image.id for name, image in imgs.items()}, {s.name: "c" for s in svc.services(env)}))
     monkeypatch.setattr(promote, "check_gate", lambda p, release, imgs: None)
     monkeypatch.setattr(facts, "registry_has", lambda s, repository: repository in s.registry)
     wanted = {s.container: svc.run_kwargs(s, "", env, "c", images[s.image].id)["labels"][svc.SPEC_LABEL]
               for s in svc.services(env)}
 
+    pulled = {f"{Master.registry_host}/infra/r2/{name}:latest": image.id for name, image in images.items()}
+
     def plan(current: dict[str, str], containers: dict[str, tuple], registry: set[str]) -> dict:
         record = {"release": "r1", "images": {n: {"repository": r, "id": images[n].id} for n, r in current.items()}}
-        monkeypatch.setattr(promote, "MasterSession", lambda p: Master(record, containers, registry))
+        monkeypatch.setattr(promote, "MasterSession", lambda p: Master(record, containers, registry, pulled))
         return promote.plan(project)
     plan.images, plan.wanted = images, wanted
     return plan
@@ -299,10 +373,14 @@ def actions(out: dict) -> list[str]:
             + [f"file {rel}" for rel in out["config"]])
 
 
-def test_plan_of_an_unchanged_deploy_has_no_action(planned):
+RECORD = {"action": "write release record", "release": "r2"}     # every deploy's: who deployed it, when
+
+
+def test_plan_of_an_unchanged_deploy_has_no_action_but_its_record(planned):
     names = list(planned.images)
     out = planned({}, {c: ("running", label) for c, label in planned.wanted.items()}, {f"infra/r2/{n}" for n in names})
-    assert actions(out) == [] and out["actions"] == [] and out["summary"] == []
+    assert actions(out) == [] and out["actions"] == [RECORD]
+    assert out["summary"] == ["write the release record of r2 (/data/lapinfra/release.json)"]
 
 
 def test_plan_tags_an_image_in_the_registry_only_when_the_registry_still_holds_it(planned):
@@ -311,7 +389,7 @@ def test_plan_tags_an_image_in_the_registry_only_when_the_registry_still_holds_i
     held = planned({"dns": "infra/r1/dns"}, containers, kept | {"infra/r1/dns"})
     assert actions(held) == ["image dns: tag in registry (same image as infra/r1/dns)"]
     assert held["actions"] == [{"action": "tag image", "name": "dns", "source": "infra/r1/dns",
-                                "repository": "infra/r2/dns", "id": "sha256:dns"}]
+                                "repository": "infra/r2/dns", "id": "sha256:dns"}, RECORD]
     lost = planned({"dns": "infra/r1/dns"}, containers, kept)
     assert actions(lost) == ["image dns: push"]          # as deploy: the registry lacks infra/r1/dns too
 
@@ -323,7 +401,7 @@ def test_plan_starts_a_stopped_container_of_the_wanted_spec_as_reconcile_does(pl
     del containers["infra_cd"]
     out = planned({}, containers, {f"infra/r2/{n}" for n in planned.images})
     assert actions(out) == ["container infra_git: recreate", "container infra_trac: start", "container infra_cd: create"]
-    assert out["summary"] == ["recreate infra_git", "start infra_trac", "create infra_cd"]
+    assert out["summary"][1:] == ["recreate infra_git", "start infra_trac", "create infra_cd"]
 
 
 def test_plan_lists_the_registry_before_the_images_and_the_other_containers_after_them(planned):
@@ -332,7 +410,8 @@ def test_plan_lists_the_registry_before_the_images_and_the_other_containers_afte
     assert kinds[0] == ("container", "infra_registry")
     pushes = [i for i, k in enumerate(kinds) if k[0] == "push image"]
     assert pushes == list(range(1, 1 + len(planned.images)))
-    assert all(k[0] == "container" for k in kinds[1 + len(pushes):])
+    assert kinds[1 + len(pushes)] == ("write release record", None)
+    assert all(k[0] == "container" for k in kinds[2 + len(pushes):])
 
 
 def test_plan_of_a_node_without_a_registry_pushes_everything(planned, monkeypatch):

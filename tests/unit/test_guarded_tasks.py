@@ -31,7 +31,7 @@ class Stage:
         common = load_tasks("_common")
         self.protected = protected
 
-        def project(env):
+        def project(c, env):
             name = env or "test"
             return self.projects.setdefault(name, SimpleNamespace(
                 name=name, env=SimpleNamespace(protected=name in protected, promoted_from=None), reporter=Recorder()))
@@ -59,10 +59,10 @@ def stage(monkeypatch):
 
 @pytest.fixture
 def library(monkeypatch, stage):
-    from lapinfra import backup, deploy
+    from lapinfra import backup, startstop
 
     s = stage("prod")
-    monkeypatch.setattr(deploy, "stop", lambda p: s.events.append(("stop", p.name)))
+    monkeypatch.setattr(startstop, "stop", lambda p: s.events.append(("stop", p.name)))
     monkeypatch.setattr(backup, "restore", lambda p, snap, start=True: s.events.append(("restore", p.name, snap)))
     monkeypatch.setattr(backup, "fetch", lambda src, dst, snap, restore_after=True: s.events.append(
         ("fetch", src.name, dst.name)) or {"source_snapshot": "a", "snapshot": "b", "restored": restore_after})
@@ -142,9 +142,9 @@ def test_rollback_data_without_a_terminal_refuses_before_the_lock(library, monke
 def test_restart_stops_and_starts_inside_one_lock(library, monkeypatch):
     from invoke import Context
 
-    from lapinfra import deploy
+    from lapinfra import startstop
 
-    monkeypatch.setattr(deploy, "start", lambda p: library.events.append(("start", p.name)))
+    monkeypatch.setattr(startstop, "start", lambda p: library.events.append(("start", p.name)))
     load_tasks("deploy").restart.body(Context(), env="test")
     assert library.events[0] == ("lock", "test", "restart", 0) and library.events[-1] == ("unlock", "test")
     assert [e for e in library.events if e[0] in ("stop", "start")] == [("stop", "test"), ("start", "test")]

@@ -9,8 +9,8 @@ for a slow third-party package, never to dodge a circle).
                 registry's and the DNS server's clients, the environment's lock file
     ops         decisions and actions on a node (the swarm, the backup tool); no ops
                 module imports another
-    workflows   the commands: start, deploy, backup and restore, apps, node.up, status,
-                verification, promotion
+    workflows   the commands: a deploy's phases, start and stop, backup and restore, apps,
+                node.up, status, verification, promotion
 
 The imports are read with ast (module level, ``if TYPE_CHECKING:`` blocks and function
 bodies alike), so nothing is imported to check them.
@@ -69,6 +69,7 @@ LAYERS = {
     # workflows: the commands
     "apps": "workflows",
     "deploy": "workflows",
+    "startstop": "workflows",
     "nodeup": "workflows",
     "backup": "workflows",
     "status": "workflows",
@@ -240,7 +241,7 @@ def test_the_library_keeps_its_layers(rule):
 def test_the_checker_reads_every_form_of_import():
     found = {(i.module, i.target, bool(i.function)) for i in all_imports(LIBRARY)}
     assert ("deploy", "session", False) in found      # from .session import MasterSession
-    assert ("deploy", "apps", False) in found         # from . import apps, ddns, ...
+    assert ("startstop", "apps", False) in found      # from . import apps, ddns, ...
     assert ("base", "config", False) in found         # if TYPE_CHECKING: from .config import BaseImage
     assert len(found) > 60
 

@@ -1,11 +1,11 @@
 """`invoke plan` is the list of actions a deploy then applies (issue 14, "one plan, one executor").
 
-promote.plan and a deploy's steps (deploy.push_release, deploy.activate, with one Executor
-that records what it applied) run against the same stand-in master: its files (the stand-in
-SFTP of test_node_files), its engine (containers, the seeded images), its registry (the
-repositories it holds). The plan taken first equals the deploy's record, for a first deploy,
-a deploy that changes nothing, and a new release with changed config. The e2e tier does the
-same against a real node (tests/e2e/test_promote.py)."""
+promote.plan and promote.deploy run against the same stand-in master: its files (the stand-in
+SFTP of test_node_files), its engine (containers, the seeded and the pulled images), its registry
+(repository -> image id). The plan taken first equals the actions the deploy records in its
+releases.jsonl entry, for a first deploy, a deploy that changes nothing, and a new release with
+changed config; and the deploy applies the very phases plan decides (deploy.deploy_phases), in
+their order. The e2e tier does the same against a real node (tests/e2e/test_promote.py)."""
 from __future__ import annotations
 
 import io
@@ -14,7 +14,11 @@ from types import SimpleNamespace as NS
 import docker.errors
 import pytest
 
-from lapinfra import apps, ddns, deploy, executor, facts, promote, services as svc, swarm
+import contextlib
+import itertools
+
+from lapinfra import (apps, backup, ddns, deploy, executor, facts, promote, records, services as svc, startstop, status,
+                      swarm)
 from lapinfra.actions import as_json
 from lapinfra.nodes import Nodes
 from tests.unit.test_git_known_hosts import Master as Conn, host_key
@@ -31,7 +35,7 @@ class ReadableSFTP(SFTP):
 
 
 class Engine:
-    """The master's engine: containers name -> (status, spec label), images tag -> id."""
+    """The master's engine: containers name -> (status, spec label), images tag (or reference) -> id."""
 
     def __init__(self):
         self.state, self.held = {}, {}
@@ -82,7 +86,8 @@ class Session(deploy.MasterSession):
         self.conn = Conn(node)
         self.conn._sftp = ReadableSFTP(node)
         self.docker = Engine()
-        self.registry = set()
+        self.registry = {}            # repository -> image id
+        self.appended = []            # the releases.jsonl entries
 
     def __enter__(self):
         return self
@@ -90,45 +95,62 @@ class Session(deploy.MasterSession):
     def __exit__(self, *exc):
         return False
 
+    def append_jsonl(self, path, entry):
+        self.appended.append(entry)
+
+    def pull(self, reference):
+        """The master's engine pulls ``reference`` (<registry host>/<repository>:latest) from the registry."""
+        repository = reference.split("/", 1)[1].rsplit(":", 1)[0]
+        self.docker.held[reference] = self.registry[repository]
+
 
 @pytest.fixture
 def master(project, monkeypatch):
-    backup = project.env.node("backup")
+    backup_node = project.env.node("backup")
     known = Nodes(project).known_hosts
     known.parent.mkdir(parents=True, exist_ok=True)
-    known.write_text(f"{backup.ssh_host} {host_key().split()[0]} {host_key().split()[1]}\n")
+    known.write_text(f"{backup_node.ssh_host} {host_key().split()[0]} {host_key().split()[1]}\n")
     s = Session(project)
     s.conn.node.mkdirs(deploy.GIT_HOST_KEY.rsplit("/", 1)[0])      # the git server made its host key
     s.conn.node.fs[deploy.GIT_HOST_KEY] = ("file", 0o644, host_key().encode())
     version = {"n": 1}
     monkeypatch.setattr(deploy, "built_image", lambda client, tag: Image(tag, version["n"]))
     monkeypatch.setattr(facts, "registry_has", lambda session, repository: repository in s.registry)
-    monkeypatch.setattr(executor, "copy_in_registry", lambda session, source, target: s.registry.add(target) or True)
-    monkeypatch.setattr(executor, "push_one", lambda session, image, repository, tag: s.registry.add(repository) or 0.0)
-    for name in ("ensure_infra_network", "wait_registry", "wait_healthy", "_require_seeded", "_pull_if_missing",
-                 "pull_missing", "refuse_unreleased"):
-        monkeypatch.setattr(deploy, name, lambda *a, **kw: None)
+    monkeypatch.setattr(executor, "copy_in_registry",
+                        lambda session, source, target: s.registry.update({target: s.registry[source]}) or True)
+    monkeypatch.setattr(executor, "push_one",
+                        lambda session, image, repository, tag: s.registry.update({repository: image.id}) or 0.0)
+    monkeypatch.setattr(executor, "pull_one", lambda session, reference: s.pull(reference))
+    for module, name in ((deploy, "ensure_infra_network"), (startstop, "ensure_infra_network"), (deploy, "wait_registry"),
+                         (startstop, "wait_healthy")):
+        monkeypatch.setattr(module, name, lambda *a, **kw: None)
+    seconds = itertools.count()
+    monkeypatch.setattr(records, "now", lambda: f"2026-12-04T05:00:{next(seconds) % 60:02d}+0000")   # each record its own
     monkeypatch.setattr(swarm, "ensure", lambda *a, **kw: {})
     monkeypatch.setattr(swarm, "connect_to_apps", lambda *a: False)
     monkeypatch.setattr(apps, "restore_services", lambda *a: [])
     monkeypatch.setattr(ddns, "register_nodes", lambda p: True)
     monkeypatch.setattr(promote, "MasterSession", lambda p: s)
     monkeypatch.setattr(promote, "check_gate", lambda *a: None)
+    # what a deploy does besides its phases, which other tests cover
+    monkeypatch.setattr(promote, "env_lock", lambda *a, **kw: contextlib.nullcontext())
+    monkeypatch.setattr(backup, "recover_interrupted", lambda *a: None)
+    monkeypatch.setattr(promote, "check_git", lambda *a: None)
+    monkeypatch.setattr(promote, "push_git", lambda *a: "c0ffee")
+    monkeypatch.setattr(status, "publish_quietly", lambda *a, **kw: True)
     s.version = version
     return s
 
 
 def plan_then_deploy(project, s, monkeypatch, release: str, files: dict[str, bytes]) -> tuple[list, list]:
-    """(plan's actions, the actions the deploy then applied and recorded)."""
+    """(plan's actions, the actions the deploy then applied and recorded in releases.jsonl)."""
     monkeypatch.setattr(promote, "release_id", lambda root: release)
     monkeypatch.setattr(promote, "config_files", lambda p: files)
     planned = promote.plan(project)["actions"]
-    images = deploy.built_images(project)
-    record = deploy.release_record(project, release, images, files)
-    ex = executor.Executor(project.reporter, s)
-    record = deploy.push_release(s, project, record, images, files, deploy.DeployResult(release), ex)
-    deploy.activate(s, record, project.reporter, ex)
-    return planned, as_json(ex.applied)
+    promote.deploy(project)
+    entry = s.appended[-1]
+    assert entry["outcome"] == "deployed" and entry["release"] == release
+    return planned, entry["actions"]
 
 
 def test_the_plan_is_what_the_deploy_applies_first_again_and_for_a_new_release(project, master, monkeypatch):
@@ -136,18 +158,22 @@ def test_the_plan_is_what_the_deploy_applies_first_again_and_for_a_new_release(p
     planned, applied = plan_then_deploy(project, master, monkeypatch, "r1", files)
     assert planned == applied
     kinds = {a["action"] for a in applied}
-    assert kinds == {"write file", "load image", "push image", "container"}
+    assert kinds == {"write file", "load image", "push image", "write release record", "pull image", "container"}
     assert {a["container"] for a in applied if a["action"] == "container"} == {s.container for s in svc.services(project.env)}
+    assert {a["name"] for a in applied if a["action"] == "pull image"} == set(deploy.release_refs(
+        deploy.Target(project, records.read_release(master), master.registry_host)))
 
     planned, applied = plan_then_deploy(project, master, monkeypatch, "r1", files)
-    assert planned == applied == []                                   # pyinfra's no-op: nothing to do, nothing done
+    # pyinfra's no-op: nothing to change; the record of who deployed it now is written
+    assert planned == applied == [{"action": "write release record", "release": "r1"}]
 
     changed = {"proxy/nginx.conf": b"events {}\n# another\n", "dns/extra.conf": b"zone {};\n"}
     planned, applied = plan_then_deploy(project, master, monkeypatch, "r2", changed)
     assert planned == applied
     assert [a["path"] for a in applied if a["action"] in ("write file", "remove file")] == [
         "/data/environment/dns/extra.conf", "/data/environment/proxy/nginx.conf", "/data/environment/dns/named.conf"]
-    assert {a["action"] for a in applied} == {"write file", "remove file", "tag image", "container"}
+    assert {a["action"] for a in applied} == {"write file", "remove file", "tag image", "write release record",
+                                              "pull image", "container"}
 
 
 def test_a_new_build_of_the_seeded_images_is_loaded_and_planned_alike(project, master, monkeypatch):
@@ -157,7 +183,21 @@ def test_a_new_build_of_the_seeded_images_is_loaded_and_planned_alike(project, m
     planned, applied = plan_then_deploy(project, master, monkeypatch, "r2", files)
     assert planned == applied
     assert [a["tag"] for a in applied if a["action"] == "load image"] == sorted(deploy.seed_tags(project.env))
-    assert {a["action"] for a in applied} == {"load image", "push image", "container"}
+    assert {a["action"] for a in applied} == {"load image", "push image", "write release record", "pull image", "container"}
+
+
+def test_the_deploy_applies_the_phases_plan_decides_in_their_order(project, master, monkeypatch):
+    walked = []
+    for kind in {type(phase) for phase in deploy.deploy_phases(project.env)}:
+        def logged(self, s, target, ex, apply=kind.apply):
+            walked.append(self.name)
+            return apply(self, s, target, ex)
+        monkeypatch.setattr(kind, "apply", logged)
+    plan_then_deploy(project, master, monkeypatch, "r1", {"proxy/nginx.conf": b"events {}\n"})
+    names = [phase.name for phase in deploy.deploy_phases(project.env)]
+    assert walked == names
+    assert names[:5] == ["upload", "seed", "infra_registry", "images", "release record"]
+    assert names[5:7] == ["infra_registry", "pulls"] and len(names) == 7 + len(svc.services(project.env)) - 1
 
 
 def test_plan_changes_nothing_on_the_master(project, master, monkeypatch):
@@ -165,5 +205,5 @@ def test_plan_changes_nothing_on_the_master(project, master, monkeypatch):
     monkeypatch.setattr(promote, "config_files", lambda p: {"proxy/nginx.conf": b"events {}\n"})
     fs, secrets = dict(master.conn.node.fs), sorted(project.secrets.path("x").parent.iterdir())
     out = promote.plan(project)
-    assert out["actions"] and master.conn.node.fs == fs and master.docker.state == {} and master.registry == set()
+    assert out["actions"] and master.conn.node.fs == fs and master.docker.state == {} and master.registry == {}
     assert sorted(project.secrets.path("x").parent.iterdir()) == secrets     # nor here: no secret written

@@ -88,6 +88,8 @@ def test_restic_times_are_read(text, epoch):
 class Session:
     """A stand-in MasterSession: the node's release record, audit log and /data listing."""
 
+    registry_host = "docker.internal:5000"
+
     def __init__(self, entries, current="r3"):
         self.entries, self.current, self.appended, self.commands = list(entries), current, [], []
         self.conn = self
@@ -180,6 +182,7 @@ def failing_deploy(node, monkeypatch):
     monkeypatch.setattr(promote, "release_id", lambda root: "r4")
     monkeypatch.setattr(promote, "built_images", lambda p: {})
     monkeypatch.setattr(promote, "config_files", lambda p: {})
+    monkeypatch.setattr(promote, "seed_images", lambda p: {})
     monkeypatch.setattr(promote, "check_gate", lambda *a: {"source": "test", "forced": False})
     monkeypatch.setattr(promote, "release_record", lambda *a: records.Release("r4"))
     monkeypatch.setattr(promote, "check_git", lambda *a: None)       # no git server here (tests/unit/test_push_git.py)

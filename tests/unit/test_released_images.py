@@ -1,4 +1,4 @@
-"""What runs is what was released (lapinfra/deploy.py start_services): the master's engine pulls
+"""What runs is what was released (lapinfra/startstop.py start_services): the master's engine pulls
 an image of the release from the node's registry by tag, so whoever can push there could swap
 ``infra/<release>/<name>:latest``. Against a stand-in engine and registry (ids by reference):
 an image whose id is not the release record's is refused, naming it and both ids, and nothing of
@@ -9,7 +9,7 @@ import docker
 import docker.errors
 import pytest
 
-from lapinfra import apps, ddns, deploy, records, services as svc, swarm
+from lapinfra import apps, ddns, deploy, records, services as svc, startstop, swarm
 from lapinfra.errors import LapinfraError
 
 REGISTRY_HOST = "docker.internal:5000"
@@ -49,9 +49,9 @@ def _ref(name):
 def master(project, monkeypatch):
     """start_services against an Engine: the names of the containers it would create, in order."""
     started = []
-    monkeypatch.setattr(deploy, "ensure_infra_network", lambda client: None)
+    monkeypatch.setattr(startstop, "ensure_infra_network", lambda client: None)
     monkeypatch.setattr(deploy, "wait_registry", lambda s: None)
-    monkeypatch.setattr(deploy, "wait_healthy", lambda *a, **kw: None)
+    monkeypatch.setattr(startstop, "wait_healthy", lambda *a, **kw: None)
     monkeypatch.setattr(deploy, "reconcile", lambda client, kwargs, reporter, executor=None: started.append(kwargs["name"]) or "created")
     monkeypatch.setattr(swarm, "ensure", lambda *a, **kw: {})
     monkeypatch.setattr(swarm, "connect_to_apps", lambda *a: False)
@@ -79,15 +79,16 @@ def _as_released(project):
 def test_the_released_images_are_pulled_and_every_container_starts(project, master):
     release, registry, local = _as_released(project)
     s, engine, started = master(local, registry)
-    deploy.start_services(s, release, project.reporter)
+    startstop.start_services(s, release, project.reporter)
     assert started == [service.container for service in svc.services(project.env)]
-    assert sorted(ref for ref, _ in engine.pulls) == sorted(deploy.release_refs(s, release).values())
+    refs = deploy.release_refs(deploy.Target(project, release, REGISTRY_HOST))
+    assert sorted(ref for ref, _ in engine.pulls) == sorted(refs.values())
 
 
 def test_the_masters_engine_pulls_with_the_pull_account_not_the_push_account(project, master):
     release, registry, local = _as_released(project)
     s, engine, started = master(local, registry)
-    deploy.start_services(s, release, project.reporter)              # the pulls beside the registry
+    startstop.start_services(s, release, project.reporter)              # the pulls beside the registry
     assert engine.pulls and {user for _, user in engine.pulls} == {project.secrets.registry_pull_user} == {"infra-pull"}
     assert deploy.MasterSession.pull_auth(s)["password"] == project.secrets.registry_pull_password.reveal()
 
@@ -97,7 +98,7 @@ def test_an_image_replaced_in_the_registry_is_refused_naming_it_and_both_ids_and
     registry[_ref("trac")] = "sha256:swapped"
     s, engine, started = master(local, registry)
     with pytest.raises(LapinfraError) as refused:
-        deploy.start_services(s, release, project.reporter)
+        startstop.start_services(s, release, project.reporter)
     message = str(refused.value)
     assert f"{_ref('trac')} is image sha256:swapped, release r2 recorded sha256:trac" in message
     assert message.count(" is image ") == 1                  # the others are what the release recorded
@@ -105,16 +106,20 @@ def test_an_image_replaced_in_the_registry_is_refused_naming_it_and_both_ids_and
 
 
 def test_each_service_is_checked_again_right_before_its_container_starts(project, master, monkeypatch):
-    """A tag that moved after the pulls beside the registry (here: they are skipped) is refused
-    by the service's own pull: that container does not start, nor any after it."""
+    """A tag that moved on the master after the pulls beside the registry is refused right before
+    its container would start: that container does not start, nor any after it."""
     release, registry, local = _as_released(project)
-    registry[_ref("status")] = "sha256:swapped"
-    monkeypatch.setattr(deploy, "pull_missing", lambda *a: None)
     s, engine, started = master(local, registry)
+    pulls = deploy.Pulls.apply
+
+    def pulled_then_moved(self, s, target, executor):
+        pulls(self, s, target, executor)
+        engine.local[_ref("status")] = "sha256:swapped"
+
+    monkeypatch.setattr(deploy.Pulls, "apply", pulled_then_moved)
     with pytest.raises(LapinfraError, match=r"status:latest is image sha256:swapped, release r2 recorded sha256:status"):
-        deploy.start_services(s, release, project.reporter)
+        startstop.start_services(s, release, project.reporter)
     assert "infra_trac" in started and "infra_status" not in started and "infra_proxy" not in started
-    assert {user for _, user in engine.pulls} == {"infra-pull"}      # each service's own pull, too
 
 
 def test_a_release_image_the_master_holds_already_starts_without_a_pull(project, master):
@@ -123,5 +128,5 @@ def test_a_release_image_the_master_holds_already_starts_without_a_pull(project,
     local.update({ref: registry[ref] for ref in registry})
     registry[_ref("trac")] = "sha256:swapped"
     s, engine, started = master(local, registry)
-    deploy.start_services(s, release, project.reporter)
+    startstop.start_services(s, release, project.reporter)
     assert engine.pulls == [] and "infra_trac" in started

@@ -226,7 +226,7 @@ def test_invoke_status_prints_json_for_scripts(project, monkeypatch, capsys):
     import tasks.status as task_module
 
     summary = status.lapstatus().summarize(fx.facts(project.env), fx.backup(), now=fx.NOW)
-    monkeypatch.setattr(task_module, "project", lambda env: project)
+    monkeypatch.setattr(task_module, "project", lambda c, env: project)
     monkeypatch.setattr(status, "current", lambda p: summary)
     task_module.status.body(None, env="test", json_=True)
     assert json.loads(capsys.readouterr().out)["release"]["release"] == fx.RELEASE
