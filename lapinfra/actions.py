@@ -153,7 +153,108 @@ class ChangeContainer:
         return {"action": self.kind, "container": self.container, "verb": self.verb, "spec": self.spec}
 
 
-Action = WriteFile | RemoveFile | LoadImage | PushImage | TagImage | WriteRelease | PullImage | ChangeContainer
+# ---- the workers' swarm (lapinfra/swarm.py applies these: they reach each worker's engine) ---------
+
+@dataclass(frozen=True)
+class LeaveSwarm:
+    """A node leaves the swarm it is in, which is not the master's (or the master one it cannot manage)."""
+    node: str
+    kind = "leave swarm"
+
+    def describe(self) -> str:
+        return f"{self.node} leaves the swarm it is in (not the master's)"
+
+    def to_json(self) -> dict:
+        return {"action": self.kind, "node": self.node}
+
+
+@dataclass(frozen=True)
+class InitSwarm:
+    """The master initialises a new swarm and manages it (advertising ``address``)."""
+    node: str
+    address: str              # <ip>:<swarm port>
+    kind = "init swarm"
+
+    def describe(self) -> str:
+        return f"initialise the swarm on {self.node} ({self.address})"
+
+    def to_json(self) -> dict:
+        return {"action": self.kind, "node": self.node, "address": self.address}
+
+
+@dataclass(frozen=True)
+class ActivateNode:
+    """Make the master's swarm node active again: a drained node cannot attach infra_proxy to the overlay network."""
+    node: str
+    kind = "activate swarm node"
+
+    def describe(self) -> str:
+        return f"make {self.node} active in the swarm again (it was drained)"
+
+    def to_json(self) -> dict:
+        return {"action": self.kind, "node": self.node}
+
+
+@dataclass(frozen=True)
+class CreateAppsNetwork:
+    """The applications' attachable overlay network (and infra_proxy's), on the manager."""
+    network: str
+    kind = "create apps network"
+
+    def describe(self) -> str:
+        return f"create the applications' overlay network {self.network}"
+
+    def to_json(self) -> dict:
+        return {"action": self.kind, "network": self.network}
+
+
+@dataclass(frozen=True)
+class TrustRegistry:
+    """A worker trusts the environment's CA for the registry (``host``), so that its engine pulls over TLS."""
+    node: str
+    host: str                 # docker.<domain>:<port>
+    data: bytes = field(default=b"", repr=False, compare=False)    # the CA certificate
+    kind = "trust registry"
+
+    def describe(self) -> str:
+        return f"{self.node} trusts the environment's CA for {self.host}"
+
+    def to_json(self) -> dict:
+        return {"action": self.kind, "node": self.node, "host": self.host}
+
+
+@dataclass(frozen=True)
+class JoinSwarm:
+    """A worker joins the master's swarm as a worker (with the join token, read when it joins, never recorded)."""
+    node: str
+    address: str              # the address it advertises
+    manager: str              # <master ip>:<swarm port>
+    kind = "join swarm"
+
+    def describe(self) -> str:
+        return f"{self.node} ({self.address}) joins the swarm of {self.manager} as a worker"
+
+    def to_json(self) -> dict:
+        return {"action": self.kind, "node": self.node, "address": self.address, "manager": self.manager}
+
+
+@dataclass(frozen=True)
+class RemoveSwarmNode:
+    """The manager forgets a node's entry that is down while another entry of the same host is (or joins) in
+    the swarm: what a worker that joined again or was rebuilt leaves behind."""
+    id: str
+    hostname: str
+    kind = "remove swarm node"
+
+    def describe(self) -> str:
+        return f"remove the swarm's old entry {self.id} of {self.hostname} (down, replaced)"
+
+    def to_json(self) -> dict:
+        return {"action": self.kind, "id": self.id, "hostname": self.hostname}
+
+
+Action = (WriteFile | RemoveFile | LoadImage | PushImage | TagImage | WriteRelease | PullImage | ChangeContainer
+          | LeaveSwarm | InitSwarm | ActivateNode | CreateAppsNetwork | TrustRegistry | JoinSwarm | RemoveSwarmNode)
 
 
 def as_json(actions) -> list[dict]:

@@ -3,8 +3,8 @@
 A deploy is one list of phases (deploy_phases): upload the rendered config and
 secrets, seed the images the master keeps itself, start the registry, push the
 images it lacks as ``infra/<commit>/<name>`` through an SSH tunnel, write the
-release record, then start: the registry, the master's pulls from it, every other
-container (start_phases, which lapinfra/startstop.py's start walks too).
+release record, then start: the workers' swarm, the registry, the master's pulls from it,
+every other container (start_phases, which lapinfra/startstop.py's start walks too).
 Containers whose spec (image id, config, secrets, ports, mounts) is unchanged keep
 running. Each phase decides on the node's facts (lapinfra/decisions.py, pure: plan
 decides them all on facts read at once) and has the one executor apply its actions
@@ -278,6 +278,23 @@ class Pulls(Phase):
         refuse_unreleased(s.docker, target.record, {action.name: action.reference for action in done})
 
 
+class Swarm(Phase):
+    """The workers' swarm (lapinfra/swarm.py): the master manages it, each running worker joins it.
+    Applied by swarm.apply, which reaches each worker's engine, and recorded by the executor."""
+    name = "swarm"
+
+    def decide(self, target, node):
+        return swarm.decide(target.project.env, node.swarm, swarm.registry_ca(target.project))
+
+    def read(self, s, target):
+        return facts.NodeFacts(swarm=swarm.read(target.project, s.docker))
+
+    def apply(self, s, target, executor):
+        node = self.read(s, target)
+        applied, _ = swarm.apply(target.project, s.docker, node.swarm, self.decide(target, node))
+        executor.record(applied)
+
+
 class Container(Phase):
     """One infrastructure container, reconciled by its spec hash: created, recreated, started or kept.
     Its image must be the release's (the node's own copy for the registry and the backup tool); the
@@ -316,10 +333,11 @@ def release_phases(env) -> list[Phase]:
 
 
 def start_phases(env) -> list[Phase]:
-    """Starting a release's containers, from its record alone (start_services): the registry first,
-    the pulls from it, then every other container in start order (services.services)."""
+    """Starting a release's containers, from its record alone (start_services): the swarm, where there
+    are workers (before the proxy, which joins the applications' network), the registry, the pulls
+    from it, then every other container in start order (services.services)."""
     registry, *others = [Container(service) for service in svc.services(env)]
-    return [registry, Pulls(), *others]
+    return [*([Swarm()] if env.workers else []), registry, Pulls(), *others]
 
 
 def deploy_phases(env) -> list[Phase]:
@@ -335,6 +353,16 @@ def apply_phases(s: MasterSession, target: Target, phases: list[Phase], executor
     for phase in phases:
         phase.apply(s, target, executor)
     return executor.applied[first:]
+
+
+def read_facts(s: MasterSession, target: Target) -> facts.NodeFacts:
+    """Every fact the phases of a deploy decide on, read at once (`invoke plan`; a registry that does
+    not answer holds nothing, as on a first deploy): the master's (facts.read) and the swarm's."""
+    env = target.project.env
+    node = facts.read(s, containers=[service.container for service in svc.services(env)],
+                      folders=Upload().desired(target), images=target.images, release=target.record.release,
+                      seed_tags=target.seeds, pulls=release_refs(target).values())
+    return node.with_(swarm=swarm.read(target.project, s.docker)) if env.workers else node
 
 
 def planned_actions(target: Target, node: facts.NodeFacts, phases: list[Phase]) -> list:

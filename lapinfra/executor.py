@@ -1,7 +1,8 @@
 """The one executor: applies a list of actions (lapinfra/actions.py) on the master and
 records each action it applied, in order (a deploy's releases.jsonl entry carries them).
 
-It decides nothing: what to do was decided from the facts (lapinfra/decisions.py). The only
+It decides nothing: what to do was decided from the facts (lapinfra/decisions.py). The swarm's
+actions are applied by lapinfra/swarm.py, which reaches the workers, and recorded here (``record``). The only
 exception is the registry's own answer: a tag in the registry that the registry refuses (its
 manifest of another kind, a blob gone) is pushed instead, and recorded as the push it was.
 """
@@ -51,6 +52,12 @@ class Executor:
         self._push(pushes)
         self._pull(pulls)
         return self.applied[first:]
+
+    def record(self, actions) -> list:
+        """Record ``actions`` that a module of their own applied (the swarm's, which reaches each
+        worker's engine), in order with the rest; the ones recorded."""
+        self.applied.extend(actions)
+        return list(actions)
 
     # ---- files ----------------------------------------------------------------------
     def _WriteFile(self, action: WriteFile) -> None:

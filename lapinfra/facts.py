@@ -26,6 +26,36 @@ class ContainerState:
 
 
 @dataclass(frozen=True)
+class SwarmMember:
+    """One entry of the manager's list of swarm nodes."""
+    id: str
+    hostname: str
+    state: str                # ready, down, ...
+
+
+@dataclass(frozen=True)
+class SwarmNode:
+    """One node's engine as the swarm sees it. ``state``: "manager" (manages a swarm: the master's
+    wanted state), "worker" (a worker of the master's swarm), "none" (in no swarm), "other" (in
+    another swarm, or pending, or in error), "not running", "unreachable" (``error`` says why)."""
+    name: str
+    state: str
+    active: bool = True       # the master: its availability is active (not drained)
+    address: str = ""         # a worker: the address it advertises
+    ca: str | None = None     # a worker: sha256 of the registry CA its engine trusts (None: none)
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class SwarmFacts:
+    """The master's swarm and each worker's engine (lapinfra/swarm.py reads them: it reaches the workers)."""
+    master: SwarmNode
+    workers: tuple[SwarmNode, ...] = ()
+    members: tuple[SwarmMember, ...] = ()     # the manager's entries (none when the master manages no swarm)
+    apps_network: bool = False                # the applications' overlay network is there
+
+
+@dataclass(frozen=True)
 class NodeFacts:
     release: Release | None = None                              # records.RELEASE (None: nothing deployed)
     containers: Mapping[str, ContainerState] = field(default_factory=dict)   # name -> state; absent: none
@@ -33,6 +63,7 @@ class NodeFacts:
     manifests: frozenset[str] = frozenset()                     # repositories the registry holds (of those asked)
     seeded: Mapping[str, str] = field(default_factory=dict)     # tag -> image id in the master's engine
     pulled: Mapping[str, str] = field(default_factory=dict)     # the release's registry reference -> id there too
+    swarm: SwarmFacts | None = None                             # None: no workers, no swarm
 
     def with_(self, **changes) -> "NodeFacts":
         return replace(self, **changes)

@@ -36,8 +36,8 @@ from pathlib import Path
 from . import backup, facts, lock, records, services as svc
 from . import status, verify
 from .actions import ChangeContainer, PushImage, RemoveFile, TagImage, WriteFile, as_json
-from .deploy import (DeployResult, Executor, MasterSession, Target, Upload, built_images, config_files, deploy_phases,
-                     pending_secrets, planned_actions, push_release, release_record, release_refs, seed_images)
+from .deploy import (DeployResult, Executor, MasterSession, Target, built_images, config_files, deploy_phases,
+                     pending_secrets, planned_actions, push_release, read_facts, release_record, seed_images)
 from .errors import LapinfraError
 from .gitinfo import release_id
 from .project import Project
@@ -508,7 +508,7 @@ def container_plan(actions: list, container: str) -> str:
 
 def plan(project) -> dict:
     """What a deploy would do, changing nothing: the very actions deploy applies (files to write,
-    images to load, push or tag, containers to create, recreate or start), decided by the same
+    images to load, push or tag, the swarm's changes, containers to create, recreate or start), decided by the same
     functions on facts read at once; with plan's own summary of images and containers, and a
     diff of each rendered config file that differs."""
     env = project.env
@@ -526,9 +526,7 @@ def plan(project) -> dict:
         pending = pending_secrets(project, facts.read_git_host_key(s))
         target = Target(project, release_record(project, release, images, files, pending), s.registry_host, images,
                         files, seeds, pending)
-        node = facts.read(s, containers=[service.container for service in svc.services(env)],
-                          folders=Upload().desired(target), images=images, release=release, seed_tags=seeds,
-                          pulls=release_refs(target).values())
+        node = read_facts(s, target)
         out["current"] = node.release.release if node.release else None
         actions = planned_actions(target, node, deploy_phases(env))
         out["images"] = {name: image_plan(actions, name) for name in images}

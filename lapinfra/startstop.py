@@ -17,7 +17,7 @@ from __future__ import annotations
 import shlex
 import time
 
-from . import apps, ddns, records, services as svc, swarm
+from . import apps, ddns, records, services as svc
 from .actions import ChangeContainer
 from .backuptool import recover_interrupted
 from .deploy import (Container, RecordRelease, Target, apply_phases, ensure_infra_network, seed, seed_tags,
@@ -62,13 +62,11 @@ def start(project) -> dict[str, str]:
 
 
 def start_services(s: MasterSession, release: Release, reporter, executor: Executor | None = None) -> dict[str, str]:
-    """Start ``release``'s containers (start_phases: the registry, the pulls from it, the others in
-    start order), wait until the ones that changed serve, bring the applications back and register
+    """Start ``release``'s containers (start_phases: the swarm, the registry, the pulls from it, the
+    others in start order), wait until the ones that changed serve, bring the applications back and register
     the nodes' names; what was done to each service's container (``executor``: the deploy's, which
     records each action)."""
     ensure_infra_network(s.docker)
-    if s.env.workers:   # before the proxy, which joins the applications' network
-        swarm.ensure(s.p, s.docker)
     phases = start_phases(s.env)
     done = apply_phases(s, Target(s.p, release, s.registry_host), phases, executor or Executor(reporter, s))
     changed = {action.container: action.done for action in done if isinstance(action, ChangeContainer)}

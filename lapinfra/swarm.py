@@ -15,16 +15,23 @@ already has a distributed scheduler, so the cluster is Docker Swarm:
   which infra_proxy on the master is attached to: nginx reaches each replica by its
   own address (tasks.<app>), which is what sticky sessions need.
 
-`ensure` is desired state: it changes only what differs (a master that is no manager,
-a worker in no swarm or in another one, e.g. after a master was rebuilt by dr.recover),
-so node.up, start, deploy and dr.recover all call it.
+`ensure` is desired state, as facts, decisions and actions: ``read`` the swarm state of the
+master and of each worker (``facts.SwarmFacts``), ``decide`` on them the actions that make it
+what nodes/<env>.yml says (pure: a master that is no manager, a drained master, a worker in no
+swarm or in another one, e.g. after a master was rebuilt by dr.recover, a worker lacking the
+registry's CA; a swarm that is right takes none), and ``apply`` them (here, not in
+lapinfra/executor.py: they reach each worker's engine). node.up, start, deploy (its phase
+``swarm``, which plan shows), app.deploy and dr.recover all take this path.
 """
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from typing import Iterator
 
+from .actions import ActivateNode, CreateAppsNetwork, InitSwarm, JoinSwarm, LeaveSwarm, RemoveSwarmNode, TrustRegistry
 from .errors import LapinfraError, NodeError
+from .facts import SwarmFacts, SwarmMember, SwarmNode
 from .nodes import DOCKER_API_PORT, Nodes
 from .secrets import Secret
 from .services import APPS_NETWORK
@@ -35,6 +42,7 @@ SWARM_PORT = 2377
 ADDRESS_POOL = "172.29.0.0/16"
 SUBNET_SIZE = 24
 CA_DIR = "/etc/docker/certs.d"
+IN_A_SWARM = ("active", "pending", "error")     # an engine in these states leaves before it joins or initialises
 
 
 @contextlib.contextmanager
@@ -62,64 +70,64 @@ def ensure(project, manager=None) -> dict[str, str]:
     with contextlib.ExitStack() as stack:
         if manager is None:
             manager = stack.enter_context(engine(project, env.master))
-        done = {env.master.name: _ensure_manager(project, manager)}
-        ensure_apps_network(manager)
-        token = _worker_token(manager)
-        for worker in env.workers:
-            try:
-                done[worker.name] = _ensure_worker(project, manager, worker, token)
-            except Exception as exc:  # noqa: BLE001 - one worker never stops the others or the infrastructure
-                project.reporter.warn(f"swarm: worker {worker.name}: {exc}")
-                done[worker.name] = f"failed: {exc}"
-        _forget_replaced(manager, project)
-        return done
+        found = read(project, manager)
+        applied, failed = apply(project, manager, found, decide(env, found, registry_ca(project)))
+        return outcome(env, found, applied, failed)
 
 
-def _ensure_manager(project, manager) -> str:
-    master = project.env.master
-    swarm = manager.info().get("Swarm") or {}
+# ---- facts ----------------------------------------------------------------------------
+
+def registry_host(env) -> str:
+    """The registry as the workers' engines pull from it: docker.<domain>:<port>."""
+    return f"docker.{env.domain}:{env.registry.port}"
+
+
+def registry_ca(project) -> bytes:
+    return project.secrets.path("ca.crt").read_bytes()
+
+
+def master_state(swarm: dict) -> str:
+    """SwarmNode.state of the master's engine, from its info's "Swarm"."""
     if swarm.get("LocalNodeState") == "active" and swarm.get("ControlAvailable"):
-        action = "manager"
-    else:
-        if swarm.get("LocalNodeState") in ("active", "pending", "error"):
-            manager.swarm.leave(force=True)
-        with project.reporter.step(f"swarm: initialise on {master.name} ({master.ip}:{SWARM_PORT})"):
-            manager.swarm.init(advertise_addr=str(master.ip), listen_addr=f"{master.ip}:{SWARM_PORT}",
-                               default_addr_pool=[ADDRESS_POOL], subnet_size=SUBNET_SIZE)
-        action = "initialised"
-    me = manager.nodes.get(manager.info()["Swarm"]["NodeID"])
-    if me.attrs["Spec"].get("Availability") != "active":   # a drained master could not attach infra_proxy
-        me.update({**me.attrs["Spec"], "Availability": "active"})
-    return action
+        return "manager"
+    return "other" if swarm.get("LocalNodeState") in IN_A_SWARM else "none"
 
 
-def _worker_token(manager):
-    manager.swarm.reload()
-    return Secret(manager.swarm.attrs["JoinTokens"]["Worker"])
+def worker_state(swarm: dict, members: set[str]) -> str:
+    """SwarmNode.state of a worker's engine, from its info's "Swarm" and the ids of the master's swarm's nodes."""
+    if swarm.get("LocalNodeState") == "active" and swarm.get("NodeID") in members:
+        return "worker"
+    return "other" if swarm.get("LocalNodeState") in IN_A_SWARM else "none"
 
 
-def _ensure_worker(project, manager, worker, token) -> str:
+def read(project, manager) -> SwarmFacts:
+    """The swarm's facts: the master's engine (``manager``), the manager's entries, the applications'
+    network, and each worker's engine (through a tunnel of its own; nothing is changed)."""
+    env = project.env
+    swarm = manager.info().get("Swarm") or {}
+    state, members, active = master_state(swarm), (), True
+    if state == "manager":
+        members = tuple(SwarmMember(n.id, n.attrs["Description"]["Hostname"], n.attrs["Status"]["State"])
+                        for n in manager.nodes.list())
+        active = manager.nodes.get(swarm["NodeID"]).attrs["Spec"].get("Availability") == "active"
+    ids = {member.id for member in members}
+    return SwarmFacts(SwarmNode(env.master.name, state, active),
+                      tuple(_read_worker(project, worker, ids) for worker in env.workers),
+                      members, bool(named_networks(manager, APPS_NETWORK)))
+
+
+def _read_worker(project, worker, members: set[str]) -> SwarmNode:
     nodes = Nodes(project)
-    address = nodes.address(worker)
-    if address is None or (project.env.provider == "docker" and nodes.state(worker) != "running"):
-        project.reporter.warn(f"swarm: worker {worker.name} does not run; `invoke node.up --env={project.name} --node {worker.name}`")
-        return "not running"
-    _trust_registry(project, worker)
-    members = {n.id for n in manager.nodes.list()}
-    with engine(project, worker) as client:
-        swarm = _settled(client)
-        if swarm.get("LocalNodeState") == "active" and swarm.get("NodeID") in members:
-            return "joined"
-        if swarm.get("LocalNodeState") in ("active", "pending", "error"):
-            client.swarm.leave(force=True)   # a swarm that is not this master's (e.g. before dr.recover)
-        with project.reporter.step(f"swarm: {worker.name} ({address}) joins"):
-            try:
-                client.swarm.join(remote_addrs=[f"{project.env.master.ip}:{SWARM_PORT}"], join_token=token.reveal(),
-                                  advertise_addr=address, listen_addr=f"0.0.0.0:{SWARM_PORT}")
-            except Exception as exc:  # noqa: BLE001 - the engine's message, without the token
-                raise NodeError(f"swarm: {worker.name} could not join {project.env.master.name}: "
-                                f"{str(exc).replace(token.reveal(), '***')}") from None
-    return "joined now"
+    try:
+        address = nodes.address(worker)
+        if address is None or (project.env.provider == "docker" and nodes.state(worker) != "running"):
+            return SwarmNode(worker.name, "not running")
+        ca = _trusted_ca(project, worker)
+        with engine(project, worker) as client:
+            state = worker_state(_settled(client), members)
+    except Exception as exc:  # noqa: BLE001 - one worker never stops the others or the infrastructure
+        return SwarmNode(worker.name, "unreachable", error=str(exc))
+    return SwarmNode(worker.name, state, address=address, ca=ca)
 
 
 def _settled(client, timeout: float = 30) -> dict:
@@ -135,31 +143,161 @@ def _settled(client, timeout: float = 30) -> dict:
         time.sleep(1)
 
 
-def _trust_registry(project, worker) -> None:
+def _ca_path(project) -> str:
+    return f"{CA_DIR}/{registry_host(project.env)}/ca.crt"
+
+
+def _trusted_ca(project, worker) -> str | None:
+    """sha256 of the registry CA the worker's engine trusts (None: none)."""
+    with Nodes(project).connect(worker) as conn:
+        found = conn.run(f"sha256sum {_ca_path(project)}", hide=True, warn=True)
+    return found.stdout.split()[0] if found.ok and found.stdout.strip() else None
+
+
+# ---- decisions (pure) -------------------------------------------------------------------
+
+def decide(env, found: SwarmFacts, ca: bytes) -> list:
+    """The actions that make the swarm what ``env`` says, on its facts ``found`` (``ca``: the
+    environment's CA, which each worker's engine must trust for the registry): the master manages
+    a swarm (leaving another one first) and is active in it, the applications' network exists (a
+    new swarm has none), each running worker trusts the CA and is a worker of that swarm (leaving
+    another one first; every worker joins a new swarm), and the entries of hosts that joined again
+    are forgotten once down. A worker that does not run or does not answer takes none."""
+    manager = f"{env.master.ip}:{SWARM_PORT}"
+    new = found.master.state != "manager"
+    actions: list = []
+    if found.master.state == "other":
+        actions.append(LeaveSwarm(env.master.name))
+    if new:
+        actions.append(InitSwarm(env.master.name, manager))
+    elif not found.master.active:
+        actions.append(ActivateNode(env.master.name))
+    if new or not found.apps_network:
+        actions.append(CreateAppsNetwork(APPS_NETWORK))
+    joining = set()
+    for worker in [w for w in found.workers if w.state not in ("not running", "unreachable")]:
+        if worker.ca != hashlib.sha256(ca).hexdigest():
+            actions.append(TrustRegistry(worker.name, registry_host(env), ca))
+        if worker.state == "worker" and not new:
+            continue
+        if worker.state in ("worker", "other"):
+            actions.append(LeaveSwarm(worker.name))
+        actions.append(JoinSwarm(worker.name, worker.address, manager))
+        joining.add(worker.name)
+    if not new:    # a new swarm has no old entries
+        there = {member.hostname for member in found.members if member.state == "ready"} | joining
+        actions += [RemoveSwarmNode(member.id, member.hostname) for member in found.members
+                    if member.state == "down" and member.hostname in there]
+    return actions
+
+
+# ---- applying them ------------------------------------------------------------------------
+
+def apply(project, manager, found: SwarmFacts, actions) -> tuple[list, dict[str, str]]:
+    """Apply ``actions`` in order, through ``manager`` (the master's engine) and each worker's engine;
+    (the ones applied, worker name -> why it failed). A failure on the master is an error; a worker's
+    is a warning, and the rest of that worker's actions are left out (its old entry is kept)."""
+    reporter, master = project.reporter, project.env.master.name
+    for worker in found.workers:
+        if worker.state == "not running":
+            reporter.warn(f"swarm: worker {worker.name} does not run; `invoke node.up --env={project.name} --node {worker.name}`")
+        elif worker.state == "unreachable":
+            reporter.warn(f"swarm: worker {worker.name}: {worker.error}")
+    applied, failed = [], {}
+    with contextlib.ExitStack() as stack:
+        engines = {master: manager}
+
+        def client(node: str):
+            if node not in engines:
+                engines[node] = stack.enter_context(engine(project, _node(project.env, node)))
+            return engines[node]
+
+        for action in actions:
+            node = getattr(action, "node", master)      # the network and the entries are the manager's
+            if node in failed or getattr(action, "hostname", None) in failed:   # a host that did not join again
+                continue
+            try:
+                APPLY[type(action)](project, client, action)
+            except Exception as exc:  # noqa: BLE001 - one worker never stops the others or the infrastructure
+                if node == master:
+                    raise
+                reporter.warn(f"swarm: worker {node}: {exc}")
+                failed[node] = f"failed: {exc}"
+                continue
+            applied.append(action)
+    return applied, failed
+
+
+def _leave(project, client, action: LeaveSwarm) -> None:
+    client(action.node).swarm.leave(force=True)
+
+
+def _init(project, client, action: InitSwarm) -> None:
+    ip = action.address.rsplit(":", 1)[0]
+    with project.reporter.step(f"swarm: initialise on {action.node} ({action.address})"):
+        client(action.node).swarm.init(advertise_addr=ip, listen_addr=action.address,
+                                       default_addr_pool=[ADDRESS_POOL], subnet_size=SUBNET_SIZE)
+
+
+def _activate(project, client, action: ActivateNode) -> None:
+    manager = client(action.node)
+    me = manager.nodes.get(manager.info()["Swarm"]["NodeID"])
+    me.update({**me.attrs["Spec"], "Availability": "active"})
+
+
+def _create_apps_network(project, client, action: CreateAppsNetwork) -> None:
+    client(project.env.master.name).networks.create(action.network, driver="overlay", attachable=True, scope="swarm",
+                                                    labels={"lapinfra": "apps"})
+
+
+def _trust_registry(project, client, action: TrustRegistry) -> None:
     """The environment's CA, so that the worker's engine pulls from docker.<domain> over TLS."""
     import io
 
-    host = f"docker.{project.env.domain}:{project.env.registry.port}"
-    with Nodes(project).connect(worker) as conn:
-        conn.run(f"mkdir -p {CA_DIR}/{host}", hide=True)
-        conn.sftp().putfo(io.BytesIO(project.secrets.path("ca.crt").read_bytes()), f"{CA_DIR}/{host}/ca.crt")
+    with Nodes(project).connect(_node(project.env, action.node)) as conn:
+        conn.run(f"mkdir -p {CA_DIR}/{action.host}", hide=True)
+        conn.sftp().putfo(io.BytesIO(action.data), f"{CA_DIR}/{action.host}/ca.crt")
 
 
-def _forget_replaced(manager, project) -> None:
-    """Entries of nodes that left (a worker that joined again, a rebuilt worker) are
-    removed once they are down and another entry of the same host is ready."""
-    rows = manager.nodes.list()
-    ready = {n.attrs["Description"]["Hostname"] for n in rows if n.attrs["Status"]["State"] == "ready"}
-    for n in rows:
-        if n.attrs["Status"]["State"] == "down" and n.attrs["Description"]["Hostname"] in ready:
-            n.remove(force=True)
+def _join(project, client, action: JoinSwarm) -> None:
+    token = _worker_token(client(project.env.master.name))
+    master = project.env.master.name
+    with project.reporter.step(f"swarm: {action.node} ({action.address}) joins"):
+        try:
+            client(action.node).swarm.join(remote_addrs=[action.manager], join_token=token.reveal(),
+                                           advertise_addr=action.address, listen_addr=f"0.0.0.0:{SWARM_PORT}")
+        except Exception as exc:  # noqa: BLE001 - the engine's message, without the token
+            raise NodeError(f"swarm: {action.node} could not join {master}: "
+                            f"{str(exc).replace(token.reveal(), '***')}") from None
 
 
-def ensure_apps_network(manager) -> None:
-    """The attachable overlay network of the applications (and of infra_proxy)."""
-    if not named_networks(manager, APPS_NETWORK):
-        manager.networks.create(APPS_NETWORK, driver="overlay", attachable=True, scope="swarm",
-                                labels={"lapinfra": "apps"})
+def _forget(project, client, action: RemoveSwarmNode) -> None:
+    client(project.env.master.name).nodes.get(action.id).remove(force=True)
+
+
+def _node(env, name: str):
+    return next(node for node in env.nodes if node.name == name)
+
+
+APPLY = {LeaveSwarm: _leave, InitSwarm: _init, ActivateNode: _activate, CreateAppsNetwork: _create_apps_network,
+         TrustRegistry: _trust_registry, JoinSwarm: _join, RemoveSwarmNode: _forget}
+
+
+def _worker_token(manager):
+    manager.swarm.reload()
+    return Secret(manager.swarm.attrs["JoinTokens"]["Worker"])
+
+
+def outcome(env, found: SwarmFacts, applied: list, failed: dict[str, str]) -> dict[str, str]:
+    """What was done per node, as node.up reports it: the master "initialised" or "manager", each
+    worker "joined now", "joined", "not running" or "failed: ..."."""
+    done = {env.master.name: "initialised" if any(isinstance(a, InitSwarm) for a in applied) else "manager"}
+    joined = {a.node for a in applied if isinstance(a, JoinSwarm)}
+    for worker in found.workers:
+        done[worker.name] = ("not running" if worker.state == "not running"
+                             else f"failed: {worker.error}" if worker.state == "unreachable"
+                             else failed.get(worker.name) or ("joined now" if worker.name in joined else "joined"))
+    return done
 
 
 def connect_to_apps(manager, container_name: str) -> bool:

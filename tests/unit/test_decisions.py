@@ -11,12 +11,13 @@ whose id the current release holds is tagged in the registry only when the regis
 it, and a stopped container of the wanted spec is started, not kept."""
 from __future__ import annotations
 
+import hashlib
 from types import SimpleNamespace as NS
 
 import docker.errors
 import pytest
 
-from lapinfra import decisions, deploy, executor, facts, promote, records, services as svc
+from lapinfra import decisions, deploy, executor, facts, promote, records, services as svc, swarm
 from lapinfra.actions import (ChangeContainer, LoadImage, PullImage, PushImage, RemoveFile, TagImage, WriteFile, WriteRelease,
                               as_json)
 from lapinfra.report import Recorder
@@ -353,6 +354,10 @@ def planned(project, monkeypatch):
         release, {name: image.id for name, image in imgs.items()}, {s.name: "c" for s in svc.services(env)}))
     monkeypatch.setattr(promote, "check_gate", lambda p, release, imgs: None)
     monkeypatch.setattr(facts, "registry_has", lambda s, repository: repository in s.registry)
+    ca = hashlib.sha256(swarm.registry_ca(project)).hexdigest()     # the swarm as it should be (test_swarm.py: others)
+    monkeypatch.setattr(swarm, "read", lambda p, manager: facts.SwarmFacts(
+        facts.SwarmNode(env.master.name, "manager"), tuple(facts.SwarmNode(w.name, "worker", ca=ca) for w in env.workers),
+        apps_network=True))
     wanted = {s.container: svc.run_kwargs(s, "", env, "c", images[s.image].id)["labels"][svc.SPEC_LABEL]
               for s in svc.services(env)}
 

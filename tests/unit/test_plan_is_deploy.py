@@ -23,6 +23,7 @@ from lapinfra.actions import as_json
 from lapinfra.nodes import Nodes
 from tests.unit.test_git_known_hosts import Master as Conn, host_key
 from tests.unit.test_node_files import SFTP, Node
+from tests.unit.test_swarm import Engine as SwarmEngine, engines  # noqa: F401  (a fixture, the workers' engines)
 
 
 class ReadableSFTP(SFTP):
@@ -34,25 +35,27 @@ class ReadableSFTP(SFTP):
         return io.BytesIO(self.node.fs[path][2])
 
 
-class Engine:
-    """The master's engine: containers name -> (status, spec label), images tag (or reference) -> id."""
+class Engine(SwarmEngine):
+    """The master's engine: containers name -> (status, spec label), images tag (or reference) -> id,
+    and the swarm it manages (test_swarm's stand-in)."""
 
     def __init__(self):
-        self.state, self.held = {}, {}
+        super().__init__("master")
+        self.containers_state, self.held = {}, {}
         self.containers = NS(get=self._get, run=self._run)
         self.images = NS(get=self._image)
         self.api = NS(load_image=self._load)
 
     def _get(self, name):
-        if name not in self.state:
+        if name not in self.containers_state:
             raise docker.errors.NotFound(name)
-        status, spec = self.state[name]
+        status, spec = self.containers_state[name]
         return NS(status=status, labels={svc.SPEC_LABEL: spec},
-                  start=lambda: self.state.update({name: ("running", spec)}),
-                  remove=lambda force=False: self.state.pop(name))
+                  start=lambda: self.containers_state.update({name: ("running", spec)}),
+                  remove=lambda force=False: self.containers_state.pop(name))
 
     def _run(self, **kwargs):
-        self.state[kwargs["name"]] = ("running", kwargs["labels"][svc.SPEC_LABEL])
+        self.containers_state[kwargs["name"]] = ("running", kwargs["labels"][svc.SPEC_LABEL])
 
     def _image(self, tag):
         if tag not in self.held:
@@ -105,7 +108,7 @@ class Session(deploy.MasterSession):
 
 
 @pytest.fixture
-def master(project, monkeypatch):
+def master(project, monkeypatch, engines):
     backup_node = project.env.node("backup")
     known = Nodes(project).known_hosts
     known.parent.mkdir(parents=True, exist_ok=True)
@@ -126,7 +129,9 @@ def master(project, monkeypatch):
         monkeypatch.setattr(module, name, lambda *a, **kw: None)
     seconds = itertools.count()
     monkeypatch.setattr(records, "now", lambda: f"2026-12-04T05:00:{next(seconds) % 60:02d}+0000")   # each record its own
-    monkeypatch.setattr(swarm, "ensure", lambda *a, **kw: {})
+    engines.by_name["master"] = s.docker                             # the swarm's manager is the session's engine
+    for name in ("worker1", "worker2"):
+        engines.by_name[name].manager = s.docker
     monkeypatch.setattr(swarm, "connect_to_apps", lambda *a: False)
     monkeypatch.setattr(apps, "restore_services", lambda *a: [])
     monkeypatch.setattr(ddns, "register_nodes", lambda p: True)
@@ -138,7 +143,7 @@ def master(project, monkeypatch):
     monkeypatch.setattr(promote, "check_git", lambda *a: None)
     monkeypatch.setattr(promote, "push_git", lambda *a: "c0ffee")
     monkeypatch.setattr(status, "publish_quietly", lambda *a, **kw: True)
-    s.version = version
+    s.version, s.engines = version, engines
     return s
 
 
@@ -158,7 +163,9 @@ def test_the_plan_is_what_the_deploy_applies_first_again_and_for_a_new_release(p
     planned, applied = plan_then_deploy(project, master, monkeypatch, "r1", files)
     assert planned == applied
     kinds = {a["action"] for a in applied}
-    assert kinds == {"write file", "load image", "push image", "write release record", "pull image", "container"}
+    assert kinds == {"write file", "load image", "push image", "write release record", "init swarm", "create apps network",
+                     "trust registry", "join swarm", "pull image", "container"}
+    assert [a["node"] for a in applied if a["action"] == "join swarm"] == ["worker1", "worker2"]
     assert {a["container"] for a in applied if a["action"] == "container"} == {s.container for s in svc.services(project.env)}
     assert {a["name"] for a in applied if a["action"] == "pull image"} == set(deploy.release_refs(
         deploy.Target(project, records.read_release(master), master.registry_host)))
@@ -197,7 +204,7 @@ def test_the_deploy_applies_the_phases_plan_decides_in_their_order(project, mast
     names = [phase.name for phase in deploy.deploy_phases(project.env)]
     assert walked == names
     assert names[:5] == ["upload", "seed", "infra_registry", "images", "release record"]
-    assert names[5:7] == ["infra_registry", "pulls"] and len(names) == 7 + len(svc.services(project.env)) - 1
+    assert names[5:8] == ["swarm", "infra_registry", "pulls"] and len(names) == 8 + len(svc.services(project.env)) - 1
 
 
 def test_plan_changes_nothing_on_the_master(project, master, monkeypatch):
@@ -205,5 +212,23 @@ def test_plan_changes_nothing_on_the_master(project, master, monkeypatch):
     monkeypatch.setattr(promote, "config_files", lambda p: {"proxy/nginx.conf": b"events {}\n"})
     fs, secrets = dict(master.conn.node.fs), sorted(project.secrets.path("x").parent.iterdir())
     out = promote.plan(project)
-    assert out["actions"] and master.conn.node.fs == fs and master.docker.state == {} and master.registry == {}
+    assert out["actions"] and master.conn.node.fs == fs and master.docker.containers_state == {} and master.registry == {}
+    assert [engine.calls for engine in master.engines.by_name.values()] == [[], [], []] and master.engines.cas == {}
     assert sorted(project.secrets.path("x").parent.iterdir()) == secrets     # nor here: no secret written
+
+
+def test_the_swarms_repairs_are_planned_and_recorded_in_the_deploys_order(project, master, monkeypatch):
+    files = {"proxy/nginx.conf": b"events {}\n"}
+    plan_then_deploy(project, master, monkeypatch, "r1", files)
+    manager, worker2 = master.docker, master.engines.by_name["worker2"]
+    manager.members["m1"]["Spec"]["Availability"] = "drain"
+    worker2.state = {"LocalNodeState": "active", "NodeID": "elsewhere", "ControlAvailable": False}   # another swarm
+    manager.add_member("old-worker2", "worker2", "worker", state="down")
+    planned, applied = plan_then_deploy(project, master, monkeypatch, "r1", files)
+    assert planned == applied == [
+        {"action": "write release record", "release": "r1"},
+        {"action": "activate swarm node", "node": "master"},
+        {"action": "leave swarm", "node": "worker2"},
+        {"action": "join swarm", "node": "worker2", "address": "172.28.10.31", "manager": "172.28.10.10:2377"},
+        {"action": "remove swarm node", "id": "old-worker2", "hostname": "worker2"}]
+    assert worker2.calls[-2:][0] == ("leave",) and "old-worker2" not in manager.members

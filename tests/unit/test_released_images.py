@@ -53,7 +53,7 @@ def master(project, monkeypatch):
     monkeypatch.setattr(deploy, "wait_registry", lambda s: None)
     monkeypatch.setattr(startstop, "wait_healthy", lambda *a, **kw: None)
     monkeypatch.setattr(deploy, "reconcile", lambda client, kwargs, reporter, executor=None: started.append(kwargs["name"]) or "created")
-    monkeypatch.setattr(swarm, "ensure", lambda *a, **kw: {})
+    monkeypatch.setattr(deploy.Swarm, "apply", lambda *a: None)       # the swarm's phase: tests/unit/test_swarm.py
     monkeypatch.setattr(swarm, "connect_to_apps", lambda *a: False)
     monkeypatch.setattr(apps, "restore_services", lambda *a: [])
     monkeypatch.setattr(ddns, "register_nodes", lambda p: True)

@@ -1,13 +1,23 @@
-"""swarm.ensure as desired state, against stand-in engines: state in, actions out."""
+"""swarm.ensure as desired state: its decisions on facts (a table, with no-op rows), and
+read, decide and apply against stand-in engines."""
 import contextlib
+import hashlib
+from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
 
 from lapinfra import swarm
+from lapinfra.actions import (ActivateNode, CreateAppsNetwork, InitSwarm, JoinSwarm, LeaveSwarm, RemoveSwarmNode,
+                              TrustRegistry)
+from lapinfra.facts import SwarmFacts, SwarmMember, SwarmNode
 from lapinfra.nodes import Nodes
 
 TOKEN = "SWMTKN-1-secret-worker-token"
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 class Engine:
@@ -75,17 +85,27 @@ def engines(project, monkeypatch):
     found = {"master": manager, "worker1": Engine("worker1", manager), "worker2": Engine("worker2", manager)}
     running = {"master", "worker1", "worker2"}
     addresses = {"worker1": "172.28.10.129"}
-    trusted = []
+    trusted, cas = [], {}          # the workers the CA was written to; worker -> the CA its engine trusts
 
     @contextlib.contextmanager
     def engine(p, node):
         yield found[node.name]
 
+    @contextlib.contextmanager
+    def connect(self, node):
+        def run(command, **kw):
+            held = cas.get(node.name)
+            if command.startswith("sha256sum "):
+                return SimpleNamespace(ok=held is not None, stdout=f"{sha256(held)}  ca.crt\n" if held else "")
+            return SimpleNamespace(ok=True, stdout="")
+        sftp = SimpleNamespace(putfo=lambda f, path: (trusted.append(node.name), cas.update({node.name: f.read()})))
+        yield SimpleNamespace(run=run, sftp=lambda: sftp)
+
     monkeypatch.setattr(swarm, "engine", engine)
-    monkeypatch.setattr(swarm, "_trust_registry", lambda p, node: trusted.append(node.name))
+    monkeypatch.setattr(Nodes, "connect", connect)
     monkeypatch.setattr(Nodes, "address", lambda self, node: str(node.ip) if node.ip else addresses.get(node.name))
     monkeypatch.setattr(Nodes, "state", lambda self, node: "running" if node.name in running else "exited")
-    return SimpleNamespace(by_name=found, running=running, trusted=trusted)
+    return SimpleNamespace(by_name=found, running=running, trusted=trusted, cas=cas)
 
 
 def test_a_fresh_master_initialises_and_every_worker_joins(project, engines):
@@ -103,8 +123,9 @@ def test_a_swarm_that_is_right_changes_nothing(project, engines):
     swarm.ensure(project)
     for engine in engines.by_name.values():
         engine.calls.clear()
+    engines.trusted.clear()
     assert swarm.ensure(project) == {"master": "manager", "worker1": "joined", "worker2": "joined"}
-    assert [e.calls for e in engines.by_name.values()] == [[], [], []]
+    assert [e.calls for e in engines.by_name.values()] == [[], [], []] and engines.trusted == []
 
 
 def test_workers_of_another_swarm_leave_it_and_join_the_new_master(project, engines):
@@ -149,3 +170,70 @@ def test_an_environment_without_workers_has_no_swarm(tree):
     from lapinfra.project import Project
 
     assert swarm.ensure(Project("staging", root=tree)) == {}
+
+
+# ---- the decisions: facts in, actions out ----------------------------------------------------
+
+CA = b"the environment's CA\n"
+MASTER = SwarmNode("master", "manager")
+W1 = SwarmNode("worker1", "worker", address="172.28.10.129", ca=sha256(CA))
+W2 = SwarmNode("worker2", "worker", address="172.28.10.31", ca=sha256(CA))
+READY = (SwarmMember("m1", "master", "ready"), SwarmMember("id-w1", "worker1", "ready"), SwarmMember("id-w2", "worker2", "ready"))
+RIGHT = SwarmFacts(MASTER, (W1, W2), READY, apps_network=True)
+MANAGER = "172.28.10.10:2377"
+REGISTRY = "docker.internal:5000"
+
+
+def worker(base, **changes):
+    return replace(base, **changes)
+
+
+DECISIONS = [
+    pytest.param(RIGHT, [], id="a swarm that is right: no action"),
+    pytest.param(replace(RIGHT, workers=(worker(W1, state="not running", address="", ca=None), W2)), [],
+                 id="a worker that does not run: no action"),
+    pytest.param(replace(RIGHT, workers=(W1, worker(W2, state="unreachable", error="no route"))), [],
+                 id="a worker that does not answer: no action"),
+    pytest.param(replace(RIGHT, members=(*READY, SwarmMember("old", "backup", "down"))), [],
+                 id="a down entry of no host that is in the swarm: kept"),
+    pytest.param(SwarmFacts(SwarmNode("master", "none"), (worker(W1, state="none", ca=None), worker(W2, state="none", ca=None))),
+                 [InitSwarm("master", MANAGER), CreateAppsNetwork("lapinfra_apps"),
+                  TrustRegistry("worker1", REGISTRY), JoinSwarm("worker1", "172.28.10.129", MANAGER),
+                  TrustRegistry("worker2", REGISTRY), JoinSwarm("worker2", "172.28.10.31", MANAGER)],
+                 id="first time: the master initialises, the workers trust the CA and join"),
+    pytest.param(replace(RIGHT, master=SwarmNode("master", "other"), members=(), apps_network=True),
+                 [LeaveSwarm("master"), InitSwarm("master", MANAGER), CreateAppsNetwork("lapinfra_apps"),
+                  LeaveSwarm("worker1"), JoinSwarm("worker1", "172.28.10.129", MANAGER),
+                  LeaveSwarm("worker2"), JoinSwarm("worker2", "172.28.10.31", MANAGER)],
+                 id="a master in a swarm it does not manage: a new swarm, which every worker joins"),
+    pytest.param(replace(RIGHT, master=SwarmNode("master", "manager", active=False)), [ActivateNode("master")],
+                 id="a drained master is made active"),
+    pytest.param(replace(RIGHT, apps_network=False), [CreateAppsNetwork("lapinfra_apps")], id="the apps network is missing"),
+    pytest.param(replace(RIGHT, workers=(worker(W1, state="other"), W2)),
+                 [LeaveSwarm("worker1"), JoinSwarm("worker1", "172.28.10.129", MANAGER)],
+                 id="a worker in another swarm leaves it and joins"),
+    pytest.param(replace(RIGHT, workers=(W1, worker(W2, ca="another"))), [TrustRegistry("worker2", REGISTRY)],
+                 id="a worker that trusts another CA (a rotated one)"),
+    pytest.param(replace(RIGHT, members=(*READY, SwarmMember("old-w1", "worker1", "down"))),
+                 [RemoveSwarmNode("old-w1", "worker1")], id="the down entry of a worker that joined again is removed"),
+    pytest.param(replace(RIGHT, workers=(worker(W1, state="none"), W2), members=(READY[0], READY[2], SwarmMember("id-w1", "worker1", "down"))),
+                 [JoinSwarm("worker1", "172.28.10.129", MANAGER), RemoveSwarmNode("id-w1", "worker1")],
+                 id="a rebuilt worker joins, and its old entry is removed"),
+]
+
+
+@pytest.mark.parametrize("found, actions", DECISIONS)
+def test_decide(project, found, actions):
+    assert swarm.decide(project.env, found, CA) == actions
+
+
+def test_a_worker_that_fails_to_join_keeps_its_old_entry_and_the_others_go_on(project, engines):
+    swarm.ensure(project)
+    manager = engines.by_name["master"]
+    manager.add_member("old-worker1", "worker1", "worker", state="down")
+    engines.by_name["worker1"].state = {"LocalNodeState": "inactive", "NodeID": "", "ControlAvailable": False}
+    engines.by_name["worker1"].swarm.join = lambda **kw: (_ for _ in ()).throw(RuntimeError(f"refused {kw['join_token']}"))
+    found = swarm.read(project, manager)
+    applied, failed = swarm.apply(project, manager, found, swarm.decide(project.env, found, swarm.registry_ca(project)))
+    assert applied == [] and failed == {"worker1": "failed: swarm: worker1 could not join master: refused ***"}
+    assert "old-worker1" in manager.members
