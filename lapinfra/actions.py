@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .records import RELEASE
+from .records import APPS, RELEASE
 
 
 @dataclass(frozen=True)
@@ -253,8 +253,26 @@ class RemoveSwarmNode:
         return {"action": self.kind, "id": self.id, "hostname": self.hostname}
 
 
+# ---- the applications brought back --------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RestoreApp:
+    """Create again the swarm service of an application that records.APPS records and the swarm lacks
+    (a master rebuilt by dr.recover), from the image recorded there."""
+    name: str
+    image: str                # the recorded reference: <registry host>/apps/<name>:<tag>
+    kind = "restore app"
+
+    def describe(self) -> str:
+        return f"create the service of app {self.name} again ({self.image}, as {APPS} records it)"
+
+    def to_json(self) -> dict:
+        return {"action": self.kind, "name": self.name, "image": self.image}
+
+
 Action = (WriteFile | RemoveFile | LoadImage | PushImage | TagImage | WriteRelease | PullImage | ChangeContainer
-          | LeaveSwarm | InitSwarm | ActivateNode | CreateAppsNetwork | TrustRegistry | JoinSwarm | RemoveSwarmNode)
+          | LeaveSwarm | InitSwarm | ActivateNode | CreateAppsNetwork | TrustRegistry | JoinSwarm | RemoveSwarmNode
+          | RestoreApp)
 
 
 def as_json(actions) -> list[dict]:

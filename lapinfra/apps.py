@@ -16,8 +16,8 @@
   exits 1 saying so.
 
 What is deployed is recorded in apps.json (records.APPS) on the master (backed up with
-/data), so `invoke start` brings back an app whose service is gone (a master rebuilt
-by dr.recover) from the node's state alone.
+/data), so `invoke start` (and a deploy: its phase ``apps``, which plan shows) brings back an
+app whose service is gone (a master rebuilt by dr.recover) from the node's state alone.
 """
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ import time
 
 from . import images, records, services as svc
 from . import swarm
+from .actions import RestoreApp
 from .errors import LapinfraError
 from .registry import push_image, registry_has, wait_registry
 from .session import MasterSession
@@ -190,23 +191,13 @@ def read_record(s) -> dict:
     return s.read_json(RECORD) or {}
 
 
-def restore_services(s, reporter) -> list[str]:
-    """Services of recorded apps that the swarm lacks (a master rebuilt by dr.recover) are
-    created again; the swarm brings their replicas up on its own time (the infrastructure's
-    start never waits for workers, which may be down)."""
-    import docker.errors
-
-    created = []
-    for name, entry in sorted(read_record(s).items()):
-        if name not in s.env.apps:
-            continue
-        try:
-            s.docker.services.get(name)
-        except docker.errors.NotFound:
-            _login(s)
-            s.docker.services.create(**service_spec(s.env, name, entry["image"]))
-            created.append(name)
-    return created
+def restore(s, action: RestoreApp, reporter) -> None:
+    """Create the service of a recorded app again (decisions.restore_actions decides which: those the
+    swarm lacks, e.g. on a master rebuilt by dr.recover); the swarm brings its replicas up on its own
+    time (the infrastructure's start never waits for workers, which may be down)."""
+    _login(s)
+    s.docker.services.create(**service_spec(s.env, action.name, action.image))
+    reporter.info(f"app {action.name}: service created again from {RECORD}")
 
 
 def _login(s) -> None:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from .actions import ChangeContainer, LoadImage, PullImage, PushImage, RemoveFile, TagImage, WriteFile, WriteRelease
+from .actions import (ChangeContainer, InitSwarm, LoadImage, PullImage, PushImage, RemoveFile, RestoreApp, TagImage, WriteFile,
+                      WriteRelease)
 from .facts import ContainerState, NodeFacts
 from .records import Release
 from .services import SPEC_LABEL
@@ -121,6 +122,15 @@ def container_actions(wanted: list[dict], containers: Mapping[str, ContainerStat
     return [c for c in changes if c is not None]
 
 
+# ---- the applications brought back ------------------------------------------------------------
+
+def restore_actions(configured, recorded: Mapping[str, str], services) -> list[RestoreApp]:
+    """The applications of apps/ (``configured``) that records.APPS records (``recorded``: name ->
+    image) and the swarm lacks (``services``: the names it has), created again from their recorded image."""
+    return [RestoreApp(name, image) for name, image in sorted(recorded.items())
+            if name in configured and name not in services]
+
+
 # ---- the facts once actions are applied --------------------------------------------------------
 
 def after(node: NodeFacts, actions) -> NodeFacts:
@@ -128,7 +138,7 @@ def after(node: NodeFacts, actions) -> NodeFacts:
     facts the earlier phases leave (it reads them all before any phase is applied)."""
     files = {folder: dict(held) for folder, held in node.files.items()}
     containers, seeded, pulled = dict(node.containers), dict(node.seeded), dict(node.pulled)
-    manifests, release = set(node.manifests), node.release
+    manifests, release, services = set(node.manifests), node.release, set(node.services)
     for action in actions:
         if isinstance(action, WriteFile):
             files.setdefault(action.folder, {})[action.path] = sha256(action.data)
@@ -144,5 +154,9 @@ def after(node: NodeFacts, actions) -> NodeFacts:
             pulled[action.reference] = action.id
         elif isinstance(action, ChangeContainer):
             containers[action.container] = ContainerState("running", action.spec)
+        elif isinstance(action, InitSwarm):      # a new swarm has no services
+            services.clear()
+        elif isinstance(action, RestoreApp):
+            services.add(action.name)
     return node.with_(files=files, containers=containers, seeded=seeded, pulled=pulled, manifests=frozenset(manifests),
-                      release=release)
+                      release=release, services=frozenset(services))

@@ -21,7 +21,7 @@ import contextlib
 import hashlib
 from dataclasses import dataclass, field
 
-from . import decisions, facts, records, services as svc, swarm
+from . import apps, decisions, facts, records, services as svc, swarm
 from .actions import ChangeContainer, PushImage
 from .decisions import container_action, present_images, push_decisions  # noqa: F401  (plan and tests name them here)
 from .errors import LapinfraError
@@ -326,6 +326,30 @@ class Container(Phase):
             wait_registry(s)
 
 
+class Apps(Phase):
+    """The applications whose swarm service is gone (a master rebuilt by dr.recover) created again from
+    what records.APPS records, once the infrastructure serves. Their failure is a warning: the
+    infrastructure runs, and the applications wait (`invoke app.status`)."""
+    name = "apps"
+
+    def decide(self, target, node):
+        return decisions.restore_actions(target.project.env.apps, node.apps, node.services)
+
+    def read(self, s, target):
+        recorded = facts.read_apps(s)
+        return facts.NodeFacts(apps=recorded, services=facts.read_services(s.docker, recorded))
+
+    def apply(self, s, target, executor):
+        import docker.errors
+
+        try:
+            for action in self.decide(target, self.read(s, target)):
+                apps.restore(s, action, executor.reporter)
+                executor.record([action])
+        except (LapinfraError, docker.errors.DockerException) as exc:
+            executor.reporter.warn(f"applications not brought back ({exc}); `invoke app.status --env={s.env.name}`")
+
+
 def release_phases(env) -> list[Phase]:
     """What a release needs on the node before its containers change (push_release): config and
     secrets, the master's own images, the registry running, the release's images in it."""
@@ -340,11 +364,17 @@ def start_phases(env) -> list[Phase]:
     return [*([Swarm()] if env.workers else []), registry, Pulls(), *others]
 
 
+def served_phases(env) -> list[Phase]:
+    """What a start does once its containers serve (start_services): the applications brought back,
+    where there are workers."""
+    return [Apps()] if env.workers else []
+
+
 def deploy_phases(env) -> list[Phase]:
     """Every phase of a deploy in its order: push_release's, the release record, start's (activate).
     Plan decides them all on facts read at once; a deploy applies them one after the other (the git
     push between the first part and the rest), so plan and deploy walk this one list."""
-    return [*release_phases(env), RecordRelease(), *start_phases(env)]
+    return [*release_phases(env), RecordRelease(), *start_phases(env), *served_phases(env)]
 
 
 def apply_phases(s: MasterSession, target: Target, phases: list[Phase], executor: Executor) -> list:
@@ -357,12 +387,18 @@ def apply_phases(s: MasterSession, target: Target, phases: list[Phase], executor
 
 def read_facts(s: MasterSession, target: Target) -> facts.NodeFacts:
     """Every fact the phases of a deploy decide on, read at once (`invoke plan`; a registry that does
-    not answer holds nothing, as on a first deploy): the master's (facts.read) and the swarm's."""
+    not answer holds nothing, as on a first deploy): the master's (facts.read), the swarm's and the
+    applications'."""
     env = target.project.env
     node = facts.read(s, containers=[service.container for service in svc.services(env)],
                       folders=Upload().desired(target), images=target.images, release=target.record.release,
                       seed_tags=target.seeds, pulls=release_refs(target).values())
-    return node.with_(swarm=swarm.read(target.project, s.docker)) if env.workers else node
+    if not env.workers:
+        return node
+    found, recorded = swarm.read(target.project, s.docker), facts.read_apps(s)
+    # a master that manages no swarm has no services (and its engine answers no question about them)
+    services = facts.read_services(s.docker, recorded) if found.master.state == "manager" else frozenset()
+    return node.with_(swarm=found, apps=recorded, services=services)
 
 
 def planned_actions(target: Target, node: facts.NodeFacts, phases: list[Phase]) -> list:

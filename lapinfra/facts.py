@@ -64,6 +64,8 @@ class NodeFacts:
     seeded: Mapping[str, str] = field(default_factory=dict)     # tag -> image id in the master's engine
     pulled: Mapping[str, str] = field(default_factory=dict)     # the release's registry reference -> id there too
     swarm: SwarmFacts | None = None                             # None: no workers, no swarm
+    apps: Mapping[str, str] = field(default_factory=dict)       # records.APPS: app name -> its recorded image
+    services: frozenset[str] = frozenset()                      # the recorded apps whose swarm service is there
 
     def with_(self, **changes) -> "NodeFacts":
         return replace(self, **changes)
@@ -121,6 +123,25 @@ def read_images(client, tags) -> dict[str, str]:
         except docker.errors.ImageNotFound:
             pass
     return out
+
+
+def read_apps(s) -> dict[str, str]:
+    """The applications records.APPS records on the master: name -> the image their service runs."""
+    return {name: entry["image"] for name, entry in sorted((s.read_json(records.APPS) or {}).items())}
+
+
+def read_services(client, names) -> frozenset[str]:
+    """The names of ``names`` that are a service of the swarm the master's engine manages."""
+    import docker.errors
+
+    found = set()
+    for name in names:
+        try:
+            client.services.get(name)
+        except docker.errors.NotFound:
+            continue
+        found.add(name)
+    return frozenset(found)
 
 
 GIT_HOST_KEY = f"{svc.DATA}/git/ssh/ssh_host_ed25519_key.pub"

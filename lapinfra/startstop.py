@@ -17,11 +17,11 @@ from __future__ import annotations
 import shlex
 import time
 
-from . import apps, ddns, records, services as svc
+from . import ddns, records, services as svc
 from .actions import ChangeContainer
 from .backuptool import recover_interrupted
 from .deploy import (Container, RecordRelease, Target, apply_phases, ensure_infra_network, seed, seed_tags,
-                     start_phases)
+                     served_phases, start_phases)
 from .errors import LapinfraError
 from .executor import Executor
 from .records import Release
@@ -63,26 +63,20 @@ def start(project) -> dict[str, str]:
 
 def start_services(s: MasterSession, release: Release, reporter, executor: Executor | None = None) -> dict[str, str]:
     """Start ``release``'s containers (start_phases: the swarm, the registry, the pulls from it, the
-    others in start order), wait until the ones that changed serve, bring the applications back and register
-    the nodes' names; what was done to each service's container (``executor``: the deploy's, which
+    others in start order), wait until the ones that changed serve, bring the applications back
+    (served_phases) and register the nodes' names; what was done to each service's container (``executor``: the deploy's, which
     records each action)."""
     ensure_infra_network(s.docker)
-    phases = start_phases(s.env)
-    done = apply_phases(s, Target(s.p, release, s.registry_host), phases, executor or Executor(reporter, s))
+    phases, target = start_phases(s.env), Target(s.p, release, s.registry_host)
+    executor = executor or Executor(reporter, s)
+    done = apply_phases(s, target, phases, executor)
     changed = {action.container: action.done for action in done if isinstance(action, ChangeContainer)}
     outcome = {p.service.name: changed.get(p.service.container, "kept") for p in phases if isinstance(p, Container)}
     if changed:
         with reporter.step(f"health checks of {len(changed)} started containers"):
             ports = {service.container: service_port(service) for service in svc.services(s.env)}
             wait_healthy(s.docker, list(changed), accepting=port_prober(s, ports))
-    if s.env.workers:
-        import docker.errors
-
-        try:
-            for name in apps.restore_services(s, reporter):
-                reporter.info(f"app {name}: service created again from {apps.RECORD}")
-        except (LapinfraError, docker.errors.DockerException) as exc:   # the infrastructure runs; the apps wait
-            reporter.warn(f"applications not brought back ({exc}); `invoke app.status --env={s.env.name}`")
+    apply_phases(s, target, served_phases(s.env), executor)
     ddns.register_nodes(s.p)
     return outcome
 

@@ -2,7 +2,8 @@
 
 lapinfra/decisions.py: files to write or remove, images to load onto the master, to push or
 tag in its registry, the release record to write, images for the master's engine to pull,
-containers to create, recreate or start; pure functions over facts read first
+containers to create, recreate or start, the applications' services to create again; pure
+functions over facts read first
 (lapinfra/facts.py), one table each, with no-op rows that expect no action, and the facts as
 the actions leave them (after each, its decision has nothing left to do). The
 executor (lapinfra/executor.py) does what they decide and records it; promote.plan shows
@@ -18,8 +19,8 @@ import docker.errors
 import pytest
 
 from lapinfra import decisions, deploy, executor, facts, promote, records, services as svc, swarm
-from lapinfra.actions import (ChangeContainer, LoadImage, PullImage, PushImage, RemoveFile, TagImage, WriteFile, WriteRelease,
-                              as_json)
+from lapinfra.actions import (ChangeContainer, InitSwarm, LoadImage, PullImage, PushImage, RemoveFile, RestoreApp, TagImage,
+                              WriteFile, WriteRelease, as_json)
 from lapinfra.report import Recorder
 
 # ---- containers --------------------------------------------------------------------------
@@ -199,6 +200,26 @@ def test_pull_actions(held, pulled):
     assert got == [PullImage(name, REFS[name], RECORD_R2.images[name].id) for name in pulled]
 
 
+# ---- the applications brought back ---------------------------------------------------------------
+
+APPS = {"hello": "reg:5000/apps/hello:1", "shop": "reg:5000/apps/shop:2"}
+
+
+@pytest.mark.parametrize("configured, services, restored", [
+    pytest.param({"hello", "shop"}, {"hello", "shop"}, [], id="no-op: every recorded app has its service"),
+    pytest.param({"hello", "shop"}, set(), ["hello", "shop"], id="a new swarm: every recorded app"),
+    pytest.param({"hello", "shop"}, {"hello"}, ["shop"], id="one service gone"),
+    pytest.param({"hello"}, set(), ["hello"], id="an app no longer in apps/ is left alone"),
+    pytest.param(set(), set(), [], id="no-op: no app in apps/"),
+])
+def test_restore_actions(configured, services, restored):
+    assert decisions.restore_actions(configured, APPS, services) == [RestoreApp(name, APPS[name]) for name in restored]
+
+
+def test_nothing_recorded_restores_nothing():
+    assert decisions.restore_actions({"hello"}, {}, set()) == []
+
+
 # ---- the facts once the actions are applied: each decision then has nothing left to do -----------
 
 def test_after_each_phases_actions_its_decision_has_nothing_left_to_do():
@@ -210,7 +231,8 @@ def test_after_each_phases_actions_its_decision_has_nothing_left_to_do():
               lambda n: decisions.image_actions(IMAGES, "r2", None, n.manifests),
               lambda n: decisions.release_actions(n.release, RECORD_R2),
               lambda n: decisions.pull_actions(REFS, RECORD_R2, n.pulled),
-              lambda n: decisions.container_actions(wanted, n.containers)]
+              lambda n: decisions.container_actions(wanted, n.containers),
+              lambda n: decisions.restore_actions(set(APPS), APPS, n.services)]
     for phase in decide:
         actions = phase(node)
         assert actions
@@ -218,6 +240,11 @@ def test_after_each_phases_actions_its_decision_has_nothing_left_to_do():
         assert phase(node) == []
     assert decisions.after(node, []) == node
     assert node.files == {"/f": {"a": sha(b"1")}, "/g": {"b": sha(b"2")}} and node.release is RECORD_R2
+
+
+def test_a_new_swarm_has_no_services_left():
+    node = decisions.after(facts.NodeFacts(apps=APPS, services=frozenset(APPS)), [InitSwarm("master", "172.28.10.10:2377")])
+    assert node.services == frozenset() and len(decisions.restore_actions(set(APPS), node.apps, node.services)) == 2
 
 
 # ---- containers, as a list ----------------------------------------------------------------

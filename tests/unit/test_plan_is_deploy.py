@@ -9,6 +9,7 @@ their order. The e2e tier does the same against a real node (tests/e2e/test_prom
 from __future__ import annotations
 
 import io
+import json
 from types import SimpleNamespace as NS
 
 import docker.errors
@@ -17,7 +18,7 @@ import pytest
 import contextlib
 import itertools
 
-from lapinfra import (apps, backup, ddns, deploy, executor, facts, promote, records, services as svc, startstop, status,
+from lapinfra import (backup, ddns, deploy, executor, facts, promote, records, services as svc, startstop, status,
                       swarm)
 from lapinfra.actions import as_json
 from lapinfra.nodes import Nodes
@@ -41,8 +42,10 @@ class Engine(SwarmEngine):
 
     def __init__(self):
         super().__init__("master")
-        self.containers_state, self.held = {}, {}
+        self.containers_state, self.held, self.app_services = {}, {}, {}    # app services: name -> image
         self.containers = NS(get=self._get, run=self._run)
+        self.services = NS(get=self._service, create=lambda **spec: self.app_services.update({spec["name"]: spec["image"]}))
+        self.login = lambda **kw: None
         self.images = NS(get=self._image)
         self.api = NS(load_image=self._load)
 
@@ -53,6 +56,15 @@ class Engine(SwarmEngine):
         return NS(status=status, labels={svc.SPEC_LABEL: spec},
                   start=lambda: self.containers_state.update({name: ("running", spec)}),
                   remove=lambda force=False: self.containers_state.pop(name))
+
+    def _service(self, name):
+        if name not in self.app_services:
+            raise docker.errors.NotFound(name)
+        return NS(name=name)
+
+    def _init(self, **kw):
+        super()._init(**kw)
+        self.app_services.clear()           # a new swarm has no services
 
     def _run(self, **kwargs):
         self.containers_state[kwargs["name"]] = ("running", kwargs["labels"][svc.SPEC_LABEL])
@@ -133,7 +145,6 @@ def master(project, monkeypatch, engines):
     for name in ("worker1", "worker2"):
         engines.by_name[name].manager = s.docker
     monkeypatch.setattr(swarm, "connect_to_apps", lambda *a: False)
-    monkeypatch.setattr(apps, "restore_services", lambda *a: [])
     monkeypatch.setattr(ddns, "register_nodes", lambda p: True)
     monkeypatch.setattr(promote, "MasterSession", lambda p: s)
     monkeypatch.setattr(promote, "check_gate", lambda *a: None)
@@ -204,7 +215,8 @@ def test_the_deploy_applies_the_phases_plan_decides_in_their_order(project, mast
     names = [phase.name for phase in deploy.deploy_phases(project.env)]
     assert walked == names
     assert names[:5] == ["upload", "seed", "infra_registry", "images", "release record"]
-    assert names[5:8] == ["swarm", "infra_registry", "pulls"] and len(names) == 8 + len(svc.services(project.env)) - 1
+    assert names[5:8] == ["swarm", "infra_registry", "pulls"] and names[-1] == "apps"
+    assert len(names) == 9 + len(svc.services(project.env)) - 1
 
 
 def test_plan_changes_nothing_on_the_master(project, master, monkeypatch):
@@ -232,3 +244,22 @@ def test_the_swarms_repairs_are_planned_and_recorded_in_the_deploys_order(projec
         {"action": "join swarm", "node": "worker2", "address": "172.28.10.31", "manager": "172.28.10.10:2377"},
         {"action": "remove swarm node", "id": "old-worker2", "hostname": "worker2"}]
     assert worker2.calls[-2:][0] == ("leave",) and "old-worker2" not in manager.members
+
+
+def test_the_recorded_apps_the_swarm_lacks_are_planned_and_brought_back(project, master, monkeypatch):
+    files = {"proxy/nginx.conf": b"events {}\n"}
+    image = "docker.internal:5000/apps/hello:0123456789ab"
+    master.conn.node.mkdirs(records.APPS.rsplit("/", 1)[0])
+    master.conn.node.fs[records.APPS] = ("file", 0o644, json.dumps({"hello": {"image": image}, "gone": {"image": "x"}}).encode())
+    master.docker.app_services["hello"] = image        # in the swarm the master had; the deploy's new swarm lacks it
+    planned, applied = plan_then_deploy(project, master, monkeypatch, "r1", files)
+    assert planned == applied and applied[-1] == {"action": "restore app", "name": "hello", "image": image}
+    assert master.docker.app_services == {"hello": image}      # "gone" is in no apps/<name>/: left alone
+
+    planned, applied = plan_then_deploy(project, master, monkeypatch, "r1", files)
+    assert planned == applied == [{"action": "write release record", "release": "r1"}]
+
+    del master.docker.app_services["hello"]           # its service removed by hand
+    planned, applied = plan_then_deploy(project, master, monkeypatch, "r1", files)
+    assert planned == applied == [{"action": "write release record", "release": "r1"},
+                                  {"action": "restore app", "name": "hello", "image": image}]

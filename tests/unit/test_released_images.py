@@ -9,7 +9,7 @@ import docker
 import docker.errors
 import pytest
 
-from lapinfra import apps, ddns, deploy, records, services as svc, startstop, swarm
+from lapinfra import ddns, deploy, records, services as svc, startstop, swarm
 from lapinfra.errors import LapinfraError
 
 REGISTRY_HOST = "docker.internal:5000"
@@ -55,7 +55,7 @@ def master(project, monkeypatch):
     monkeypatch.setattr(deploy, "reconcile", lambda client, kwargs, reporter, executor=None: started.append(kwargs["name"]) or "created")
     monkeypatch.setattr(deploy.Swarm, "apply", lambda *a: None)       # the swarm's phase: tests/unit/test_swarm.py
     monkeypatch.setattr(swarm, "connect_to_apps", lambda *a: False)
-    monkeypatch.setattr(apps, "restore_services", lambda *a: [])
+    monkeypatch.setattr(deploy.Apps, "apply", lambda *a: None)        # the apps' phase: tests/unit/test_plan_is_deploy.py
     monkeypatch.setattr(ddns, "register_nodes", lambda p: True)
 
     def make(local: dict, registry: dict):
