@@ -270,9 +270,25 @@ class RestoreApp:
         return {"action": self.kind, "name": self.name, "image": self.image}
 
 
+# ---- the nodes' DNS names ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RegisterName:
+    """<node>.node.<domain> registered with the node's address (its A records replaced, by a signed update)."""
+    name: str
+    address: str
+    kind = "register name"
+
+    def describe(self) -> str:
+        return f"register {self.name} -> {self.address} in the DNS"
+
+    def to_json(self) -> dict:
+        return {"action": self.kind, "name": self.name, "address": self.address}
+
+
 Action = (WriteFile | RemoveFile | LoadImage | PushImage | TagImage | WriteRelease | PullImage | ChangeContainer
           | LeaveSwarm | InitSwarm | ActivateNode | CreateAppsNetwork | TrustRegistry | JoinSwarm | RemoveSwarmNode
-          | RestoreApp)
+          | RestoreApp | RegisterName)
 
 
 def as_json(actions) -> list[dict]:

@@ -1,7 +1,8 @@
 """Dynamic DNS: the names of hosts, nodes and workstations.
 
     <name>.host.<domain>                        a host, the machine that runs nodes (office.host.internal)
-    <name>.node.<domain>                        a node (registered by lapinfra whenever the infrastructure starts)
+    <name>.node.<domain>                        a node (registered by lapinfra whenever the infrastructure starts,
+                                                where missing or wrong)
     <first>-<last>[-<specifier>].pc.<domain>    a user's workstation (alice-smith-notebook.pc.internal)
 
 Each of host, node and pc is a zone of its own on the master's bind9 (see
@@ -29,6 +30,7 @@ import dns.tsig
 import dns.update
 import dns.zone
 
+from .actions import RegisterName
 from .config import DYNAMIC_ZONES
 from .errors import LapinfraError
 from .nodes import Nodes
@@ -187,42 +189,79 @@ def unregister(project, text: str) -> tuple[Name, bool]:
     return name, send(message, _server(project)) == dns.rcode.NOERROR
 
 
+def transfer(project, zone: str, timeout: float = TIMEOUT) -> dict[str, list[str]]:
+    """Every name of ``zone`` -> its addresses (a zone transfer, signed with the transfer key).
+    A server that does not answer is Unreachable."""
+    data = dns.zone.Zone(zone, relativize=False)
+    query = dns.message.make_query(zone, dns.rdatatype.AXFR)
+    query.use_tsig(project.secrets.tsig_key())
+    try:
+        dns.query.inbound_xfr(_server(project), data, query=query, port=PORT, timeout=timeout, lifetime=timeout * 3)
+    except dns.exception.Timeout:
+        raise Unreachable(f"no answer from the DNS server at {_server(project)}:{PORT} within {timeout:.0f}s") from None
+    except dns.exception.DNSException as exc:
+        raise LapinfraError(f"zone transfer of {zone} from {_server(project)} failed: {exc}") from None
+    except OSError as exc:
+        raise Unreachable(f"cannot reach the DNS server at {_server(project)}:{PORT} ({exc.strerror or exc})") from None
+    return {owner.to_text(omit_final_dot=True): sorted(r.address for r in rdataset)
+            for owner, rdataset in data.iterate_rdatasets(dns.rdatatype.A)}
+
+
 def registered(project) -> dict[str, list[str]]:
-    """Every name of the dynamic zones -> its addresses (a zone transfer, signed with the transfer key)."""
-    key = project.secrets.tsig_key()
+    """Every name of the dynamic zones -> its addresses."""
     out: dict[str, list[str]] = {}
     for zone in project.env.dynamic_zones:
-        data = dns.zone.Zone(zone, relativize=False)
-        query = dns.message.make_query(zone, dns.rdatatype.AXFR)
-        query.use_tsig(key)
-        try:
-            dns.query.inbound_xfr(_server(project), data, query=query, port=PORT, timeout=TIMEOUT, lifetime=TIMEOUT * 3)
-        except dns.exception.DNSException as exc:
-            raise LapinfraError(f"zone transfer of {zone} from {_server(project)} failed: {exc}") from None
-        except OSError as exc:
-            raise LapinfraError(f"cannot reach the DNS server at {_server(project)}:{PORT} ({exc.strerror or exc})") from None
-        for owner, rdataset in data.iterate_rdatasets(dns.rdatatype.A):
-            out[owner.to_text(omit_final_dot=True)] = sorted(r.address for r in rdataset)
+        out.update(transfer(project, zone))
     return dict(sorted(out.items()))
 
 
-def register_nodes(project, expect_down: bool = False, timeout: float = 5.0) -> bool:
-    """(Re)register <node>.node.<domain> of every node of the environment in one signed
-    update (an unchanged name changes nothing on the server). Called whenever the
-    infrastructure starts and when nodes come up: a DNS server that is not running
-    yet or refuses is a warning (with ``expect_down``, not running is just said),
-    never a failure."""
-    env = project.env
-    zone = f"node.{env.domain}"
-    records = {**env.node_records, **Nodes(project).dynamic_records()}
+# ---- the nodes' names: facts, decisions, actions --------------------------------------------
+
+def node_zone(env) -> str:
+    return f"node.{env.domain}"
+
+
+def node_names(project) -> dict[str, str]:
+    """What node.<domain> must hold: <node>.node.<domain> -> the fixed address of each node that has
+    one, and the address each running node without one holds now."""
+    return {**project.env.node_records, **Nodes(project).dynamic_records()}
+
+
+def name_actions(wanted: dict[str, str], held: dict[str, list[str]]) -> list[RegisterName]:
+    """The names of ``wanted`` (name -> address) whose A records in ``held`` (name -> addresses, as the
+    DNS server holds them) are missing or another (pure: a name that is right takes no action)."""
+    return [RegisterName(name, address) for name, address in sorted(wanted.items()) if held.get(name) != [address]]
+
+
+def apply_names(project, actions: list[RegisterName], timeout: float = TIMEOUT) -> None:
+    """Register ``actions``' names in one signed update of node.<domain> (each name's A records replaced)."""
+    zone = node_zone(project.env)
+    records = {action.name: action.address for action in actions}
+    send(update_message(zone, project.secrets.tsig_key("node"), records), _server(project), timeout=timeout)
+    project.reporter.info(f"registered in {zone}: " + ", ".join(f"{n} -> {a}" for n, a in records.items()))
+
+
+NAMES_SECONDS = 5.0     # how long a start, a deploy or node.up waits for the DNS server
+
+
+def register_nodes(project, expect_down: bool = False, timeout: float = NAMES_SECONDS) -> list[RegisterName] | None:
+    """(Re)register <node>.node.<domain> of every node of the environment whose name the DNS server
+    lacks or holds with another address (read by a zone transfer first), in one signed update; the
+    actions applied (None: the server did not answer or refused). Called when nodes come up, and by
+    start and deploy (their phase "names", which plan shows): a DNS server that is not running yet
+    or refuses is a warning (with ``expect_down``, not running is just said), never a failure."""
+    zone = node_zone(project.env)
     try:
-        send(update_message(zone, project.secrets.tsig_key("node"), records), _server(project), timeout=timeout)
+        actions = name_actions(node_names(project), transfer(project, zone, timeout))
+        if actions:
+            apply_names(project, actions, timeout)
     except LapinfraError as exc:
-        later = f"the next `invoke start --env={env.name}` or deploy registers them"
+        later = f"the next `invoke start --env={project.env.name}` or deploy registers them"
         if expect_down and isinstance(exc, Unreachable):
             project.reporter.info(f"node names not registered: the DNS does not run yet; {later}")
         else:
             project.reporter.warn(f"node names not registered in {zone} ({exc}); {later}")
-        return False
-    project.reporter.info(f"registered in {zone}: " + ", ".join(f"{n} -> {a}" for n, a in records.items()))
-    return True
+        return None
+    if not actions:
+        project.reporter.info(f"node names in {zone}: each registered already")
+    return actions

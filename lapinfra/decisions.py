@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from .actions import (ChangeContainer, InitSwarm, LoadImage, PullImage, PushImage, RemoveFile, RestoreApp, TagImage, WriteFile,
-                      WriteRelease)
+from .actions import (ChangeContainer, InitSwarm, LoadImage, PullImage, PushImage, RegisterName, RemoveFile, RestoreApp,
+                      TagImage, WriteFile, WriteRelease)
 from .facts import ContainerState, NodeFacts
 from .records import Release
 from .services import SPEC_LABEL
@@ -138,7 +138,7 @@ def after(node: NodeFacts, actions) -> NodeFacts:
     facts the earlier phases leave (it reads them all before any phase is applied)."""
     files = {folder: dict(held) for folder, held in node.files.items()}
     containers, seeded, pulled = dict(node.containers), dict(node.seeded), dict(node.pulled)
-    manifests, release, services = set(node.manifests), node.release, set(node.services)
+    manifests, release, services, names = set(node.manifests), node.release, set(node.services), dict(node.names)
     for action in actions:
         if isinstance(action, WriteFile):
             files.setdefault(action.folder, {})[action.path] = sha256(action.data)
@@ -158,5 +158,7 @@ def after(node: NodeFacts, actions) -> NodeFacts:
             services.clear()
         elif isinstance(action, RestoreApp):
             services.add(action.name)
+        elif isinstance(action, RegisterName):
+            names[action.name] = [action.address]
     return node.with_(files=files, containers=containers, seeded=seeded, pulled=pulled, manifests=frozenset(manifests),
-                      release=release, services=frozenset(services))
+                      release=release, services=frozenset(services), names=names)

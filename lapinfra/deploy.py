@@ -21,7 +21,7 @@ import contextlib
 import hashlib
 from dataclasses import dataclass, field
 
-from . import apps, decisions, facts, records, services as svc, swarm
+from . import apps, ddns, decisions, facts, records, services as svc, swarm
 from .actions import ChangeContainer, PushImage
 from .decisions import container_action, present_images, push_decisions  # noqa: F401  (plan and tests name them here)
 from .errors import LapinfraError
@@ -350,6 +350,21 @@ class Apps(Phase):
             executor.reporter.warn(f"applications not brought back ({exc}); `invoke app.status --env={s.env.name}`")
 
 
+class Names(Phase):
+    """<node>.node.<domain> registered where the DNS server lacks a node's name or holds another
+    address (ddns.register_nodes, which reads, decides and applies; its failure is a warning)."""
+    name = "names"
+
+    def decide(self, target, node):
+        return ddns.name_actions(ddns.node_names(target.project), node.names)
+
+    def read(self, s, target):
+        return facts.NodeFacts(names=ddns.transfer(target.project, ddns.node_zone(target.project.env), ddns.NAMES_SECONDS))
+
+    def apply(self, s, target, executor):
+        executor.record(ddns.register_nodes(target.project) or [])
+
+
 def release_phases(env) -> list[Phase]:
     """What a release needs on the node before its containers change (push_release): config and
     secrets, the master's own images, the registry running, the release's images in it."""
@@ -366,8 +381,8 @@ def start_phases(env) -> list[Phase]:
 
 def served_phases(env) -> list[Phase]:
     """What a start does once its containers serve (start_services): the applications brought back,
-    where there are workers."""
-    return [Apps()] if env.workers else []
+    where there are workers, and the nodes' names registered (the DNS server serves now)."""
+    return [*([Apps()] if env.workers else []), Names()]
 
 
 def deploy_phases(env) -> list[Phase]:
@@ -387,12 +402,18 @@ def apply_phases(s: MasterSession, target: Target, phases: list[Phase], executor
 
 def read_facts(s: MasterSession, target: Target) -> facts.NodeFacts:
     """Every fact the phases of a deploy decide on, read at once (`invoke plan`; a registry that does
-    not answer holds nothing, as on a first deploy): the master's (facts.read), the swarm's and the
-    applications'."""
+    not answer holds nothing, as on a first deploy; so does a DNS server): the master's (facts.read),
+    the nodes' names in the DNS, the swarm's and the applications'."""
     env = target.project.env
     node = facts.read(s, containers=[service.container for service in svc.services(env)],
                       folders=Upload().desired(target), images=target.images, release=target.record.release,
                       seed_tags=target.seeds, pulls=release_refs(target).values())
+    try:
+        node = node.with_(names=Names().read(s, target).names)
+    except ddns.Unreachable:           # no DNS server yet (a first deploy): it holds no name
+        pass
+    except LapinfraError as exc:       # the deploy would only warn too
+        target.project.reporter.warn(f"the DNS server's node names not read ({exc}): each is planned as missing")
     if not env.workers:
         return node
     found, recorded = swarm.read(target.project, s.docker), facts.read_apps(s)

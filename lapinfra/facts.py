@@ -66,6 +66,7 @@ class NodeFacts:
     swarm: SwarmFacts | None = None                             # None: no workers, no swarm
     apps: Mapping[str, str] = field(default_factory=dict)       # records.APPS: app name -> its recorded image
     services: frozenset[str] = frozenset()                      # the recorded apps whose swarm service is there
+    names: Mapping[str, list[str]] = field(default_factory=dict)   # node.<domain>: name -> its addresses there
 
     def with_(self, **changes) -> "NodeFacts":
         return replace(self, **changes)

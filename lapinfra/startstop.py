@@ -1,12 +1,13 @@
 """The infrastructure's own commands on the master: start, stop, and seed it.
 
 - stop:   remove every ``infra_*`` container (selected through the Docker API).
-- start:  start without stopping: the registry first, then pull the release's
+- start:  start without stopping: the swarm, the registry, then pull the release's
           images from it and start the other containers (deploy.start_phases).
           Reads the release record on the node, so it works from the node's state
-          alone (and the images the node keeps itself, see seed). Then the nodes'
-          names are (re)registered in the DNS (lapinfra/ddns.py). A deploy ends
-          with the same start of its release (activate).
+          alone (and the images the node keeps itself, see seed). Then the apps are
+          brought back and the nodes' names registered where missing or wrong
+          (deploy.served_phases). A deploy ends with the same start of its release
+          (activate).
 - seed:   `invoke node.seed`: the first installation, the base, registry and
           backup images carried from the workstation (deploy.seed).
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 import shlex
 import time
 
-from . import ddns, records, services as svc
+from . import records, services as svc
 from .actions import ChangeContainer
 from .backuptool import recover_interrupted
 from .deploy import (Container, RecordRelease, Target, apply_phases, ensure_infra_network, seed, seed_tags,
@@ -63,8 +64,8 @@ def start(project) -> dict[str, str]:
 
 def start_services(s: MasterSession, release: Release, reporter, executor: Executor | None = None) -> dict[str, str]:
     """Start ``release``'s containers (start_phases: the swarm, the registry, the pulls from it, the
-    others in start order), wait until the ones that changed serve, bring the applications back
-    (served_phases) and register the nodes' names; what was done to each service's container (``executor``: the deploy's, which
+    others in start order), wait until the ones that changed serve, bring the applications back and
+    register the nodes' names (served_phases); what was done to each service's container (``executor``: the deploy's, which
     records each action)."""
     ensure_infra_network(s.docker)
     phases, target = start_phases(s.env), Target(s.p, release, s.registry_host)
@@ -77,7 +78,6 @@ def start_services(s: MasterSession, release: Release, reporter, executor: Execu
             ports = {service.container: service_port(service) for service in svc.services(s.env)}
             wait_healthy(s.docker, list(changed), accepting=port_prober(s, ports))
     apply_phases(s, target, served_phases(s.env), executor)
-    ddns.register_nodes(s.p)
     return outcome
 
 

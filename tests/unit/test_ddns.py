@@ -20,6 +20,7 @@ import dns.zone
 import pytest
 
 from lapinfra import config, ddns, deploy, render
+from lapinfra.actions import RegisterName
 from lapinfra.errors import ConfigError, LapinfraError
 from tests.conftest import ROOT
 
@@ -264,26 +265,58 @@ def test_no_server_is_unreachable(project):
                   "127.0.0.1", port=_closed_port())
 
 
-def test_register_nodes_sends_every_node_and_never_fails(project, server, monkeypatch):
+NODES = {"backup.node.internal": "172.28.10.20", "master.node.internal": "172.28.10.10",
+         "worker1.node.internal": "172.28.10.130", "worker2.node.internal": "172.28.10.31"}
+
+
+@pytest.mark.parametrize("held, registered", [
+    pytest.param({n: [a] for n, a in NODES.items()}, [], id="no-op: every name holds its address"),
+    pytest.param({**{n: [a] for n, a in NODES.items()}, "old.node.internal": ["172.28.10.5"]}, [],
+                 id="no-op: a name of no node is left alone"),
+    pytest.param({}, list(NODES), id="nothing registered yet"),
+    pytest.param({**{n: [a] for n, a in NODES.items()}, "worker1.node.internal": ["172.28.10.129"]},
+                 ["worker1.node.internal"], id="a dynamic node with a new address"),
+    pytest.param({**{n: [a] for n, a in NODES.items()}, "master.node.internal": ["172.28.10.10", "172.28.10.11"]},
+                 ["master.node.internal"], id="a second address"),
+])
+def test_name_actions(held, registered):
+    assert ddns.name_actions(NODES, held) == [RegisterName(name, NODES[name]) for name in registered]
+
+
+def test_register_nodes_sends_the_missing_or_wrong_names_and_never_fails(project, server, monkeypatch):
     from lapinfra.nodes import Nodes
 
     # worker1 has no fixed address: it is registered with the one it holds (here: a stand-in)
     monkeypatch.setattr(Nodes, "dynamic_records", lambda self: {"worker1.node.internal": "172.28.10.130"})
+    held = {"master.node.internal": ["172.28.10.10"], "worker2.node.internal": ["172.28.10.99"]}
+    transfers = []
+    monkeypatch.setattr(ddns, "transfer", lambda p, zone, timeout: transfers.append(zone) or held)
     s = server(key=project.secrets.tsig_key("node"))
-    assert ddns.register_nodes(project) is True
+    assert [a.name for a in ddns.register_nodes(project)] == [
+        "backup.node.internal", "worker1.node.internal", "worker2.node.internal"]
     (got,) = s.received
     added = {r.name.to_text(): r[0].address for r in got.sections[2] if r.deleting is None}
-    assert added == {"backup.node.internal.": "172.28.10.20", "master.node.internal.": "172.28.10.10",
-                     "worker1.node.internal.": "172.28.10.130", "worker2.node.internal.": "172.28.10.31"}
-    assert got.sections[0][0].name.to_text() == "node.internal."
+    assert added == {"backup.node.internal.": "172.28.10.20", "worker1.node.internal.": "172.28.10.130",
+                     "worker2.node.internal.": "172.28.10.31"}
+    assert got.sections[0][0].name.to_text() == "node.internal." and transfers == ["node.internal"]
 
+    held.update({name.rstrip("."): [address] for name, address in added.items()})
+    assert ddns.register_nodes(project) == [] and len(s.received) == 1          # nothing to change: nothing sent
+    assert project.reporter.lines[-1] == "node names in node.internal: each registered already"
+
+    held.clear()
     monkeypatch.setattr(ddns, "PORT", _closed_port())
-    assert ddns.register_nodes(project) is False
+    assert ddns.register_nodes(project) is None
     assert project.reporter.lines[-1].startswith("! node names not registered in node.internal")
-    assert ddns.register_nodes(project, expect_down=True) is False
+
+    def unreachable(p, zone, timeout):
+        raise ddns.Unreachable("no answer")
+    monkeypatch.setattr(ddns, "transfer", unreachable)
+    assert ddns.register_nodes(project, expect_down=True) is None
     assert project.reporter.lines[-1].startswith("node names not registered: the DNS does not run yet")
+    monkeypatch.setattr(ddns, "transfer", lambda p, zone, timeout: {})
     server(key=project.secrets.tsig_key("node"), rcode=dns.rcode.REFUSED)
-    assert ddns.register_nodes(project, expect_down=True) is False      # a refusal always warns
+    assert ddns.register_nodes(project, expect_down=True) is None      # a refusal always warns
     assert project.reporter.lines[-1].startswith("! ") and "wrong TSIG key" in project.reporter.lines[-1]
 
 

@@ -18,9 +18,10 @@ from types import SimpleNamespace as NS
 import docker.errors
 import pytest
 
-from lapinfra import decisions, deploy, executor, facts, promote, records, services as svc, swarm
+from lapinfra import ddns, decisions, deploy, executor, facts, promote, records, services as svc, swarm
 from lapinfra.actions import (ChangeContainer, InitSwarm, LoadImage, PullImage, PushImage, RemoveFile, RestoreApp, TagImage,
                               WriteFile, WriteRelease, as_json)
+from lapinfra.nodes import Nodes
 from lapinfra.report import Recorder
 
 # ---- containers --------------------------------------------------------------------------
@@ -381,6 +382,8 @@ def planned(project, monkeypatch):
         release, {name: image.id for name, image in imgs.items()}, {s.name: "c" for s in svc.services(env)}))
     monkeypatch.setattr(promote, "check_gate", lambda p, release, imgs: None)
     monkeypatch.setattr(facts, "registry_has", lambda s, repository: repository in s.registry)
+    monkeypatch.setattr(Nodes, "dynamic_records", lambda self: {"worker1.node.internal": "172.28.10.130"})
+    monkeypatch.setattr(ddns, "transfer", lambda p, zone, timeout: {n: [a] for n, a in ddns.node_names(p).items()})
     ca = hashlib.sha256(swarm.registry_ca(project)).hexdigest()     # the swarm as it should be (test_swarm.py: others)
     monkeypatch.setattr(swarm, "read", lambda p, manager: facts.SwarmFacts(
         facts.SwarmNode(env.master.name, "manager"), tuple(facts.SwarmNode(w.name, "worker", ca=ca) for w in env.workers),

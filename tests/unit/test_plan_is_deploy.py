@@ -145,7 +145,12 @@ def master(project, monkeypatch, engines):
     for name in ("worker1", "worker2"):
         engines.by_name[name].manager = s.docker
     monkeypatch.setattr(swarm, "connect_to_apps", lambda *a: False)
-    monkeypatch.setattr(ddns, "register_nodes", lambda p: True)
+    # the DNS server's node.<domain>: name -> addresses, read by a zone transfer, changed by signed updates
+    s.names = {}
+    monkeypatch.setattr(ddns, "transfer", lambda p, zone, timeout: {n: list(a) for n, a in s.names.items()})
+    monkeypatch.setattr(ddns, "send", lambda message, server, **kw: s.names.update(
+        {r.name.to_text(omit_final_dot=True): [r[0].address] for r in message.sections[2] if r.deleting is None}))
+    monkeypatch.setattr(Nodes, "dynamic_records", lambda self: {"worker1.node.internal": "172.28.10.130"})
     monkeypatch.setattr(promote, "MasterSession", lambda p: s)
     monkeypatch.setattr(promote, "check_gate", lambda *a: None)
     # what a deploy does besides its phases, which other tests cover
@@ -175,7 +180,9 @@ def test_the_plan_is_what_the_deploy_applies_first_again_and_for_a_new_release(p
     assert planned == applied
     kinds = {a["action"] for a in applied}
     assert kinds == {"write file", "load image", "push image", "write release record", "init swarm", "create apps network",
-                     "trust registry", "join swarm", "pull image", "container"}
+                     "trust registry", "join swarm", "pull image", "container", "register name"}
+    assert applied[-4:] == [{"action": "register name", "name": f"{n}.node.internal", "address": a} for n, a in (
+        ("backup", "172.28.10.20"), ("master", "172.28.10.10"), ("worker1", "172.28.10.130"), ("worker2", "172.28.10.31"))]
     assert [a["node"] for a in applied if a["action"] == "join swarm"] == ["worker1", "worker2"]
     assert {a["container"] for a in applied if a["action"] == "container"} == {s.container for s in svc.services(project.env)}
     assert {a["name"] for a in applied if a["action"] == "pull image"} == set(deploy.release_refs(
@@ -215,8 +222,8 @@ def test_the_deploy_applies_the_phases_plan_decides_in_their_order(project, mast
     names = [phase.name for phase in deploy.deploy_phases(project.env)]
     assert walked == names
     assert names[:5] == ["upload", "seed", "infra_registry", "images", "release record"]
-    assert names[5:8] == ["swarm", "infra_registry", "pulls"] and names[-1] == "apps"
-    assert len(names) == 9 + len(svc.services(project.env)) - 1
+    assert names[5:8] == ["swarm", "infra_registry", "pulls"] and names[-2:] == ["apps", "names"]
+    assert len(names) == 10 + len(svc.services(project.env)) - 1
 
 
 def test_plan_changes_nothing_on_the_master(project, master, monkeypatch):
@@ -253,7 +260,7 @@ def test_the_recorded_apps_the_swarm_lacks_are_planned_and_brought_back(project,
     master.conn.node.fs[records.APPS] = ("file", 0o644, json.dumps({"hello": {"image": image}, "gone": {"image": "x"}}).encode())
     master.docker.app_services["hello"] = image        # in the swarm the master had; the deploy's new swarm lacks it
     planned, applied = plan_then_deploy(project, master, monkeypatch, "r1", files)
-    assert planned == applied and applied[-1] == {"action": "restore app", "name": "hello", "image": image}
+    assert planned == applied and {"action": "restore app", "name": "hello", "image": image} in applied
     assert master.docker.app_services == {"hello": image}      # "gone" is in no apps/<name>/: left alone
 
     planned, applied = plan_then_deploy(project, master, monkeypatch, "r1", files)
@@ -263,3 +270,27 @@ def test_the_recorded_apps_the_swarm_lacks_are_planned_and_brought_back(project,
     planned, applied = plan_then_deploy(project, master, monkeypatch, "r1", files)
     assert planned == applied == [{"action": "write release record", "release": "r1"},
                                   {"action": "restore app", "name": "hello", "image": image}]
+
+
+def test_a_node_name_missing_or_wrong_in_the_dns_is_planned_and_registered(project, master, monkeypatch):
+    files = {"proxy/nginx.conf": b"events {}\n"}
+    plan_then_deploy(project, master, monkeypatch, "r1", files)
+    master.names["backup.node.internal"] = ["172.28.10.99"]          # moved by hand
+    del master.names["worker2.node.internal"]                         # removed by hand
+    monkeypatch.setattr(Nodes, "dynamic_records", lambda self: {"worker1.node.internal": "172.28.10.131"})   # a new address
+    planned, applied = plan_then_deploy(project, master, monkeypatch, "r1", files)
+    assert planned == applied == [{"action": "write release record", "release": "r1"}] + [
+        {"action": "register name", "name": f"{n}.node.internal", "address": a} for n, a in (
+            ("backup", "172.28.10.20"), ("worker1", "172.28.10.131"), ("worker2", "172.28.10.31"))]
+    assert master.names["backup.node.internal"] == ["172.28.10.20"]
+
+
+def test_a_dns_server_that_does_not_answer_yet_is_planned_as_holding_no_name(project, master, monkeypatch):
+    def unreachable(p, zone, timeout):
+        raise ddns.Unreachable("no DNS server yet")
+    monkeypatch.setattr(ddns, "transfer", unreachable)
+    monkeypatch.setattr(promote, "release_id", lambda root: "r1")
+    monkeypatch.setattr(promote, "config_files", lambda p: {})
+    planned = promote.plan(project)["actions"]
+    assert [a["name"] for a in planned if a["action"] == "register name"] == [
+        "backup.node.internal", "master.node.internal", "worker1.node.internal", "worker2.node.internal"]
