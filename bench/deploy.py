@@ -79,7 +79,7 @@ SCHEDULER_MARGIN = 45        # s: wait out a scheduled snapshot due this soon (i
 STATUS = "/data/backup/status.json"
 STEP = re.compile(r"^✓ (.+) \((\d+(?:\.\d+)?)s\)$")
 SUITE_START = re.compile(r"^verification suite on \S+ \.\.\.$")
-SUITE_END = re.compile(r"^!? ?verification suite on \S+: (passed|FAILED),? .*?\(([\d.]+)s")
+SUITE_END = re.compile(r"^!? ?verification suite on \S+: (passed|FAILED),? .*?([\d.]+)s wall")
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 # Step lines, by what they do (first match wins); the rest of a command's time is "other".
 CATEGORIES = [

@@ -237,3 +237,11 @@ def test_script_parses_its_arguments(name):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "--write" in proc.stdout and "--runs" in proc.stdout
+
+
+@pytest.mark.parametrize("line, seconds", [
+    ("verification suite on bench: passed, 119 checks in 11.8s wall", "11.8"),
+    ("! verification suite on test: FAILED, 3 of 118 checks (20.9s wall; report: build/test/junit.xml)", "20.9"),
+])
+def test_the_deploy_benchmark_reads_the_suites_seconds_from_its_summary_line(line, seconds):
+    assert script("deploy").SUITE_END.match(line).group(2) == seconds
