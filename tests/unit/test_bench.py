@@ -11,7 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / "bench"
-SCRIPTS = ["build_noop", "config_check", "deploy", "downtime", "snapshot", "verify"]
+SCRIPTS = ["build_noop", "config_check", "deploy", "downtime", "snapshot", "up", "verify"]
 sys.path.insert(0, str(BENCH))
 
 import benchlib  # noqa: E402
@@ -176,7 +176,14 @@ def config_check_report() -> str:
     return script("config_check").render(times, 2, MACHINE)
 
 
+def up_report() -> str:
+    m = script("up")
+    results = {m.UP: [(20.8, 12.1), (21.5, 12.6)], m.SUITE: [(13.0, 11.9), (13.4, 12.2)]}
+    return m.render("test", results, 2, MACHINE)
+
+
 REPORTS = {
+    "up": (up_report, "Second `up` with nothing changed", "| command | median (s) | range (s) | of it, the suite (median, s) |"),
     "config_check": (config_check_report, "Configuration check on large and hostile input",
                      "| input | lapinfra's check (s) | yaml.safe_load (s) |"),
     "build_noop": (build_noop_report, "No-op build", "| method | median (s) | min (s) | median / invoke no-op |"),
@@ -223,6 +230,12 @@ def test_report_tables_are_whole():
 
 def test_snapshot_heading_of_a_larger_data():
     assert snapshot_report(4096).startswith("## Snapshots of a larger /data (+4 GB of artifacts)\n")
+
+
+def test_up_figures():
+    text = up_report()
+    assert "| invoke up (nothing changed) | 21.1 | 20.8-21.5 | 12.3 |" in text
+    assert "an unchanged `up` takes 8.8 s (median)" in text and "at most 10 s for the whole `up`: not met" in text
 
 
 def test_verify_and_build_noop_figures():
