@@ -286,9 +286,42 @@ class RegisterName:
         return {"action": self.kind, "name": self.name, "address": self.address}
 
 
+@dataclass(frozen=True)
+class JoinNetwork:
+    """Connect an infrastructure container to a further network (the proxy to the applications' overlay,
+    to reach each replica): a container is created on the node's infra network only."""
+    container: str
+    network: str
+    kind = "join network"
+
+    def describe(self) -> str:
+        return f"connect {self.container} to the network {self.network}"
+
+    def to_json(self) -> dict:
+        return {"action": self.kind, "container": self.container, "network": self.network}
+
+
+@dataclass(frozen=True)
+class PushGit:
+    """The deployed commit into the target's infrastructure repository: its branch (the productive
+    version) and the tag deployed-<commit>. ``over``: the branch's commit a forced push drops."""
+    commit: str
+    branch: str
+    over: str | None = None
+    kind = "push git"
+
+    def describe(self) -> str:
+        forced = f", pushed over {self.over[:12]} (--force)" if self.over else ""
+        return f"push commit {self.commit[:12]} to the git server's {self.branch} and tag deployed-{self.commit[:12]}{forced}"
+
+    def to_json(self) -> dict:
+        return {"action": self.kind, "commit": self.commit[:12], "branch": self.branch,
+                **({"over": self.over[:12]} if self.over else {})}
+
+
 Action = (WriteFile | RemoveFile | LoadImage | PushImage | TagImage | WriteRelease | PullImage | ChangeContainer
           | LeaveSwarm | InitSwarm | ActivateNode | CreateAppsNetwork | TrustRegistry | JoinSwarm | RemoveSwarmNode
-          | RestoreApp | RegisterName)
+          | RestoreApp | RegisterName | JoinNetwork | PushGit)
 
 
 def as_json(actions) -> list[dict]:

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from .actions import (ChangeContainer, InitSwarm, LoadImage, PullImage, PushImage, RegisterName, RemoveFile, RestoreApp,
-                      TagImage, WriteFile, WriteRelease)
-from .facts import ContainerState, NodeFacts
+from .actions import (ChangeContainer, InitSwarm, JoinNetwork, LoadImage, PullImage, PushGit, PushImage, RegisterName,
+                      RemoveFile, RestoreApp, TagImage, WriteFile, WriteRelease)
+from .facts import ContainerState, GitFacts, NodeFacts
 from .records import Release
-from .services import SPEC_LABEL
+from .services import NETWORK, SPEC_LABEL
 
 
 # ---- files (config, each service's secrets, the registry CA) ---------------------------
@@ -122,6 +122,12 @@ def container_actions(wanted: list[dict], containers: Mapping[str, ContainerStat
     return [c for c in changes if c is not None]
 
 
+def network_actions(container: str, state: ContainerState | None, networks) -> list[JoinNetwork]:
+    """The further ``networks`` the container (its ``state`` once its own action is applied) is not on."""
+    held = state.networks if state else frozenset()
+    return [JoinNetwork(container, network) for network in networks if network not in held]
+
+
 # ---- the applications brought back ------------------------------------------------------------
 
 def restore_actions(configured, recorded: Mapping[str, str], services) -> list[RestoreApp]:
@@ -132,6 +138,18 @@ def restore_actions(configured, recorded: Mapping[str, str], services) -> list[R
 
 
 # ---- the facts once actions are applied --------------------------------------------------------
+
+def git_actions(git: GitFacts, branch: str, force: bool = False, late: bool = False) -> list[PushGit]:
+    """The deployed commit into the target's repository, unless its branch and tag hold it already.
+    Before the containers change, only where the git server runs; ``late`` (once they started: a
+    first deploy's git server runs then) in any case. The branch is pushed over (``over``) only
+    with ``force``; without it a branch that would lose commits refused the deploy before any change."""
+    if git.branch == git.head and git.tagged:
+        return []
+    if not git.up and not late:
+        return []
+    return [PushGit(git.head, branch, git.branch if git.drops and force else None)]
+
 
 def after(node: NodeFacts, actions) -> NodeFacts:
     """The facts as applying ``actions`` leaves them: plan decides each phase of a deploy on the
@@ -153,12 +171,20 @@ def after(node: NodeFacts, actions) -> NodeFacts:
         elif isinstance(action, PullImage):
             pulled[action.reference] = action.id
         elif isinstance(action, ChangeContainer):
-            containers[action.container] = ContainerState("running", action.spec)
+            # started: on the networks it was on; created anew: on the node's infra network only
+            prior = containers.get(action.container)
+            kept = prior.networks if action.verb == "start" and prior else frozenset({NETWORK})
+            containers[action.container] = ContainerState("running", action.spec, kept)
+        elif isinstance(action, JoinNetwork):
+            prior = containers[action.container]
+            containers[action.container] = ContainerState(prior.status, prior.spec, prior.networks | {action.network})
         elif isinstance(action, InitSwarm):      # a new swarm has no services
             services.clear()
         elif isinstance(action, RestoreApp):
             services.add(action.name)
         elif isinstance(action, RegisterName):
             names[action.name] = [action.address]
+        elif isinstance(action, PushGit) and node.git is not None:
+            node = node.with_(git=GitFacts(action.commit, up=True, branch=action.commit, tagged=True))
     return node.with_(files=files, containers=containers, seeded=seeded, pulled=pulled, manifests=frozenset(manifests),
                       release=release, services=frozenset(services), names=names)

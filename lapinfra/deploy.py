@@ -21,7 +21,7 @@ import contextlib
 import hashlib
 from dataclasses import dataclass, field
 
-from . import apps, ddns, decisions, facts, records, services as svc, swarm
+from . import apps, ddns, decisions, facts, gitpush, records, services as svc, swarm
 from .actions import ChangeContainer, PushImage
 from .decisions import container_action, present_images, push_decisions  # noqa: F401  (plan and tests name them here)
 from .errors import LapinfraError
@@ -173,6 +173,7 @@ class Target:
     files: dict[str, bytes] | None = None              # the rendered config (None: not uploaded)
     seeds: dict = field(default_factory=dict)          # tag -> the workstation's image the master keeps itself
     pending: dict[str, bytes] | None = None            # plan: the secrets as the deploy will write them
+    force: bool = False                                # a deploy with --force: its git push may drop the target's commits
 
 
 class Phase:
@@ -311,7 +312,12 @@ class Container(Phase):
         return svc.run_kwargs(service, ref, target.project.env, record.config.get(service.name, ""), image.id)
 
     def decide(self, target, node):
-        return decisions.container_actions([self.run_kwargs(target)], node.containers)
+        changes = decisions.container_actions([self.run_kwargs(target)], node.containers)
+        state = decisions.after(node, changes).containers.get(self.service.container)
+        return changes + decisions.network_actions(self.service.container, state, self.service.networks)
+
+    def read(self, s, target):
+        return facts.NodeFacts(containers=facts.read_containers(s.docker, [self.service.container]))
 
     def apply(self, s, target, executor):
         service, kwargs = self.service, self.run_kwargs(target)
@@ -320,8 +326,8 @@ class Container(Phase):
         else:
             refuse_unreleased(s.docker, target.record, {service.image: kwargs["image"]})
         reconcile(s.docker, kwargs, executor.reporter, executor)     # its facts, read right before
-        if svc.APPS_NETWORK in service.networks and swarm.connect_to_apps(s.docker, service.container):
-            executor.reporter.info(f"{service.container}: joined {svc.APPS_NETWORK} (the applications' replicas)")
+        state = self.read(s, target).containers.get(service.container)
+        executor.apply(decisions.network_actions(service.container, state, service.networks))
         if service.name == "registry":
             wait_registry(s)
 
@@ -365,6 +371,31 @@ class Names(Phase):
         executor.record(ddns.register_nodes(target.project) or [])
 
 
+class GitPush(Phase):
+    """The deployed commit into the target's infrastructure repository (lapinfra/gitpush.py): before
+    the containers change, where the git server runs; else, ``late``, once the containers started (a
+    first deploy starts the git server). ``found``: the facts of its last read."""
+    name = "git push"
+
+    def __init__(self, late: bool = False):
+        self.late, self.found = late, None
+
+    def decide(self, target, node):
+        return [] if node.git is None else decisions.git_actions(node.git, gitpush.BRANCH, target.force, self.late)
+
+    def read(self, s, target):
+        self.found = gitpush.read(s, target.project)
+        return facts.NodeFacts(git=self.found)
+
+    def apply(self, s, target, executor):
+        node = self.read(s, target)
+        if self.late and not node.git.up:
+            executor.reporter.warn(f"git push: the git server on {s.env.master.name} does not run: "
+                                   f"the deployed commit is not in its repository")
+            return
+        executor.apply(self.decide(target, node))
+
+
 def release_phases(env) -> list[Phase]:
     """What a release needs on the node before its containers change (push_release): config and
     secrets, the master's own images, the registry running, the release's images in it."""
@@ -386,10 +417,10 @@ def served_phases(env) -> list[Phase]:
 
 
 def deploy_phases(env) -> list[Phase]:
-    """Every phase of a deploy in its order: push_release's, the release record, start's (activate).
-    Plan decides them all on facts read at once; a deploy applies them one after the other (the git
-    push between the first part and the rest), so plan and deploy walk this one list."""
-    return [*release_phases(env), RecordRelease(), *start_phases(env), *served_phases(env)]
+    """Every phase of a deploy in its order: push_release's, the git push, the release record, start's
+    (activate), the git push of a first deploy (once its git server runs). Plan decides them all on
+    facts read at once; a deploy applies them one after the other, so plan and deploy walk this one list."""
+    return [*release_phases(env), GitPush(), RecordRelease(), *start_phases(env), *served_phases(env), GitPush(late=True)]
 
 
 def apply_phases(s: MasterSession, target: Target, phases: list[Phase], executor: Executor) -> list:
@@ -408,6 +439,7 @@ def read_facts(s: MasterSession, target: Target) -> facts.NodeFacts:
     node = facts.read(s, containers=[service.container for service in svc.services(env)],
                       folders=Upload().desired(target), images=target.images, release=target.record.release,
                       seed_tags=target.seeds, pulls=release_refs(target).values())
+    node = node.with_(git=GitPush().read(s, target).git)
     try:
         node = node.with_(names=Names().read(s, target).names)
     except ddns.Unreachable:           # no DNS server yet (a first deploy): it holds no name

@@ -11,7 +11,9 @@ from __future__ import annotations
 import time
 from pathlib import PurePosixPath
 
-from .actions import ChangeContainer, LoadImage, PullImage, PushImage, RemoveFile, TagImage, WriteFile, WriteRelease
+from . import gitpush
+from .actions import (ChangeContainer, JoinNetwork, LoadImage, PullImage, PushGit, PushImage, RemoveFile, TagImage, WriteFile,
+                      WriteRelease)
 from .base import split_tag
 from .errors import LapinfraError
 from .records import write_release
@@ -129,6 +131,15 @@ class Executor:
     # ---- the release record ---------------------------------------------------------
     def _WriteRelease(self, action: WriteRelease) -> None:
         write_release(self.s, action.record)
+
+    def _JoinNetwork(self, action: JoinNetwork) -> None:
+        self.client.networks.get(action.network).connect(action.container)
+        self.reporter.info(f"{action.container}: joined {action.network}")
+
+    # ---- the target's infrastructure repository ----------------------------------------
+    def _PushGit(self, action: PushGit) -> None:
+        with self.reporter.step(action.describe()):
+            gitpush.push(self.s, self.s.p, action)
 
     # ---- containers -----------------------------------------------------------------
     def _ChangeContainer(self, action: ChangeContainer) -> None:

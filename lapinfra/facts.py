@@ -20,9 +20,11 @@ from .session import ASIDE
 
 @dataclass(frozen=True)
 class ContainerState:
-    """One container on the master: its status and the spec label lapinfra gave it (None: none)."""
+    """One container on the master: its status, the spec label lapinfra gave it (None: none), the
+    networks it is on."""
     status: str
     spec: str | None = None
+    networks: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,17 @@ class SwarmNode:
 
 
 @dataclass(frozen=True)
+class GitFacts:
+    """The target's infrastructure repository on its git server (lapinfra/gitpush.py), beside the
+    commit a deploy pushes there."""
+    head: str                     # the commit deployed: this checkout's HEAD
+    up: bool = False              # its git server runs (not yet on a first deploy)
+    branch: str | None = None     # the commit its branch is at (None: no such branch yet)
+    tagged: bool = False          # its tag deployed-<head> is there
+    drops: bool = False           # moving the branch to head would drop commits (not a fast-forward)
+
+
+@dataclass(frozen=True)
 class SwarmFacts:
     """The master's swarm and each worker's engine (lapinfra/swarm.py reads them: it reaches the workers)."""
     master: SwarmNode
@@ -67,6 +80,7 @@ class NodeFacts:
     apps: Mapping[str, str] = field(default_factory=dict)       # records.APPS: app name -> its recorded image
     services: frozenset[str] = frozenset()                      # the recorded apps whose swarm service is there
     names: Mapping[str, list[str]] = field(default_factory=dict)   # node.<domain>: name -> its addresses there
+    git: GitFacts | None = None                                 # None: not asked (only a deploy pushes)
 
     def with_(self, **changes) -> "NodeFacts":
         return replace(self, **changes)
@@ -82,7 +96,8 @@ def read_containers(client, names) -> dict[str, ContainerState]:
             container = client.containers.get(name)
         except docker.errors.NotFound:
             continue
-        out[name] = ContainerState(container.status, container.labels.get(svc.SPEC_LABEL))
+        networks = (container.attrs.get("NetworkSettings") or {}).get("Networks") or {}
+        out[name] = ContainerState(container.status, container.labels.get(svc.SPEC_LABEL), frozenset(networks))
     return out
 
 

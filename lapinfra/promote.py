@@ -26,18 +26,15 @@ the audit log only: they are where releases are tried first.
 """
 from __future__ import annotations
 
-import contextlib
 import difflib
-import shlex
-import tempfile
 import time
-from pathlib import Path
 
-from . import backup, facts, lock, records, services as svc
+from . import backup, facts, gitpush, lock, records, services as svc
 from . import status, verify
-from .actions import ChangeContainer, PushImage, RemoveFile, TagImage, WriteFile, as_json
-from .deploy import (DeployResult, Executor, MasterSession, Target, built_images, config_files, deploy_phases,
-                     pending_secrets, planned_actions, push_release, read_facts, release_record, seed_images)
+from .actions import ChangeContainer, PushGit, PushImage, RemoveFile, TagImage, WriteFile, as_json
+from .deploy import (DeployResult, Executor, GitPush, MasterSession, Target, apply_phases, built_images, config_files,
+                     deploy_phases, pending_secrets, planned_actions, push_release, read_facts, release_record,
+                     seed_images)
 from .errors import LapinfraError
 from .gitinfo import release_id
 from .project import Project
@@ -120,110 +117,6 @@ def safety_snapshot(s: MasterSession, project, purpose: str) -> str | None:
     return backup.safety_snapshot(s, project, purpose)
 
 
-# ---- the git repository ---------------------------------------------------------
-
-BRANCH = "master"     # the target's productive version in its infrastructure repository
-
-
-def push_git(s: MasterSession, project, force: bool = False, entry: dict | None = None) -> str | None:
-    """Push HEAD to the target's infrastructure repository (branch ``master``, the
-    productive version, and tag ``deployed-<commit>``); None when its git server is not up yet.
-
-    The branch only moves forward: when it holds commits HEAD lacks, the push is refused
-    (naming both commits) unless ``force``, which is warned and recorded in ``entry``."""
-    import git
-
-    with git_remote(s, project) as remote:
-        if remote is None:
-            return None
-        url, git_env = remote
-        repo = git.Repo(project.root)
-        forced = push_head(repo, url, git_env, force=force, reporter=project.reporter)
-    if forced and entry is not None:
-        entry["git_forced_over"] = forced
-    return repo.head.commit.hexsha[:12]
-
-
-@contextlib.contextmanager
-def git_remote(s: MasterSession, project):
-    """(url, environment for git) of the target's git server, its host key pinned; None when it is not up."""
-    host_key = s.conn.run(f"cat {svc.DATA}/git/ssh/ssh_host_ed25519_key.pub", hide=True, warn=True, timeout=30)
-    running = [c for c in s.docker.containers.list(filters={"name": "infra_git"}) if c.name == "infra_git"]
-    if host_key.failed or not running:
-        yield None
-        return
-    env = project.env
-    with tempfile.TemporaryDirectory(prefix="lapinfra-git-") as tmp:
-        known = Path(tmp) / "known_hosts"
-        known.write_text(f"{env.master.ip} {' '.join(host_key.stdout.split()[:2])}\n")
-        ssh = ["ssh", "-i", str(project.secrets.path("admin_ed25519")), "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
-               "-o", f"UserKnownHostsFile={known}", "-o", "GlobalKnownHostsFile=/dev/null",
-               "-o", "StrictHostKeyChecking=yes", "-o", "ConnectTimeout=20", "-o", "ServerAliveInterval=15",
-               "-o", "ServerAliveCountMax=4"]
-        yield f"git@{env.master.ip}:{env.cd.repository}", {"GIT_SSH_COMMAND": shlex.join(ssh), "GIT_TERMINAL_PROMPT": "0"}
-
-
-def overwritten(repo, target: str | None) -> bool:
-    """Would moving the branch from ``target`` (its commit, None: no such branch) to HEAD lose
-    commits? True unless ``target`` is HEAD or one of its ancestors (a fast-forward)."""
-    import git
-
-    if not target or target == repo.head.commit.hexsha:
-        return False
-    try:
-        return not repo.is_ancestor(target, repo.head.commit.hexsha)
-    except (git.GitCommandError, ValueError):    # not even here: HEAD cannot contain it
-        return True
-
-
-def lost_commit(repo, url: str, git_env: dict, force: bool = False, branch: str = BRANCH) -> str | None:
-    """The commit of ``branch`` on ``url`` that pushing HEAD there would drop (None: a fast-forward,
-    or no such branch yet); LapinfraError naming both commits when there is one, unless ``force``."""
-    import git
-
-    try:
-        listed = repo.git.ls_remote(url, f"refs/heads/{branch}", env=git_env)
-    except git.GitCommandError as exc:
-        raise LapinfraError(f"git ls-remote of {url} failed: {exc.stderr.strip()[-400:]}") from None
-    target = listed.split()[0] if listed.strip() else None
-    if not overwritten(repo, target):
-        return None
-    if not force:
-        raise LapinfraError(
-            f"git push to {url} refused: its branch {branch} is at {target[:12]}, which this checkout's HEAD "
-            f"({repo.head.commit.hexsha[:12]}) does not contain: pushing would drop its commits. Merge or rebase "
-            f"onto it (`git fetch {url} {branch}`), or give --force to push over it (warned and recorded)")
-    return target
-
-
-def push_head(repo, url: str, git_env: dict, force: bool = False, reporter=None, branch: str = BRANCH) -> str | None:
-    """Push HEAD to ``branch`` of ``url`` and tag it ``deployed-<commit>``, as a fast-forward only
-    unless ``force``; the target's commit that was pushed over (None: nothing was lost)."""
-    import git
-
-    commit = repo.head.commit.hexsha[:12]
-    lost = lost_commit(repo, url, git_env, force, branch)
-    if lost and reporter is not None:
-        reporter.warn(f"--force: branch {branch} of {url} at {lost[:12]} is pushed over by {commit} "
-                      f"(its commits stay reachable by their id only); recorded")
-    # without --force a plain push: git itself refuses a branch that moved since the check
-    refspec = f"{'+' if lost else ''}HEAD:refs/heads/{branch}"
-    try:
-        repo.git.push(url, refspec, f"+HEAD:refs/tags/deployed-{commit}", env=git_env)
-    except git.GitCommandError as exc:
-        raise LapinfraError(f"git push to {url} failed: {exc.stderr.strip()[-400:]}") from None
-    return lost
-
-
-def check_git(s: MasterSession, project, force: bool = False) -> None:
-    """Refuse a deploy, before anything changes, whose git push would drop the target's commits."""
-    import git
-
-    with git_remote(s, project) as remote:
-        if remote is not None:
-            lost_commit(git.Repo(project.root), *remote, force=force)
-
-
 # ---- deploy ---------------------------------------------------------------------
 
 class Step:
@@ -252,11 +145,11 @@ def deploy(project, force: bool = False) -> DeployResult:
              "by": verify.who(), "at": verify.now(), "snapshot": None, "suite": None}
     with MasterSession(project) as s, env_lock(s, project):
         executor = Executor(rep, s)      # applies each phase's actions and records them (entry["actions"])
-        target = Target(project, record, s.registry_host, images, files, seeds)
+        target = Target(project, record, s.registry_host, images, files, seeds, force=force)
         backup.recover_interrupted(s, project)   # an interrupted restore: finished or undone first
         previous = _running(s)
         entry["previous"] = previous
-        check_git(s, project, force)   # a push that would drop the target's commits: refused before any change
+        gitpush.check_git(s, project, force)   # a push that would drop the target's commits: refused before any change
         step = Step()
         suite_run = None      # the verification run recorded on the target, for the status page
         try:
@@ -267,13 +160,13 @@ def deploy(project, force: bool = False) -> DeployResult:
             step("push images")
             push_release(s, target, result, executor)
             step("git push")
-            git_commit = push_git(s, project, force, entry)
+            early, late = GitPush(), GitPush(late=True)
+            apply_phases(s, target, [early], executor)
             step("start containers")
             result.containers.update(activate(s, target.record, rep, executor))
-            if git_commit is None:
-                step("git push")
-                git_commit = push_git(s, project, force, entry)
-            entry["git"] = git_commit
+            step("git push")
+            apply_phases(s, target, [late], executor)
+            entry.update(git_entry(executor.applied, late.found))
             if gated:
                 step("verification suite")
                 passed, counts = verify.run_suite(project)
@@ -323,6 +216,18 @@ def deploy(project, force: bool = False) -> DeployResult:
         status.publish_quietly(s, project, run=suite_run, cases=verify.last_cases(project) if suite_run else None)
     result.verified = gated
     return result
+
+
+def git_entry(applied: list, found) -> dict:
+    """What the release entry says of the git push: the commit the target's branch holds (None: its
+    git server did not run), and the commit a forced push dropped."""
+    pushed = [action for action in applied if isinstance(action, PushGit)]
+    out = {"git": (pushed[-1].commit if pushed else found.head if found and found.branch == found.head else None)}
+    if out["git"]:
+        out["git"] = out["git"][:12]
+    if pushed and pushed[-1].over:
+        out["git_forced_over"] = pushed[-1].over
+    return out
 
 
 def _safety_note(snapshot_id: str | None) -> str:

@@ -300,16 +300,6 @@ def outcome(env, found: SwarmFacts, applied: list, failed: dict[str, str]) -> di
     return done
 
 
-def connect_to_apps(manager, container_name: str) -> bool:
-    """Attach a standalone container of the master to the applications' network; True if it was not."""
-    network = manager.networks.get(APPS_NETWORK)
-    container = manager.containers.get(container_name)
-    if APPS_NETWORK in (container.attrs["NetworkSettings"].get("Networks") or {}):
-        return False
-    network.connect(container)
-    return True
-
-
 def status(project) -> list[dict]:
     """The swarm's view of its nodes, from the manager: host name, role, state, availability, address."""
     env = project.env

@@ -18,9 +18,10 @@ from types import SimpleNamespace as NS
 import docker.errors
 import pytest
 
-from lapinfra import ddns, decisions, deploy, executor, facts, promote, records, services as svc, swarm
-from lapinfra.actions import (ChangeContainer, InitSwarm, LoadImage, PullImage, PushImage, RemoveFile, RestoreApp, TagImage,
-                              WriteFile, WriteRelease, as_json)
+from lapinfra import ddns, decisions, deploy, executor, facts, gitpush, promote, records, services as svc, swarm
+from lapinfra.actions import (ChangeContainer, InitSwarm, JoinNetwork, LoadImage, PullImage, PushGit, PushImage, RemoveFile,
+                              RestoreApp, TagImage, WriteFile, WriteRelease, as_json)
+from lapinfra.facts import GitFacts, NodeFacts
 from lapinfra.nodes import Nodes
 from lapinfra.report import Recorder
 
@@ -51,7 +52,7 @@ class Engine:
     def __init__(self, status, label):
         self.done = []
         container = None if status is None else NS(
-            status=status, labels={svc.SPEC_LABEL: label} if label else {},
+            status=status, labels={svc.SPEC_LABEL: label} if label else {}, attrs={"NetworkSettings": {"Networks": {"infra": {}}}},
             start=lambda: self.done.append("start"), remove=lambda force=False: self.done.append("remove"))
 
         def get(name):
@@ -343,7 +344,9 @@ class Master:
             if name not in containers:
                 raise docker.errors.NotFound(name)
             status, label = containers[name]
-            return NS(status=status, labels={svc.SPEC_LABEL: label})
+            # (each on both networks: a running proxy has joined the applications' already)
+            return NS(status=status, labels={svc.SPEC_LABEL: label},
+                      attrs={"NetworkSettings": {"Networks": {"infra": {}, svc.APPS_NETWORK: {}}}})
 
         def image(tag):
             if tag not in pulled:
@@ -381,6 +384,7 @@ def planned(project, monkeypatch):
     monkeypatch.setattr(promote, "release_record", lambda p, release, imgs, files, pending=None: records.new_release(
         release, {name: image.id for name, image in imgs.items()}, {s.name: "c" for s in svc.services(env)}))
     monkeypatch.setattr(promote, "check_gate", lambda p, release, imgs: None)
+    monkeypatch.setattr(gitpush, "read", lambda s, p: GitFacts(HEAD, up=True, branch=HEAD, tagged=True))   # holds it
     monkeypatch.setattr(facts, "registry_has", lambda s, repository: repository in s.registry)
     monkeypatch.setattr(Nodes, "dynamic_records", lambda self: {"worker1.node.internal": "172.28.10.130"})
     monkeypatch.setattr(ddns, "transfer", lambda p, zone, timeout: {n: [a] for n, a in ddns.node_names(p).items()})
@@ -446,7 +450,11 @@ def test_plan_lists_the_registry_before_the_images_and_the_other_containers_afte
     pushes = [i for i, k in enumerate(kinds) if k[0] == "push image"]
     assert pushes == list(range(1, 1 + len(planned.images)))
     assert kinds[1 + len(pushes)] == ("write release record", None)
-    assert all(k[0] == "container" for k in kinds[2 + len(pushes):])
+    # every container created; the proxy, once created, joins the applications' network
+    containers = list(planned.wanted)                  # in start order: the registry, ..., the proxy, the backup
+    assert containers[-2:] == ["infra_proxy", "infra_backup"]
+    assert kinds[2 + len(pushes):] == [("container", c) for c in containers[1:-1]] + [
+        ("join network", "infra_proxy"), ("container", "infra_backup")]
 
 
 def test_plan_of_a_node_without_a_registry_pushes_everything(planned, monkeypatch):
@@ -455,3 +463,54 @@ def test_plan_of_a_node_without_a_registry_pushes_everything(planned, monkeypatc
     monkeypatch.setattr(facts, "registry_has", unreachable)
     out = planned({"dns": "infra/r1/dns"}, {}, set())
     assert set(out["images"].values()) == {"push"} and set(out["containers"].values()) == {"create"}
+
+
+# ---- the git push -------------------------------------------------------------------------------
+
+HEAD = "c0ffee" * 6 + "c0ff"
+
+
+@pytest.mark.parametrize("git, force, late, expected", [
+    pytest.param(GitFacts(HEAD, up=True, branch=HEAD, tagged=True), False, False, [], id="no-op: branch and tag hold it"),
+    pytest.param(GitFacts(HEAD, up=True, branch=HEAD, tagged=True), False, True, [], id="no-op, late too"),
+    pytest.param(GitFacts(HEAD, up=True, branch=None), False, False, [PushGit(HEAD, "master")], id="no branch yet"),
+    pytest.param(GitFacts(HEAD, up=True, branch="a" * 40), False, False, [PushGit(HEAD, "master")], id="a fast-forward"),
+    pytest.param(GitFacts(HEAD, up=True, branch=HEAD), False, False, [PushGit(HEAD, "master")], id="the tag missing"),
+    pytest.param(GitFacts(HEAD), False, False, [], id="server not up: not before the containers"),
+    pytest.param(GitFacts(HEAD), False, True, [PushGit(HEAD, "master")], id="server not up: once started"),
+    pytest.param(GitFacts(HEAD, up=True, branch="b" * 40, drops=True), False, False, [PushGit(HEAD, "master")],
+                 id="drops commits, not forced: a plain push (refused before)"),
+    pytest.param(GitFacts(HEAD, up=True, branch="b" * 40, drops=True), True, False, [PushGit(HEAD, "master", "b" * 40)],
+                 id="drops commits, forced: pushed over, named"),
+])
+def test_git_actions(git, force, late, expected):
+    assert decisions.git_actions(git, "master", force, late) == expected
+
+
+def test_after_a_push_the_branch_and_the_tag_hold_the_commit():
+    node = NodeFacts(git=GitFacts(HEAD, up=False))
+    pushed = decisions.after(node, [PushGit(HEAD, "master")])
+    assert decisions.git_actions(pushed.git, "master", late=True) == []
+    assert decisions.after(NodeFacts(), [PushGit(HEAD, "master")]).git is None     # not asked: stays unasked
+
+
+# ---- a container's further networks -------------------------------------------------------------
+
+@pytest.mark.parametrize("state, expected", [
+    pytest.param(facts.ContainerState("running", "a", frozenset({"infra", "apps"})), [], id="no-op: on it already"),
+    pytest.param(facts.ContainerState("running", "a", frozenset({"infra"})), [JoinNetwork("infra_proxy", "apps")], id="not on it"),
+    pytest.param(None, [JoinNetwork("infra_proxy", "apps")], id="no container yet"),
+])
+def test_network_actions(state, expected):
+    assert decisions.network_actions("infra_proxy", state, ("apps",)) == expected
+
+
+def test_a_recreated_container_is_on_the_infra_network_only_and_a_started_one_keeps_its_networks():
+    on_both = facts.ContainerState("exited", "a", frozenset({"infra", "apps"}))
+    node = NodeFacts(containers={"infra_proxy": on_both})
+    started = decisions.after(node, [ChangeContainer("infra_proxy", "start", "a")]).containers["infra_proxy"]
+    assert started.networks == {"infra", "apps"}
+    recreated = decisions.after(node, [ChangeContainer("infra_proxy", "recreate", "b")]).containers["infra_proxy"]
+    assert recreated.networks == {svc.NETWORK}
+    joined = decisions.after(node.with_(containers={"infra_proxy": recreated}), [JoinNetwork("infra_proxy", "apps")])
+    assert joined.containers["infra_proxy"].networks == {svc.NETWORK, "apps"}

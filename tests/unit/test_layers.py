@@ -61,6 +61,7 @@ LAYERS = {
     "ddns": "transport",
     "lock": "transport",
     "facts": "transport",
+    "gitpush": "transport",
     # ops: decisions and actions on a node
     "swarm": "ops",
     "backuptool": "ops",

@@ -18,7 +18,7 @@ import pytest
 import contextlib
 import itertools
 
-from lapinfra import (backup, ddns, deploy, executor, facts, promote, records, services as svc, startstop, status,
+from lapinfra import (backup, ddns, deploy, executor, facts, gitpush, promote, records, services as svc, startstop, status,
                       swarm)
 from lapinfra.actions import as_json
 from lapinfra.nodes import Nodes
@@ -43,6 +43,8 @@ class Engine(SwarmEngine):
     def __init__(self):
         super().__init__("master")
         self.containers_state, self.held, self.app_services = {}, {}, {}    # app services: name -> image
+        self.on_networks = {}                                                # container -> its networks
+        self.networks.get = lambda network: NS(connect=lambda name: self.on_networks[name].add(network))
         self.containers = NS(get=self._get, run=self._run)
         self.services = NS(get=self._service, create=lambda **spec: self.app_services.update({spec["name"]: spec["image"]}))
         self.login = lambda **kw: None
@@ -54,6 +56,7 @@ class Engine(SwarmEngine):
             raise docker.errors.NotFound(name)
         status, spec = self.containers_state[name]
         return NS(status=status, labels={svc.SPEC_LABEL: spec},
+                  attrs={"NetworkSettings": {"Networks": dict.fromkeys(self.on_networks[name], {})}},
                   start=lambda: self.containers_state.update({name: ("running", spec)}),
                   remove=lambda force=False: self.containers_state.pop(name))
 
@@ -68,6 +71,7 @@ class Engine(SwarmEngine):
 
     def _run(self, **kwargs):
         self.containers_state[kwargs["name"]] = ("running", kwargs["labels"][svc.SPEC_LABEL])
+        self.on_networks[kwargs["name"]] = {kwargs["network"]}
 
     def _image(self, tag):
         if tag not in self.held:
@@ -144,7 +148,6 @@ def master(project, monkeypatch, engines):
     engines.by_name["master"] = s.docker                             # the swarm's manager is the session's engine
     for name in ("worker1", "worker2"):
         engines.by_name[name].manager = s.docker
-    monkeypatch.setattr(swarm, "connect_to_apps", lambda *a: False)
     # the DNS server's node.<domain>: name -> addresses, read by a zone transfer, changed by signed updates
     s.names = {}
     monkeypatch.setattr(ddns, "transfer", lambda p, zone, timeout: {n: list(a) for n, a in s.names.items()})
@@ -156,8 +159,13 @@ def master(project, monkeypatch, engines):
     # what a deploy does besides its phases, which other tests cover
     monkeypatch.setattr(promote, "env_lock", lambda *a, **kw: contextlib.nullcontext())
     monkeypatch.setattr(backup, "recover_interrupted", lambda *a: None)
-    monkeypatch.setattr(promote, "check_git", lambda *a: None)
-    monkeypatch.setattr(promote, "push_git", lambda *a: "c0ffee")
+    # the target's git repository: whether its server runs, its branch's commit, its deployed-<commit> tags
+    s.git = {"up": True, "branch": None, "tags": set()}
+    head = "c0ffee" * 6 + "c0ff"
+    monkeypatch.setattr(gitpush, "check_git", lambda *a: None)
+    monkeypatch.setattr(gitpush, "read", lambda session, p: facts.GitFacts(
+        head, up=s.git["up"], branch=s.git["branch"] if s.git["up"] else None, tagged=head[:12] in s.git["tags"]))
+    monkeypatch.setattr(gitpush, "push", lambda session, p, action: s.git.update(branch=action.commit) or s.git["tags"].add(action.commit[:12]))
     monkeypatch.setattr(status, "publish_quietly", lambda *a, **kw: True)
     s.version, s.engines = version, engines
     return s
@@ -179,8 +187,13 @@ def test_the_plan_is_what_the_deploy_applies_first_again_and_for_a_new_release(p
     planned, applied = plan_then_deploy(project, master, monkeypatch, "r1", files)
     assert planned == applied
     kinds = {a["action"] for a in applied}
-    assert kinds == {"write file", "load image", "push image", "write release record", "init swarm", "create apps network",
-                     "trust registry", "join swarm", "pull image", "container", "register name"}
+    assert kinds == {"write file", "load image", "push image", "push git", "write release record", "init swarm",
+                     "create apps network", "trust registry", "join swarm", "pull image", "container", "join network",
+                     "register name"}
+    joined, = [i for i, a in enumerate(applied) if a["action"] == "join network"]       # the proxy, once created
+    assert applied[joined - 1] == {**applied[joined - 1], "action": "container", "container": "infra_proxy"}
+    pushed, = [i for i, a in enumerate(applied) if a["action"] == "push git"]
+    assert applied[pushed - 1]["action"] == "push image" and applied[pushed + 1]["action"] == "write release record"
     assert applied[-4:] == [{"action": "register name", "name": f"{n}.node.internal", "address": a} for n, a in (
         ("backup", "172.28.10.20"), ("master", "172.28.10.10"), ("worker1", "172.28.10.130"), ("worker2", "172.28.10.31"))]
     assert [a["node"] for a in applied if a["action"] == "join swarm"] == ["worker1", "worker2"]
@@ -189,7 +202,7 @@ def test_the_plan_is_what_the_deploy_applies_first_again_and_for_a_new_release(p
         deploy.Target(project, records.read_release(master), master.registry_host)))
 
     planned, applied = plan_then_deploy(project, master, monkeypatch, "r1", files)
-    # pyinfra's no-op: nothing to change; the record of who deployed it now is written
+    # pyinfra's no-op: nothing to change (the git server holds the commit); the record of who deployed it now is written
     assert planned == applied == [{"action": "write release record", "release": "r1"}]
 
     changed = {"proxy/nginx.conf": b"events {}\n# another\n", "dns/extra.conf": b"zone {};\n"}
@@ -198,7 +211,7 @@ def test_the_plan_is_what_the_deploy_applies_first_again_and_for_a_new_release(p
     assert [a["path"] for a in applied if a["action"] in ("write file", "remove file")] == [
         "/data/environment/dns/extra.conf", "/data/environment/proxy/nginx.conf", "/data/environment/dns/named.conf"]
     assert {a["action"] for a in applied} == {"write file", "remove file", "tag image", "write release record",
-                                              "pull image", "container"}
+                                              "pull image", "container", "join network"}      # the proxy recreated
 
 
 def test_a_new_build_of_the_seeded_images_is_loaded_and_planned_alike(project, master, monkeypatch):
@@ -208,7 +221,8 @@ def test_a_new_build_of_the_seeded_images_is_loaded_and_planned_alike(project, m
     planned, applied = plan_then_deploy(project, master, monkeypatch, "r2", files)
     assert planned == applied
     assert [a["tag"] for a in applied if a["action"] == "load image"] == sorted(deploy.seed_tags(project.env))
-    assert {a["action"] for a in applied} == {"load image", "push image", "write release record", "pull image", "container"}
+    assert {a["action"] for a in applied} == {"load image", "push image", "write release record", "pull image", "container",
+                                              "join network"}
 
 
 def test_the_deploy_applies_the_phases_plan_decides_in_their_order(project, master, monkeypatch):
@@ -221,9 +235,26 @@ def test_the_deploy_applies_the_phases_plan_decides_in_their_order(project, mast
     plan_then_deploy(project, master, monkeypatch, "r1", {"proxy/nginx.conf": b"events {}\n"})
     names = [phase.name for phase in deploy.deploy_phases(project.env)]
     assert walked == names
-    assert names[:5] == ["upload", "seed", "infra_registry", "images", "release record"]
-    assert names[5:8] == ["swarm", "infra_registry", "pulls"] and names[-2:] == ["apps", "names"]
-    assert len(names) == 10 + len(svc.services(project.env)) - 1
+    assert names[:6] == ["upload", "seed", "infra_registry", "images", "git push", "release record"]
+    assert names[6:9] == ["swarm", "infra_registry", "pulls"] and names[-3:] == ["apps", "names", "git push"]
+    assert len(names) == 12 + len(svc.services(project.env)) - 1
+
+
+def test_a_git_server_that_does_not_run_yet_gets_the_commit_once_the_deploy_started_it(project, master, monkeypatch):
+    """A first deploy: its git server starts with the deploy, so plan puts the push last, where the deploy
+    makes it (and the deploy's facts then find the server running)."""
+    master.git["up"] = False
+    real_read = gitpush.read
+
+    def read(session, p):        # the server runs once infra_git was created
+        master.git["up"] = "infra_git" in master.docker.containers_state
+        return real_read(session, p)
+
+    monkeypatch.setattr(gitpush, "read", read)
+    planned, applied = plan_then_deploy(project, master, monkeypatch, "r1", {"proxy/nginx.conf": b"events {}\n"})
+    assert planned == applied
+    assert applied[-1] == {"action": "push git", "commit": "c0ffeec0ffee", "branch": "master"}
+    assert [a["action"] for a in applied].count("push git") == 1
 
 
 def test_plan_changes_nothing_on_the_master(project, master, monkeypatch):

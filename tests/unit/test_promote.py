@@ -2,7 +2,7 @@
 
 import pytest
 
-from lapinfra import promote, records
+from lapinfra import gitpush, promote, records
 from lapinfra.errors import LapinfraError
 
 IMAGES = {"dns": "sha256:aaa", "git": "sha256:bbb"}
@@ -185,7 +185,7 @@ def failing_deploy(node, monkeypatch):
     monkeypatch.setattr(promote, "seed_images", lambda p: {})
     monkeypatch.setattr(promote, "check_gate", lambda *a: {"source": "test", "forced": False})
     monkeypatch.setattr(promote, "release_record", lambda *a: records.Release("r4"))
-    monkeypatch.setattr(promote, "check_git", lambda *a: None)       # no git server here (tests/unit/test_push_git.py)
+    monkeypatch.setattr(gitpush, "check_git", lambda *a: None)       # no git server here (tests/unit/test_push_git.py)
 
     def push(*a):
         raise LapinfraError("the registry went away")

@@ -1,4 +1,5 @@
-"""push_git's push (lapinfra/promote.py push_head): the target's branch only moves forward.
+"""A deploy's git push (lapinfra/gitpush.py): the target's branch only moves forward; its facts, and
+the push as the action a deploy decides.
 
 Real git repositories in tmp_path: a bare one stands for the target's git server, the
 workstation's checkout pushes to it by path (the SSH transport is all that differs)."""
@@ -8,7 +9,8 @@ from pathlib import Path
 import git
 import pytest
 
-from lapinfra import promote
+from lapinfra import decisions, gitpush, promote
+from lapinfra.actions import PushGit
 from lapinfra.errors import LapinfraError
 from lapinfra.report import Recorder
 
@@ -40,24 +42,24 @@ def branch(server) -> str:
 
 def test_the_first_push_and_a_fast_forward_go_through_and_tag_the_commit(server, checkout):
     url = server.git_dir
-    assert promote.push_head(checkout, url, GIT_ENV) is None
+    assert gitpush.push_head(checkout, url, GIT_ENV) is None
     assert branch(server) == checkout.head.commit.hexsha
     ahead = commit(checkout, "b")
-    assert promote.push_head(checkout, url, GIT_ENV) is None
+    assert gitpush.push_head(checkout, url, GIT_ENV) is None
     assert branch(server) == ahead
     assert server.tags[f"deployed-{ahead[:12]}"].commit.hexsha == ahead
-    assert promote.push_head(checkout, url, GIT_ENV) is None      # the same commit again: nothing lost
+    assert gitpush.push_head(checkout, url, GIT_ENV) is None      # the same commit again: nothing lost
 
 
 def test_a_target_with_commits_the_checkout_lacks_is_refused_naming_the_branch_and_both_commits(server, checkout, tmp_path):
     url = server.git_dir
-    promote.push_head(checkout, url, GIT_ENV)
+    gitpush.push_head(checkout, url, GIT_ENV)
     other = git.Repo.clone_from(url, tmp_path / "other")
     theirs = commit(other, "hotfix")
     other.git.push("origin", "HEAD:refs/heads/master")
     mine = commit(checkout, "feature")                             # diverged
     with pytest.raises(LapinfraError) as refused:
-        promote.push_head(checkout, url, GIT_ENV)
+        gitpush.push_head(checkout, url, GIT_ENV)
     text = str(refused.value)
     assert "branch master" in text and theirs[:12] in text and mine[:12] in text and "--force" in text
     assert branch(server) == theirs                                # untouched
@@ -68,46 +70,58 @@ def test_an_older_checkout_is_refused_too(server, checkout):
     url = server.git_dir
     old = checkout.head.commit.hexsha
     new = commit(checkout, "b")
-    promote.push_head(checkout, url, GIT_ENV)
+    gitpush.push_head(checkout, url, GIT_ENV)
     checkout.git.checkout(old)
     with pytest.raises(LapinfraError, match=f"at {new[:12]}.*HEAD \\({old[:12]}\\)"):
-        promote.push_head(checkout, url, GIT_ENV)
+        gitpush.push_head(checkout, url, GIT_ENV)
     assert branch(server) == new
 
 
 def test_force_pushes_over_it_warns_and_says_what_was_lost(server, checkout, tmp_path):
     url = server.git_dir
-    promote.push_head(checkout, url, GIT_ENV)
+    gitpush.push_head(checkout, url, GIT_ENV)
     other = git.Repo.clone_from(url, tmp_path / "other")
     theirs = commit(other, "hotfix")
     other.git.push("origin", "HEAD:refs/heads/master")
     mine = commit(checkout, "feature")
     reporter = Recorder()
-    assert promote.push_head(checkout, url, GIT_ENV, force=True, reporter=reporter) == theirs
+    assert gitpush.push_head(checkout, url, GIT_ENV, force=True, reporter=reporter) == theirs
     assert branch(server) == mine
     assert any("--force" in line and theirs[:12] in line for line in reporter.lines)
 
 
-def test_push_git_records_the_forced_push_in_the_audit_entry(server, checkout, tmp_path, monkeypatch):
+def test_the_deploys_git_facts_decide_its_push_and_a_forced_one_is_recorded_in_the_audit_entry(server, checkout, tmp_path,
+                                                                                                monkeypatch):
     import contextlib
 
     url = server.git_dir
-    promote.push_head(checkout, url, GIT_ENV)
-    other = git.Repo.clone_from(url, tmp_path / "other")
-    theirs = commit(other, "hotfix")
-    other.git.push("origin", "HEAD:refs/heads/master")
-    commit(checkout, "feature")
+    project = type("P", (), {"root": checkout.working_dir, "reporter": Recorder(), "name": "staging"})()
 
     @contextlib.contextmanager
     def remote(s, project):     # the target's git server, reached by path instead of SSH
         yield url, GIT_ENV
 
-    monkeypatch.setattr(promote, "git_remote", remote)
-    project = type("P", (), {"root": checkout.working_dir, "reporter": Recorder(), "name": "staging"})()
+    monkeypatch.setattr(gitpush, "git_remote", remote)
+    head = checkout.head.commit.hexsha
+    found = gitpush.read(None, project)
+    assert (found.up, found.branch, found.tagged, found.drops) == (True, None, False, False)
+    action, = decisions.git_actions(found, gitpush.BRANCH)
+    gitpush.push(None, project, action)
+    assert decisions.git_actions(gitpush.read(None, project), gitpush.BRANCH) == []     # holds it: nothing to push
+
+    other = git.Repo.clone_from(url, tmp_path / "other")
+    theirs = commit(other, "hotfix")
+    other.git.push("origin", "HEAD:refs/heads/master")
+    commit(checkout, "feature")
+    found = gitpush.read(None, project)
+    assert (found.branch, found.drops) == (theirs, True) and found.head != head
     with pytest.raises(LapinfraError, match="refused"):
-        promote.check_git(None, project)              # the deploy's check, before anything changes
+        gitpush.check_git(None, project)              # the deploy's check, before anything changes
+    unforced, = decisions.git_actions(found, gitpush.BRANCH)
     with pytest.raises(LapinfraError, match="refused"):
-        promote.push_git(None, project, entry={})
-    entry = {}
-    assert promote.push_git(None, project, force=True, entry=entry) == checkout.head.commit.hexsha[:12]
-    assert entry == {"git_forced_over": theirs}
+        gitpush.push(None, project, unforced)
+    forced, = decisions.git_actions(found, gitpush.BRANCH, force=True)
+    assert forced.over == theirs
+    gitpush.push(None, project, forced)
+    assert branch(server) == checkout.head.commit.hexsha
+    assert promote.git_entry([forced], found) == {"git": forced.commit[:12], "git_forced_over": theirs}

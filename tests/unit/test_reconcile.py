@@ -17,7 +17,8 @@ class Client:
             def remove(self, force=False):
                 outer.removed += 1
 
-        self.containers = SimpleNamespace(get=lambda name: Container(status=status, labels={svc.SPEC_LABEL: label}),
+        self.containers = SimpleNamespace(get=lambda name: Container(status=status, labels={svc.SPEC_LABEL: label},
+                                                                                  attrs={"NetworkSettings": {"Networks": {"infra": {}}}}),
                                           run=lambda **kw: setattr(outer, "ran", outer.ran + 1))
 
 

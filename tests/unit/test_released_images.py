@@ -54,9 +54,10 @@ def master(project, monkeypatch):
     monkeypatch.setattr(startstop, "wait_healthy", lambda *a, **kw: None)
     monkeypatch.setattr(deploy, "reconcile", lambda client, kwargs, reporter, executor=None: started.append(kwargs["name"]) or "created")
     monkeypatch.setattr(deploy.Swarm, "apply", lambda *a: None)       # the swarm's phase: tests/unit/test_swarm.py
-    monkeypatch.setattr(swarm, "connect_to_apps", lambda *a: False)
     monkeypatch.setattr(deploy.Apps, "apply", lambda *a: None)        # the apps' phase: tests/unit/test_plan_is_deploy.py
     monkeypatch.setattr(ddns, "register_nodes", lambda p: [])          # the names' phase: tests/unit/test_ddns.py
+    monkeypatch.setattr(deploy.decisions, "network_actions", lambda *a: [])   # the proxy's network: test_plan_is_deploy.py
+    monkeypatch.setattr(deploy.Container, "read", lambda self, s, target: deploy.facts.NodeFacts())
 
     def make(local: dict, registry: dict):
         engine = Engine(local, registry)
