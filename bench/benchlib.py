@@ -7,6 +7,7 @@ without Docker.
 """
 from __future__ import annotations
 
+import argparse
 import math
 import os
 import re
@@ -61,6 +62,17 @@ def timed_run(cmd: list[str], **kw) -> tuple[float, subprocess.CompletedProcess]
     with Timer() as t:
         proc = subprocess.run(cmd, **kw)
     return t.seconds, proc
+
+
+def arguments(doc: str, env: str | None = None, runs: int = 5) -> argparse.ArgumentParser:
+    """The command line every benchmark shares: --runs, --write PATH (its section of
+    docs/performance.md) and, given a default ``env``, --env; its description the docstring's first line."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    if env is not None:
+        parser.add_argument("--env", default=env)
+    parser.add_argument("--runs", type=int, default=runs)
+    parser.add_argument("--write", type=Path)
+    return parser
 
 
 def round_robin(methods: Mapping[str, Callable[[int], T]], runs: int, *, warmup: int = 0,

@@ -15,7 +15,6 @@ round-robin; the figure is the median.
 """
 from __future__ import annotations
 
-import argparse
 import shutil
 import sys
 import tempfile
@@ -77,10 +76,7 @@ def safe_load(tree: Path) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--write", type=Path)
-    args = parser.parse_args()
+    args = benchlib.arguments(__doc__).parse_args()
     machine = benchlib.Machine.at_start()
     times: dict[str, dict[str, list[float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -17,7 +17,6 @@ benchmark stops: something did change). The seconds of the steps an `up` reports
 """
 from __future__ import annotations
 
-import argparse
 import re
 import sys
 from pathlib import Path
@@ -46,11 +45,7 @@ def run(env: str, task: str) -> tuple[float, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--env", default="test")
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--write", type=Path)
-    args = parser.parse_args()
+    args = benchlib.arguments(__doc__, env="test").parse_args()
     machine = benchlib.Machine.at_start()
     results = benchlib.round_robin({UP: lambda r: run(args.env, "up"), SUITE: lambda r: run(args.env, "test")},
                                    args.runs, warmup=1)

@@ -10,7 +10,6 @@ Nothing is recorded on the master (a benchmark's runs never open a promotion gat
 """
 from __future__ import annotations
 
-import argparse
 import subprocess
 import sys
 from pathlib import Path
@@ -37,11 +36,7 @@ def one_run(project, workers: int) -> tuple[float, dict]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--env", default="test")
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--write", type=Path)
-    args = parser.parse_args()
+    args = benchlib.arguments(__doc__, env="test").parse_args()
     project = Project(args.env, root=ROOT, reporter=Reporter(quiet=True))
     modes = {f"invoke test ({verify.WORKERS} processes)": verify.WORKERS, "the same checks one after another": 1}
     machine = benchlib.Machine.at_start()
