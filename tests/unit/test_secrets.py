@@ -59,3 +59,33 @@ def test_secret_never_prints_itself():
     s = Secret("hunter2")
     assert "hunter2" not in f"{s} {s!r} {str(s)} {[s]}"
     assert s.reveal() == "hunter2"
+
+
+def test_htpasswd_lines_check_their_password_at_the_cheap_cost(tree):
+    import bcrypt
+
+    store = SecretStore(tree, config.load(tree, "test"))
+    store.ensure()
+    for service in ("registry", "registry-pull", "maven", "artifact"):
+        user, _, hashed = store.path(f"{service}.htpasswd").read_text().strip().partition(":")
+        assert hashed.startswith("$2b$04$"), service
+        assert bcrypt.checkpw(store.read(f"{service}.password").reveal().encode(), hashed.encode()), service
+
+
+def test_an_htpasswd_line_of_another_cost_is_hashed_again_with_the_same_password(tree):
+    import bcrypt
+
+    store = SecretStore(tree, config.load(tree, "test"))
+    store.ensure()
+    password = store.read("maven.password").reveal()
+    old = "deploy:" + bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=10)).decode() + "\n"
+    store.path("maven.htpasswd").write_text(old)
+    untouched = store.path("artifact.htpasswd").read_text()
+
+    assert store.ensure() == []                      # nothing new: the same password
+    user, _, hashed = store.path("maven.htpasswd").read_text().strip().partition(":")
+    assert user == "deploy" and hashed.startswith("$2b$04$")
+    assert bcrypt.checkpw(password.encode(), hashed.encode())
+    assert store.read("maven.password").reveal() == password
+    assert store.path("artifact.htpasswd").read_text() == untouched   # already at the cost: left as it is
+    assert stat.S_IMODE(store.path("maven.htpasswd").stat().st_mode) == 0o600
