@@ -147,7 +147,7 @@ def deploy(project, force: bool = False) -> DeployResult:
         executor = Executor(rep, s)      # applies each phase's actions and records them (entry["actions"])
         target = Target(project, record, s.registry_host, images, files, seeds, force=force)
         backup.recover_interrupted(s, project)   # an interrupted restore: finished or undone first
-        previous = _running(s)
+        previous = records.running(s)
         entry["previous"] = previous
         gitpush.check_git(s, project, force)   # a push that would drop the target's commits: refused before any change
         step = Step()
@@ -155,7 +155,7 @@ def deploy(project, force: bool = False) -> DeployResult:
         try:
             if gated:
                 step("snapshot")
-                snap = backup.snapshot(project, label=f"pre-deploy {release[:12]}")
+                snap = backup.snapshot_in(s, project, label=f"pre-deploy {release[:12]}")
                 entry["snapshot"] = snap["id"]
             step("push images")
             push_release(s, target, result, executor)
@@ -196,14 +196,17 @@ def deploy(project, force: bool = False) -> DeployResult:
                                     f"failed too ({again}): nothing was rolled back, {env.name} keeps its data. "
                                     f"`invoke rollback --data --env={env.name}` once a snapshot can be taken") from None
             rep.info(_safety_note(entry["safety_snapshot"]))
+            undo = Executor(rep, s)    # the rollback's start, recorded apart from the deploy's actions
             try:
-                backup.restore(project, entry["snapshot"], start=previous is not None, safety=False)   # taken above
+                backup.restore_in(s, project, entry["snapshot"], start=previous is not None, safety=False,  # taken above
+                                  executor=undo)
             except Exception as again:
-                entry.update(outcome="failed", rollback_error=str(again).splitlines()[0][:500])
+                entry.update(outcome="failed", rollback_error=str(again).splitlines()[0][:500],
+                             rollback_actions=as_json(undo.applied))
                 s.append_jsonl(RELEASES, entry)
                 raise LapinfraError(f"deploy of {release} to {env.name} failed at {step.name}: {exc}\n"
                                     f"and the rollback to snapshot {entry['snapshot']} failed too: {again}") from None
-            entry["outcome"] = "rolled back"
+            entry.update(outcome="rolled back", rollback_actions=as_json(undo.applied))
             s.append_jsonl(RELEASES, entry)
             status.publish_quietly(s, project, run=suite_run, cases=verify.last_cases(project) if suite_run else None)
             raise LapinfraError(f"deploy of {release} to {env.name} failed at {step.name}: {exc}\n"
@@ -250,12 +253,6 @@ def releases(project) -> list[dict]:
         return s.read_jsonl(RELEASES)
 
 
-def _running(s: MasterSession) -> str | None:
-    """The release the master runs (None: nothing deployed)."""
-    record = records.read_release(s)
-    return record.release if record else None
-
-
 # What a rollback without --data brings back from the snapshot: the release's rendered
 # config and its release record (which names its images, still in the registry).
 RELEASE_PATHS = (records.below_data(svc.ENV_DIR), records.below_data(records.RELEASE))
@@ -270,13 +267,14 @@ def rollback(project, to: str | None = None, data: bool = False, confirm=None, w
     With ``data``: also R's /data of then; first shows what that discards, asks
     ``confirm(summary)`` (which raises to stop), takes a safety snapshot of today's."""
     with MasterSession(project) as s, env_lock(s, project, purpose="rollback", wait=wait):
+        executor = Executor(project.reporter, s)
         entries = s.read_jsonl(RELEASES)
-        current = _running(s)
+        current = records.running(s)
         to, snap = rollback_target(entries, current, to, project.name)
         entry = {"release": to, "previous": current, "snapshot": snap, "outcome": "rolled back", "by_hand": True,
                  "data": data, "by": verify.who(), "at": verify.now()}
         if data:
-            summary = discard_summary(snap, changed_since(s, snapshot_time(project, snap)), data_folders(s))
+            summary = discard_summary(snap, changed_since(s, snapshot_time(s, project, snap)), data_folders(s))
             for line in summary:
                 project.reporter.info(line)
             if confirm is not None:
@@ -284,12 +282,13 @@ def rollback(project, to: str | None = None, data: bool = False, confirm=None, w
             entry["safety_snapshot"] = safety_snapshot(s, project, f"rollback --data to {to}")
             project.reporter.info(f"rolling {project.name} back from {current} to {to}, images, config and data "
                                   f"(snapshot {snap}); {_safety_note(entry['safety_snapshot'])}")
-            backup.restore(project, snap, start=True, safety=False)   # taken above
+            backup.restore_in(s, project, snap, start=True, safety=False, executor=executor)   # taken above
         else:
             keep = release_only_keep(*_listing(s))
             project.reporter.info(f"rolling {project.name} back from {current} to {to}: its images and config "
                                   f"(from snapshot {snap}); today's data stays")
-            backup.restore(project, snap, start=True, keep=tuple(keep))
+            backup.restore_in(s, project, snap, start=True, keep=tuple(keep), executor=executor)
+        entry["actions"] = as_json(executor.applied)      # what the start of the restored release applied
         s.append_jsonl(RELEASES, entry)
         status.publish_quietly(s, project)
         return entry
@@ -320,9 +319,9 @@ def data_folders(s: MasterSession) -> list[str]:
 NEVER_DISCARDED = ("backup", records.HOST_KEYS_IN_DATA, *records.AUDIT_LOGS)
 
 
-def snapshot_time(project, snapshot_id: str) -> float:
+def snapshot_time(s: MasterSession, project, snapshot_id: str) -> float:
     """When a snapshot was taken (seconds since the epoch), from the backup repository's list."""
-    for snap in backup.snapshots(project):
+    for snap in backup.snapshots_in(s, project):
         if snap["id"].startswith(snapshot_id) or snapshot_id.startswith(snap["id"]):
             return parse_time(snap["time"])
     raise LapinfraError(f"snapshot {snapshot_id} is not in {project.name}'s backup repository "

@@ -19,8 +19,9 @@ import contextlib
 import itertools
 
 from lapinfra import (backup, ddns, deploy, executor, facts, gitpush, promote, records, services as svc, startstop, status,
-                      swarm)
+                      swarm, verify)
 from lapinfra.actions import as_json
+from lapinfra.errors import LapinfraError
 from lapinfra.nodes import Nodes
 from tests.unit.test_git_known_hosts import Master as Conn, host_key
 from tests.unit.test_node_files import SFTP, Node
@@ -325,3 +326,71 @@ def test_a_dns_server_that_does_not_answer_yet_is_planned_as_holding_no_name(pro
     planned = promote.plan(project)["actions"]
     assert [a["name"] for a in planned if a["action"] == "register name"] == [
         "backup.node.internal", "master.node.internal", "worker1.node.internal", "worker2.node.internal"]
+
+
+@pytest.fixture
+def gated(project, master, monkeypatch):
+    """The stand-in master as a promotion target: its /data snapshotted and restored by a stand-in backup
+    tool (a copy of the node's files), its suite's outcome set by the test; every MasterSession opened counted."""
+    project.env = master.env = project.env.model_copy(update={"promoted_from": "staging"})
+    master.opened, master.suite, snapshots = [], {"passed": True}, {}
+    for module in (promote, backup):
+        monkeypatch.setattr(module, "MasterSession", lambda p: master.opened.append(p.name) or master)
+
+    def tool(s, args):
+        if args[0] == "snapshot":
+            snapshots[f"snap{len(snapshots)}"] = dict(master.conn.node.fs)
+            return {"id": f"snap{len(snapshots) - 1}"}
+        if args[0] == "list":
+            return [{"id": i, "time": "2026-12-04T05:00:00Z", "tags": [f"env={project.name}"]} for i in snapshots]
+        master.conn.node.fs.clear()
+        master.conn.node.fs.update(snapshots[args[1]])
+        return {"restored": args[1]}
+    monkeypatch.setattr(backup, "run_tool", tool)
+    monkeypatch.setattr(master.docker.containers, "list", lambda all=False: [
+        NS(name=name, remove=lambda force=False, name=name: master.docker.containers_state.pop(name))
+        for name in list(master.docker.containers_state)], raising=False)
+    master.read_jsonl = lambda path: [e for e in master.appended if "outcome" in e]      # releases.jsonl
+    monkeypatch.setattr(verify, "run_suite", lambda p: (master.suite["passed"], {"tests": 1, "failures": int(not master.suite["passed"])}))
+    return master
+
+
+def started(actions: list[dict]) -> set:
+    return {(a["container"], a["verb"]) for a in actions if a["action"] == "container"}
+
+
+def test_a_gated_deploy_and_its_rollback_take_one_session_and_record_the_rollbacks_actions_apart(project, gated, monkeypatch):
+    monkeypatch.setattr(promote, "release_id", lambda root: "r1")
+    monkeypatch.setattr(promote, "config_files", lambda p: {"proxy/nginx.conf": b"events {}\n"})
+    promote.deploy(project)                       # its pre-deploy snapshot through the deploy's session
+    assert gated.opened == [project.name]
+    first = gated.appended[-1]
+    assert first["outcome"] == "deployed" and first["snapshot"] == "snap0" and "rollback_actions" not in first
+
+    gated.opened.clear()
+    gated.suite["passed"] = False
+    monkeypatch.setattr(promote, "release_id", lambda root: "r2")
+    monkeypatch.setattr(promote, "config_files", lambda p: {"proxy/nginx.conf": b"events {}\n# r2\n"})
+    with pytest.raises(LapinfraError, match="rolled back: test runs r1 again"):
+        promote.deploy(project)
+    assert gated.opened == [project.name]         # the snapshot, the safety snapshot and the restore in the same one
+    entry = gated.appended[-1]
+    assert entry["outcome"] == "rolled back" and entry["release"] == "r2"
+    assert {"action": "write release record", "release": "r2"} in entry["actions"]
+    # the restore stopped every container and started the restored release r1 (its record read, not written)
+    assert started(entry["rollback_actions"]) == {(s.container, "create") for s in svc.services(project.env)}
+    assert not any(a["action"] == "write release record" for a in entry["rollback_actions"])
+    assert records.read_release(gated).release == "r1"
+
+
+def test_rollback_by_hand_takes_one_session_and_records_the_actions_of_its_start(project, gated, monkeypatch):
+    for release, conf in (("r1", b"events {}\n"), ("r2", b"events {}\n# r2\n")):
+        monkeypatch.setattr(promote, "release_id", lambda root, release=release: release)
+        monkeypatch.setattr(promote, "config_files", lambda p, conf=conf: {"proxy/nginx.conf": conf})
+        promote.deploy(project)
+    monkeypatch.setattr(promote, "_listing", lambda s: (["environment", "lapinfra"], ["release.json"]))
+    gated.opened.clear()
+    entry = promote.rollback(project)
+    assert gated.opened == [project.name]
+    assert entry["release"] == "r1" and gated.appended[-1] == entry
+    assert started(entry["actions"]) == {(s.container, "create") for s in svc.services(project.env)}
