@@ -25,7 +25,7 @@ from . import nodeup, services as svc
 from .actions import as_json
 from .backuptool import STOP_GRACE, TOOL_TIMEOUT, recovery_messages  # noqa: F401 - part of this module's interface
 from .backuptool import recover_interrupted, run_tool
-from .deploy import seed, upload_secrets
+from .phases import seed, upload_secrets
 from .errors import LapinfraError
 from .executor import Executor
 from .nodes import Nodes, write_backup_known_hosts
@@ -37,7 +37,7 @@ STATUS = f"{svc.DATA}/backup/status.json"
 
 
 def _prepare(s: MasterSession, project, seed_all: bool = False) -> None:
-    """The backup tool's secrets and image on the master (with ``seed_all`` every image of deploy.seed_tags)."""
+    """The backup tool's secrets and image on the master (with ``seed_all`` every image of phases.seed_tags)."""
     upload_secrets(s, project, [svc.backup_service(project.env)])
     seed(s, project, None if seed_all else ["infra/backup"])
 

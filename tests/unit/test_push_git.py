@@ -9,7 +9,7 @@ from pathlib import Path
 import git
 import pytest
 
-from lapinfra import decisions, gitpush, promote
+from lapinfra import decisions, deploy, gitpush
 from lapinfra.actions import PushGit
 from lapinfra.errors import LapinfraError
 from lapinfra.report import Recorder
@@ -124,4 +124,4 @@ def test_the_deploys_git_facts_decide_its_push_and_a_forced_one_is_recorded_in_t
     assert forced.over == theirs
     gitpush.push(None, project, forced)
     assert branch(server) == checkout.head.commit.hexsha
-    assert promote.git_entry([forced], found) == {"git": forced.commit[:12], "git_forced_over": theirs}
+    assert deploy.git_entry([forced], found) == {"git": forced.commit[:12], "git_forced_over": theirs}
