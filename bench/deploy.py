@@ -320,7 +320,7 @@ class Env:
 
     def scheduler(self) -> dict:
         """The backup container's schedule (status.json on the master)."""
-        from lapinfra.deploy import MasterSession
+        from lapinfra.session import MasterSession
 
         with MasterSession(self.project) as s:
             return s.read_json(STATUS) or {}

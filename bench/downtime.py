@@ -162,7 +162,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--write", type=Path, help="write the section into this file (docs/performance.md)")
     a = ap.parse_args()
-    from lapinfra.deploy import MasterSession
+    from lapinfra.phases import MasterSession
     from lapinfra.project import Project
 
     project = Project(a.env, root=ROOT)

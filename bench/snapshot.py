@@ -63,7 +63,7 @@ def ts(stamp: str, frac: str | None) -> float:
 
 class Bench:
     def __init__(self, env: str):
-        from lapinfra.deploy import MasterSession
+        from lapinfra.phases import MasterSession
         from lapinfra.project import Project
 
         self.env = env

@@ -18,13 +18,16 @@ from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import nodeup, services as svc
+from .actions import as_json
 from .backuptool import STOP_GRACE, TOOL_TIMEOUT, recovery_messages  # noqa: F401 - part of this module's interface
 from .backuptool import recover_interrupted, run_tool
-from .deploy import seed, upload_secrets
+from .phases import seed, upload_secrets
 from .errors import LapinfraError
+from .executor import Executor
 from .nodes import Nodes, write_backup_known_hosts
 from . import records
 from .session import MasterSession
@@ -34,7 +37,7 @@ STATUS = f"{svc.DATA}/backup/status.json"
 
 
 def _prepare(s: MasterSession, project, seed_all: bool = False) -> None:
-    """The backup tool's secrets and image on the master (with ``seed_all`` every image of deploy.seed_tags)."""
+    """The backup tool's secrets and image on the master (with ``seed_all`` every image of phases.seed_tags)."""
     upload_secrets(s, project, [svc.backup_service(project.env)])
     seed(s, project, None if seed_all else ["infra/backup"])
 
@@ -96,18 +99,28 @@ def _origin(snap: dict, default: str) -> str:
 
 def snapshot(project, label: str = "manual") -> dict:
     with MasterSession(project) as s:
-        _prepare(s, project)
-        recover_interrupted(s, project)
-        record = records.read_release(s)
-        release = record.release if record else "none"
-        with project.reporter.step(f"snapshot of {project.env.master.name}:/data to {project.env.node('backup').name} ({label})"):
-            return run_tool(s, ["snapshot", "--label", label, "--tag", commit_tag(release)])
+        return snapshot_in(s, project, label)
+
+
+def snapshot_in(s: MasterSession, project, label: str = "manual") -> dict:
+    """A snapshot of /data through the command's open session ``s`` (a deploy's pre-deploy one)."""
+    _prepare(s, project)
+    recover_interrupted(s, project)
+    record = records.read_release(s)
+    release = record.release if record else "none"
+    with project.reporter.step(f"snapshot of {project.env.master.name}:/data to {project.env.node('backup').name} ({label})"):
+        return run_tool(s, ["snapshot", "--label", label, "--tag", commit_tag(release)])
 
 
 def snapshots(project) -> list[dict]:
     with MasterSession(project) as s:
-        _prepare(s, project)
-        return run_tool(s, ["list"])
+        return snapshots_in(s, project)
+
+
+def snapshots_in(s: MasterSession, project) -> list[dict]:
+    """The backup repository's snapshots, through the command's open session ``s``."""
+    _prepare(s, project)
+    return run_tool(s, ["list"])
 
 
 def status(project) -> dict:
@@ -121,27 +134,59 @@ def check(project) -> dict:
         return run_tool(s, ["check"])
 
 
+@dataclass
+class Restored:
+    """What restore_in did: the backup tool's result, the snapshot restored (``latest`` resolved),
+    the safety snapshot taken first (None: none) and the release it started (None: not started)."""
+    result: dict
+    snapshot: str
+    safety_snapshot: str | None = None
+    release: str | None = None
+
+
 def restore(project, snapshot_id: str, start: bool = True, keep: tuple[str, ...] = (), foreign: bool = False,
             purpose: str = "restore", safety: bool = True) -> dict:
-    """Restore: stop, restore /data from a snapshot, start (stopping once).
+    """Restore: stop, restore /data from a snapshot, start (stopping once); restore_in, in a session of
+    its own, recorded in releases.jsonl (outcome ``restored``, with the actions its start applied)."""
+    with MasterSession(project) as s:
+        executor = Executor(project.reporter, s)
+        entry = {"outcome": "restored", "purpose": purpose, "previous": records.running(s)}
+        done = restore_in(s, project, snapshot_id, start, keep, foreign, purpose, safety, executor)
+        _record(s, entry, done, executor)
+        return done.result
+
+
+def restore_in(s: MasterSession, project, snapshot_id: str, start: bool = True, keep: tuple[str, ...] = (),
+               foreign: bool = False, purpose: str = "restore", safety: bool = True,
+               executor: Executor | None = None) -> Restored:
+    """Restore through the command's open session ``s``: stop, restore /data from a snapshot, start.
     Paths in ``keep`` (below /data), the audit logs and the secrets stay as they are on the
     node; ``foreign`` allows another environment's snapshot (snapshot.fetch). A safety
-    snapshot (``safety``; labelled for ``purpose``) is taken first, when /data holds a release."""
-    with MasterSession(project) as s:
-        _prepare(s, project)
-        recover_interrupted(s, project)
-        sid = choose_snapshot(run_tool(s, ["list"]), snapshot_id, project.name, foreign)
-        if safety:
-            safety_snapshot(s, project, purpose)
-        stop_all(s, project.reporter)
-        with project.reporter.step(f"restore {sid} into {project.env.master.name}:/data"):
-            result = _restore_tool(s, sid, keep)
-        if start:
-            release = records.read_release(s)
-            if release is None:
-                raise LapinfraError("the restored /data holds no release record: deploy to start the infrastructure")
-            start_services(s, release, project.reporter)
-        return result
+    snapshot (``safety``; labelled for ``purpose``) is taken first, when /data holds a release.
+    The start's actions are applied by ``executor`` (the caller's, which records them)."""
+    _prepare(s, project)
+    recover_interrupted(s, project)
+    sid = choose_snapshot(run_tool(s, ["list"]), snapshot_id, project.name, foreign)
+    safe = safety_snapshot(s, project, purpose) if safety else None
+    stop_all(s, project.reporter)
+    with project.reporter.step(f"restore {sid} into {project.env.master.name}:/data"):
+        result = _restore_tool(s, sid, keep)
+    done = Restored(result, sid, safe)
+    if start:
+        release = records.read_release(s)
+        if release is None:
+            raise LapinfraError("the restored /data holds no release record: deploy to start the infrastructure")
+        start_services(s, release, project.reporter, executor)
+        done.release = release.release
+    return done
+
+
+def _record(s: MasterSession, entry: dict, done: Restored, executor: Executor) -> None:
+    """A restore's or dr.recover's entry in releases.jsonl (the audit log every restore keeps): the
+    snapshot, the safety snapshot, the release started and the actions the start applied."""
+    entry.update(release=done.release, snapshot=done.snapshot, safety_snapshot=done.safety_snapshot,
+                 by=records.who(), at=records.now(), actions=as_json(executor.applied))
+    s.append_jsonl(records.RELEASES, entry)
 
 
 def _restore_tool(s: MasterSession, sid: str, keep: tuple[str, ...] = ()) -> dict:
@@ -151,24 +196,29 @@ def _restore_tool(s: MasterSession, sid: str, keep: tuple[str, ...] = ()) -> dic
 def recover(project) -> dict:
     """Disaster recovery: a fresh master from the backup node alone, then start. A master
     that still runs is snapshotted (safety), stopped, then restored; on either, the audit
-    logs stay, and every service's secrets come from the workstation (no snapshot holds them)."""
+    logs stay, and every service's secrets come from the workstation (no snapshot holds them).
+    Recorded in releases.jsonl (outcome ``recovered``, with the actions its start applied)."""
     if Nodes(project).state(project.env.master) == "absent":
         nodeup.up(project, project.env.master.name)
     with MasterSession(project) as s:
         _prepare(s, project, seed_all=True)
         recover_interrupted(s, project)
+        executor = Executor(project.reporter, s)
+        entry = {"outcome": "recovered", "previous": records.running(s)}
         sid = choose_snapshot(run_tool(s, ["list"]), "latest", project.name)
-        safety_snapshot(s, project, "recover")
+        done = Restored({}, sid, safety_snapshot(s, project, "recover"))
         stop_all(s, project.reporter)
         with project.reporter.step(f"restore the latest snapshot ({sid}) into {project.env.master.name}:/data"):
-            result = _restore_tool(s, sid)
+            done.result = _restore_tool(s, sid)
         with project.reporter.step("upload every service's secrets"):
             upload_secrets(s, project, svc.services(project.env))
         release = records.read_release(s)
         if release is None:
             raise LapinfraError("the latest snapshot holds no release record; deploy instead")
-        start_services(s, release, project.reporter)
-        return result
+        start_services(s, release, project.reporter, executor)
+        done.release = release.release
+        _record(s, entry, done, executor)
+        return done.result
 
 
 # What a fetched snapshot never replaces on the target: its own secrets, rendered

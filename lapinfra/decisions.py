@@ -1,7 +1,7 @@
 """A deploy's decisions: the node's facts and the desired state in, the actions out.
 
 Pure functions, no Docker and no SSH (tests/unit/test_decisions.py: a table per decision,
-no-op rows expecting no action). Each phase of a deploy (lapinfra/deploy.py) applies what
+no-op rows expecting no action). Each phase of a deploy (lapinfra/phases.py) applies what
 they return through lapinfra/executor.py, and `invoke plan` (lapinfra/promote.py) prints the
 very same list, deciding each phase on the facts as the earlier ones leave them (`after`).
 """

@@ -1,111 +1,45 @@
-"""A deploy's phases on the master node, and what each applies.
+"""The deploy: a release of this checkout onto an environment, as one safe command.
 
-A deploy is one list of phases (deploy_phases): upload the rendered config and
-secrets, seed the images the master keeps itself, start the registry, push the
-images it lacks as ``infra/<commit>/<name>`` through an SSH tunnel, write the
-release record, then start: the workers' swarm, the registry, the master's pulls from it,
-every other container (start_phases, which lapinfra/startstop.py's start walks too).
-Containers whose spec (image id, config, secrets, ports, mounts) is unchanged keep
-running. Each phase decides on the node's facts (lapinfra/decisions.py, pure: plan
-decides them all on facts read at once) and has the one executor apply its actions
-(lapinfra/executor.py, which records them).
+``invoke build test deploy --env=prod``:
 
-The seed phase is also the first installation on its own (``seed``): the base,
-registry and backup images carried from the workstation (``docker save | docker
-load``), each only when the node's copy differs; `invoke node.seed` and dr.recover
-take it too.
+1. gate      on an environment promoted from another (``promoted_from: test``), the exact
+             images of the release passed the verification suite there (promote.check_gate);
+             ``--force`` skips this and is recorded
+2. lock      one writer per environment (promote.env_lock, lapinfra/lock.py)
+3. snapshot  the target's ``/data`` on its backup node (a promotion target)
+4. phases    phases.deploy_steps, each phase deciding on its facts and applied by the one
+             executor, which records its actions: push the release (config, secrets, the
+             master's own images, the registry, the images it lacks), the git push, the
+             release record, start (the swarm, the pulls, each container whose image or
+             config changed, the health checks, the apps, the nodes' names), the git push
+             of a first deploy
+5. verify    the suite on the target (a promotion target)
+
+A failure after the snapshot first takes a safety snapshot (the data users wrote
+during the deploy, named in the error), then restores the pre-deploy snapshot
+(images and data: the registry is part of ``/data``) and starts the previous
+release, through the same session. Every deploy is appended to ``releases.jsonl``
+(records.RELEASES) with the actions it applied. Environments without ``promoted_from``
+(``test``) get the lock and the audit log only: they are where releases are tried first.
 """
 from __future__ import annotations
 
-import contextlib
-import hashlib
+import time
 from dataclasses import dataclass, field
 
-from . import apps, ddns, decisions, facts, gitpush, records, services as svc, swarm
-from .actions import ChangeContainer, PushImage
-from .decisions import container_action, present_images, push_decisions  # noqa: F401  (plan and tests name them here)
+from . import backup, gitpush, records, services as svc, status, verify
+from .actions import PushGit, PushImage, as_json
 from .errors import LapinfraError
 from .executor import Executor
-from .images import built_image
-from .nodes import backup_known_hosts, write_backup_known_hosts
+from .gitinfo import release_id
+from .phases import (Target, apply_phases, built_images, config_files, deploy_steps, ensure_infra_network, release_record,
+                     seed_images, started)
+from .promote import check_gate, env_lock, safety_note, safety_snapshot
 from .records import Release
-# the session and the registry client, where they were before lapinfra/session.py and lapinfra/registry.py
-from .registry import MANIFEST_V2, copy_in_registry, push, push_image, registry_has, wait_registry  # noqa: F401
-from .session import ASIDE, COMMAND_SECONDS, MasterSession, named_networks, write_file  # noqa: F401
+from .session import MasterSession
 
+RELEASES = records.RELEASES
 
-# ---- what starting a container takes ----------------------------------------------------
-
-def _require_seeded(s: MasterSession, ref: str) -> None:
-    """An image the node keeps itself must be there: the engine would otherwise try
-    to pull it from Docker Hub, which a node that never reached a registry cannot."""
-    import docker.errors
-
-    try:
-        s.docker.images.get(ref)
-    except docker.errors.ImageNotFound:
-        raise LapinfraError(f"{ref} is not on {s.env.master.name}: `invoke node.seed --env={s.env.name}` carries it "
-                            "there from this machine (docker save | docker load)") from None
-
-
-def ensure_infra_network(client) -> None:
-    """The node's network on which infrastructure containers reach each other by name."""
-    import docker.types
-
-    for net in named_networks(client, svc.NETWORK):
-        subnets = [c.get("Subnet") for c in (net.attrs.get("IPAM", {}).get("Config") or [])]
-        if str(svc.NETWORK_SUBNET) in subnets:
-            return
-        net.reload()
-        if net.containers:
-            raise LapinfraError(f"network {svc.NETWORK} on the node has subnets {subnets}, not {svc.NETWORK_SUBNET}: `invoke stop` first")
-        net.remove()
-    ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=str(svc.NETWORK_SUBNET))])
-    client.networks.create(svc.NETWORK, driver="bridge", ipam=ipam, labels={"lapinfra": "infra"})
-
-
-def release_refs(target: "Target") -> dict[str, str]:
-    """The registry reference of each image of the target's release the node pulls (not the ones it keeps itself)."""
-    return {service.image: f"{target.registry_host}/{target.record.images[service.image].repository}:latest"
-            for service in svc.services(target.project.env) if not service.local_image}
-
-
-def refuse_unreleased(client, release: Release, refs: dict[str, str]) -> None:
-    """What runs is what was released: each ``refs`` (image name -> the registry reference the
-    master's engine pulled) must be the image id the release record names; otherwise nothing
-    of it may start (whoever can push to the registry could have replaced the tag)."""
-    import docker.errors
-
-    refused = []
-    for name, ref in sorted(refs.items()):
-        wanted = release.images[name].id
-        try:
-            got = client.images.get(ref).id
-        except docker.errors.ImageNotFound:
-            got = "none"
-        if got != wanted:
-            refused.append(f"{ref} is image {got}, release {release.release} recorded {wanted}")
-    if refused:
-        raise LapinfraError("refused to start images the release did not record: " + "; ".join(refused)
-                            + ". The node's registry holds another image under the release's name (pushed over it "
-                            "since the deploy?); nothing was started from it: see docs/security.md, \"What runs is "
-                            "what was released\"")
-
-
-def reconcile(client, kwargs: dict, reporter, executor: Executor | None = None) -> str:
-    """Create, start, keep or recreate one container (decisions.container_change on its facts, applied
-    by ``executor`` when given, which records it); return which was done: created, recreated, started, kept."""
-    name = kwargs["name"]
-    state = facts.read_containers(client, [name]).get(name)
-    change = decisions.container_change(state, kwargs)
-    if change is None:
-        reporter.info(f"{name}: unchanged, kept running" + (" (paused by a snapshot)" if state.status == "paused" else ""))
-        return "kept"
-    (executor or Executor(reporter, client=client)).apply([change])
-    return change.done
-
-
-# ---- deploy -------------------------------------------------------------------------
 
 @dataclass
 class DeployResult:
@@ -116,485 +50,138 @@ class DeployResult:
     verified: bool = False       # the suite ran on the target as part of the deploy (and passed)
 
 
-def config_files(project) -> dict[str, bytes]:
-    rendered = project.build_dir / "rendered"
-    return {str(p.relative_to(rendered)): p.read_bytes() for p in sorted(rendered.rglob("*")) if p.is_file()}
+class Step:
+    """The step a deploy is in, for the message when it fails."""
+
+    def __init__(self):
+        self.name = "start"
+
+    def __call__(self, name: str) -> None:
+        self.name = name
 
 
-def config_hashes(project, files: dict[str, bytes], pending: dict[str, bytes] | None = None) -> dict[str, str]:
-    """Each service's config hash: its rendered files and its secrets (``pending``: secret name ->
-    the content it will have once the deploy writes it, for a plan that writes nothing)."""
-    pending = pending or {}
-    out = {}
-    for service in svc.services(project.env):
-        h = hashlib.sha256()
-        for rel, data in sorted(files.items()):
-            if rel.startswith(service.image + "/"):
-                h.update(rel.encode() + b"\0" + data)
-        for name in sorted(service.secrets.values()):
-            h.update(pending[name] if name in pending else project.secrets.path(name).read_bytes())
-        out[service.name] = h.hexdigest()[:16]
-    return out
-
-
-def built_images(project) -> dict:
-    """The workstation's built image of every service, by image name."""
-    return {service.image: built_image(project.docker, f"infra/{service.image}") for service in svc.services(project.env)}
-
-
-def pending_secrets(project, git_host_key: str | None = None) -> dict[str, bytes]:
-    """The secrets a deploy writes on the workstation itself, as it will write them: the backup
-    node's pinned host key (backup_known_hosts) and the git server's (git_known_hosts, from
-    ``git_host_key`` read on the master when given and valid, else as it is). Nothing is written."""
-    known = project.secrets.path(GIT_KNOWN_HOSTS)
-    pinned = git_known_hosts_line(git_host_key or "")
-    return {"backup_known_hosts": backup_known_hosts(project).encode(),
-            GIT_KNOWN_HOSTS: pinned.encode() if pinned else (known.read_bytes() if known.exists() else b"")}
-
-
-def release_record(project, release: str, images: dict, files: dict[str, bytes],
-                   pending: dict[str, bytes] | None = None) -> Release:
-    """The record of ``release`` (writes nothing: the secrets the deploy writes first are hashed
-    as they will be, pending_secrets)."""
-    pending = pending_secrets(project) if pending is None else pending
-    return records.new_release(release, {n: img.id for n, img in images.items()}, config_hashes(project, files, pending))
-
-
-# ---- the phases of a deploy: each reads its facts, decides, has the executor apply --------------
-
-@dataclass
-class Target:
-    """What the node is to hold, on which each phase decides: the release record (what runs: each
-    image by id, each service's config hash) and, for a deploy, what the workstation carries there."""
-    project: object
-    record: Release | None = None
-    registry_host: str = ""
-    images: dict = field(default_factory=dict)        # image name -> the workstation's image, for the registry
-    files: dict[str, bytes] | None = None              # the rendered config (None: not uploaded)
-    seeds: dict = field(default_factory=dict)          # tag -> the workstation's image the master keeps itself
-    pending: dict[str, bytes] | None = None            # plan: the secrets as the deploy will write them
-    force: bool = False                                # a deploy with --force: its git push may drop the target's commits
-
-
-class Phase:
-    """One phase of a deploy. ``decide`` turns the node's facts and the target into the phase's actions
-    (pure: plan calls it on facts read at once); ``apply`` reads the facts the phase needs right before
-    deciding, because it needs the earlier phases applied, and has the executor apply (and record)
-    them, with what the phase does besides that is no change of the node's state (a wait, a check)."""
-    name = ""
-
-    def decide(self, target: Target, node: facts.NodeFacts) -> list:
-        raise NotImplementedError
-
-    def read(self, s: MasterSession, target: Target) -> facts.NodeFacts:
-        raise NotImplementedError
-
-    def apply(self, s: MasterSession, target: Target, executor: Executor) -> None:
-        executor.apply(self.decide(target, self.read(s, target)))
-
-
-class Upload(Phase):
-    """The rendered config (when the target carries it), the secrets of each of ``services``
-    (default: all), the registry's CA for the master's engine."""
-    name = "upload"
-
-    def __init__(self, services=None):
-        self.services = services
-
-    def desired(self, target: Target) -> dict:
-        services = svc.services(target.project.env) if self.services is None else self.services
-        return uploaded_folders(target.project, target.files, services, target.registry_host, target.pending)
-
-    def decide(self, target, node):
-        return decisions.folders_actions(self.desired(target), node.files)
-
-    def read(self, s, target):
-        return facts.NodeFacts(files=facts.read_files(s, self.desired(target)))
-
-    def apply(self, s, target, executor):
-        project = target.project
-        with (executor.reporter.step("upload config, secrets and the registry CA") if target.files is not None
-              else contextlib.nullcontext()):
-            pin_local_secrets(s, project, svc.services(project.env) if self.services is None else self.services)
-            super().apply(s, target, executor)
-            if target.files is not None:     # the git host key it pinned counts for infra_cd
-                target.record = target.record.with_config(config_hashes(project, target.files))
-
-
-class Seed(Phase):
-    """The images the master keeps itself, carried from the workstation (``docker save | docker load``)."""
-    name = "seed"
-
-    def decide(self, target, node):
-        return decisions.seed_actions(target.seeds, node.seeded)
-
-    def read(self, s, target):
-        return facts.NodeFacts(seeded=facts.read_images(s.docker, target.seeds))
-
-
-class Images(Phase):
-    """The release's images into the node's registry: tagged there when it holds the same image
-    under another release's name, pushed otherwise."""
-    name = "images"
-
-    def decide(self, target, node):
-        return decisions.image_actions(target.images, target.record.release, node.release, node.manifests)
-
-    def read(self, s, target):
-        current = records.read_release(s)
-        repositories = facts.candidates(target.images, target.record.release, current)
-        return facts.NodeFacts(release=current, manifests=facts.read_manifests(s, repositories))
-
-    def apply(self, s, target, executor):
-        actions = self.decide(target, self.read(s, target))
-        for name in [n for n in target.images if n not in {a.name for a in actions}]:
-            executor.reporter.info(f"infra/{target.record.release}/{name}: already in the node's registry")
-        executor.apply(actions)
-
-
-class RecordRelease(Phase):
-    """The target's release record becomes the node's: what `start` starts from then on."""
-    name = "release record"
-
-    def decide(self, target, node):
-        return decisions.release_actions(node.release, target.record)
-
-    def read(self, s, target):
-        return facts.NodeFacts(release=records.read_release(s))
-
-
-class Pulls(Phase):
-    """The master's engine pulls the release's images it lacks from the node's registry (several at
-    once), each checked to be the image the release names (refuse_unreleased)."""
-    name = "pulls"
-
-    def decide(self, target, node):
-        return decisions.pull_actions(release_refs(target), target.record, node.pulled)
-
-    def read(self, s, target):
-        return facts.NodeFacts(pulled=facts.read_images(s.docker, release_refs(target).values()))
-
-    def apply(self, s, target, executor):
-        done = executor.apply(self.decide(target, self.read(s, target)))
-        refuse_unreleased(s.docker, target.record, {action.name: action.reference for action in done})
-
-
-class Swarm(Phase):
-    """The workers' swarm (lapinfra/swarm.py): the master manages it, each running worker joins it.
-    Applied by swarm.apply, which reaches each worker's engine, and recorded by the executor."""
-    name = "swarm"
-
-    def decide(self, target, node):
-        return swarm.decide(target.project.env, node.swarm, swarm.registry_ca(target.project))
-
-    def read(self, s, target):
-        return facts.NodeFacts(swarm=swarm.read(target.project, s.docker))
-
-    def apply(self, s, target, executor):
-        node = self.read(s, target)
-        applied, _ = swarm.apply(target.project, s.docker, node.swarm, self.decide(target, node))
-        executor.record(applied)
-
-
-class Container(Phase):
-    """One infrastructure container, reconciled by its spec hash: created, recreated, started or kept.
-    Its image must be the release's (the node's own copy for the registry and the backup tool); the
-    proxy joins the applications' network; once the registry answers, the phases after it use it."""
-
-    def __init__(self, service: svc.Service):
-        self.service = service
-        self.name = service.container
-
-    def run_kwargs(self, target: Target) -> dict:
-        service, record = self.service, target.record
-        image = record.images[service.image]
-        ref = f"infra/{service.image}" if service.local_image else f"{target.registry_host}/{image.repository}:latest"
-        return svc.run_kwargs(service, ref, target.project.env, record.config.get(service.name, ""), image.id)
-
-    def decide(self, target, node):
-        changes = decisions.container_actions([self.run_kwargs(target)], node.containers)
-        state = decisions.after(node, changes).containers.get(self.service.container)
-        return changes + decisions.network_actions(self.service.container, state, self.service.networks)
-
-    def read(self, s, target):
-        return facts.NodeFacts(containers=facts.read_containers(s.docker, [self.service.container]))
-
-    def apply(self, s, target, executor):
-        service, kwargs = self.service, self.run_kwargs(target)
-        if service.local_image:
-            _require_seeded(s, kwargs["image"])
-        else:
-            refuse_unreleased(s.docker, target.record, {service.image: kwargs["image"]})
-        reconcile(s.docker, kwargs, executor.reporter, executor)     # its facts, read right before
-        state = self.read(s, target).containers.get(service.container)
-        executor.apply(decisions.network_actions(service.container, state, service.networks))
-        if service.name == "registry":
-            wait_registry(s)
-
-
-class Apps(Phase):
-    """The applications whose swarm service is gone (a master rebuilt by dr.recover) created again from
-    what records.APPS records, once the infrastructure serves. Their failure is a warning: the
-    infrastructure runs, and the applications wait (`invoke app.status`)."""
-    name = "apps"
-
-    def decide(self, target, node):
-        return decisions.restore_actions(target.project.env.apps, node.apps, node.services)
-
-    def read(self, s, target):
-        recorded = facts.read_apps(s)
-        return facts.NodeFacts(apps=recorded, services=facts.read_services(s.docker, recorded))
-
-    def apply(self, s, target, executor):
-        import docker.errors
-
+def deploy(project, force: bool = False) -> DeployResult:
+    """Gate, lock, snapshot, the phases of deploy_steps, verify; roll back on failure."""
+    env, rep = project.env, project.reporter
+    gated = bool(env.promoted_from)
+    release = release_id(project.root)
+    images = built_images(project)
+    files = config_files(project)
+    seeds = seed_images(project)
+    gate = check_gate(project, release, images, force)
+    record = release_record(project, release, images, files)
+    result = DeployResult(release)
+    began = time.monotonic()
+    entry = {"release": release, "images": {n: i.id for n, i in images.items()}, "gate": gate,
+             "by": verify.who(), "at": verify.now(), "snapshot": None, "suite": None}
+    with MasterSession(project) as s, env_lock(s, project):
+        executor = Executor(rep, s)      # applies each phase's actions and records them (entry["actions"])
+        target = Target(project, record, s.registry_host, images, files, seeds, force=force)
+        backup.recover_interrupted(s, project)   # an interrupted restore: finished or undone first
+        previous = records.running(s)
+        entry["previous"] = previous
+        gitpush.check_git(s, project, force)   # a push that would drop the target's commits: refused before any change
+        step = Step()
+        suite_run = None      # the verification run recorded on the target, for the status page
         try:
-            for action in self.decide(target, self.read(s, target)):
-                apps.restore(s, action, executor.reporter)
-                executor.record([action])
-        except (LapinfraError, docker.errors.DockerException) as exc:
-            executor.reporter.warn(f"applications not brought back ({exc}); `invoke app.status --env={s.env.name}`")
+            if gated:
+                step("snapshot")
+                snap = backup.snapshot_in(s, project, label=f"pre-deploy {release[:12]}")
+                entry["snapshot"] = snap["id"]
+            steps = deploy_steps(env)
+            step(steps[0][0])
+            ensure_infra_network(s.docker)
+            for name, phases in steps:
+                step(name)
+                apply_phases(s, target, phases, executor)
+            summarize(result, executor.applied, env)
+            entry.update(git_entry(executor.applied, executor.found.get("git push")))
+            if gated:
+                step("verification suite")
+                passed, counts = verify.run_suite(project)
+                entry["suite"] = {"passed": passed, **counts}
+                suite_run = _record_suite(s, target.record, passed, counts)
+                if not passed:
+                    raise LapinfraError(f"the verification suite failed on {env.name} "
+                                        f"({counts.get('failures', 0)} failed, {counts.get('errors', 0)} errors; "
+                                        f"report: {project.build_dir / 'junit.xml'})")
+        except (Exception, KeyboardInterrupt) as exc:
+            entry.update(step=step.name, error=str(exc).splitlines()[0][:500], seconds=round(time.monotonic() - began, 1),
+                         actions=as_json(executor.applied))
+            if entry["snapshot"] is None:
+                entry["outcome"] = "failed"
+                s.append_jsonl(RELEASES, entry)
+                status.publish_quietly(s, project)
+                raise
+            roll_back(s, project, entry, exc, previous, step.name)
+            status.publish_quietly(s, project, run=suite_run, cases=verify.last_cases(project) if suite_run else None)
+            raise LapinfraError(f"deploy of {release} to {env.name} failed at {step.name}: {exc}\n"
+                                f"rolled back: {env.name} runs {previous or 'nothing'} again, with /data of snapshot "
+                                f"{entry['snapshot']}; {safety_note(entry['safety_snapshot'])} "
+                                f"(`invoke releases --env={env.name}`)") from None
+        entry.update(outcome="deployed", seconds=round(time.monotonic() - began, 1),
+                     pushed=result.pushed, containers=result.containers, actions=as_json(executor.applied))
+        s.append_jsonl(RELEASES, entry)
+        status.publish_quietly(s, project, run=suite_run, cases=verify.last_cases(project) if suite_run else None)
+    result.verified = gated
+    return result
 
 
-class Names(Phase):
-    """<node>.node.<domain> registered where the DNS server lacks a node's name or holds another
-    address (ddns.register_nodes, which reads, decides and applies; its failure is a warning)."""
-    name = "names"
-
-    def decide(self, target, node):
-        return ddns.name_actions(ddns.node_names(target.project), node.names)
-
-    def read(self, s, target):
-        return facts.NodeFacts(names=ddns.transfer(target.project, ddns.node_zone(target.project.env), ddns.NAMES_SECONDS))
-
-    def apply(self, s, target, executor):
-        executor.record(ddns.register_nodes(target.project) or [])
-
-
-class GitPush(Phase):
-    """The deployed commit into the target's infrastructure repository (lapinfra/gitpush.py): before
-    the containers change, where the git server runs; else, ``late``, once the containers started (a
-    first deploy starts the git server). ``found``: the facts of its last read."""
-    name = "git push"
-
-    def __init__(self, late: bool = False):
-        self.late, self.found = late, None
-
-    def decide(self, target, node):
-        return [] if node.git is None else decisions.git_actions(node.git, gitpush.BRANCH, target.force, self.late)
-
-    def read(self, s, target):
-        self.found = gitpush.read(s, target.project)
-        return facts.NodeFacts(git=self.found)
-
-    def apply(self, s, target, executor):
-        node = self.read(s, target)
-        if self.late and not node.git.up:
-            executor.reporter.warn(f"git push: the git server on {s.env.master.name} does not run: "
-                                   f"the deployed commit is not in its repository")
-            return
-        executor.apply(self.decide(target, node))
-
-
-def release_phases(env) -> list[Phase]:
-    """What a release needs on the node before its containers change (push_release): config and
-    secrets, the master's own images, the registry running, the release's images in it."""
-    return [Upload(), Seed(), Container(svc.by_name(env, "registry")), Images()]
-
-
-def start_phases(env) -> list[Phase]:
-    """Starting a release's containers, from its record alone (start_services): the swarm, where there
-    are workers (before the proxy, which joins the applications' network), the registry, the pulls
-    from it, then every other container in start order (services.services)."""
-    registry, *others = [Container(service) for service in svc.services(env)]
-    return [*([Swarm()] if env.workers else []), registry, Pulls(), *others]
-
-
-def served_phases(env) -> list[Phase]:
-    """What a start does once its containers serve (start_services): the applications brought back,
-    where there are workers, and the nodes' names registered (the DNS server serves now)."""
-    return [*([Apps()] if env.workers else []), Names()]
-
-
-def deploy_phases(env) -> list[Phase]:
-    """Every phase of a deploy in its order: push_release's, the git push, the release record, start's
-    (activate), the git push of a first deploy (once its git server runs). Plan decides them all on
-    facts read at once; a deploy applies them one after the other, so plan and deploy walk this one list."""
-    return [*release_phases(env), GitPush(), RecordRelease(), *start_phases(env), *served_phases(env), GitPush(late=True)]
-
-
-def apply_phases(s: MasterSession, target: Target, phases: list[Phase], executor: Executor) -> list:
-    """Apply each phase in order, each on the facts it reads once the earlier ones are applied; the actions applied."""
-    first = len(executor.applied)
-    for phase in phases:
-        phase.apply(s, target, executor)
-    return executor.applied[first:]
-
-
-def read_facts(s: MasterSession, target: Target) -> facts.NodeFacts:
-    """Every fact the phases of a deploy decide on, read at once (`invoke plan`; a registry that does
-    not answer holds nothing, as on a first deploy; so does a DNS server): the master's (facts.read),
-    the nodes' names in the DNS, the swarm's and the applications'."""
-    env = target.project.env
-    node = facts.read(s, containers=[service.container for service in svc.services(env)],
-                      folders=Upload().desired(target), images=target.images, release=target.record.release,
-                      seed_tags=target.seeds, pulls=release_refs(target).values())
-    node = node.with_(git=GitPush().read(s, target).git)
+def roll_back(s: MasterSession, project, entry: dict, exc: BaseException, previous: str | None, step: str) -> None:
+    """After a failed deploy: a safety snapshot of the data written meanwhile, then the pre-deploy
+    snapshot restored and the previous release started, through the deploy's session; the entry
+    appended to releases.jsonl, with the actions of the rollback's start (``rollback_actions``).
+    LapinfraError when either fails (the entry says so)."""
+    env, rep, release = project.env, project.reporter, entry["release"]
+    rep.warn(f"deploy of {release} failed at {step}: rolling back to "
+             f"{previous or 'nothing deployed'} (snapshot {entry['snapshot']})")
     try:
-        node = node.with_(names=Names().read(s, target).names)
-    except ddns.Unreachable:           # no DNS server yet (a first deploy): it holds no name
-        pass
-    except LapinfraError as exc:       # the deploy would only warn too
-        target.project.reporter.warn(f"the DNS server's node names not read ({exc}): each is planned as missing")
-    if not env.workers:
-        return node
-    found, recorded = swarm.read(target.project, s.docker), facts.read_apps(s)
-    # a master that manages no swarm has no services (and its engine answers no question about them)
-    services = facts.read_services(s.docker, recorded) if found.master.state == "manager" else frozenset()
-    return node.with_(swarm=found, apps=recorded, services=services)
+        entry["safety_snapshot"] = safety_snapshot(s, project, f"failed deploy {release[:12]}")
+    except Exception as again:
+        entry.update(outcome="failed", rollback_error=f"no safety snapshot: {str(again).splitlines()[0][:500]}")
+        s.append_jsonl(RELEASES, entry)
+        raise LapinfraError(f"deploy of {release} to {env.name} failed at {step}: {exc}\n"
+                            f"and the safety snapshot of the data written since snapshot {entry['snapshot']} "
+                            f"failed too ({again}): nothing was rolled back, {env.name} keeps its data. "
+                            f"`invoke rollback --data --env={env.name}` once a snapshot can be taken") from None
+    rep.info(safety_note(entry["safety_snapshot"]))
+    undo = Executor(rep, s)    # the rollback's start, recorded apart from the deploy's actions
+    try:
+        backup.restore_in(s, project, entry["snapshot"], start=previous is not None, safety=False,  # taken above
+                          executor=undo)
+    except Exception as again:
+        entry.update(outcome="failed", rollback_error=str(again).splitlines()[0][:500],
+                     rollback_actions=as_json(undo.applied))
+        s.append_jsonl(RELEASES, entry)
+        raise LapinfraError(f"deploy of {release} to {env.name} failed at {step}: {exc}\n"
+                            f"and the rollback to snapshot {entry['snapshot']} failed too: {again}") from None
+    entry.update(outcome="rolled back", rollback_actions=as_json(undo.applied))
+    s.append_jsonl(RELEASES, entry)
 
 
-def planned_actions(target: Target, node: facts.NodeFacts, phases: list[Phase]) -> list:
-    """Each phase's actions in order (`invoke plan`), decided on the facts read at once as the earlier
-    phases' actions leave them (decisions.after)."""
-    planned = []
-    for phase in phases:
-        actions = phase.decide(target, node)
-        node = decisions.after(node, actions)
-        planned += actions
-    return planned
+def summarize(result: DeployResult, applied: list, env) -> None:
+    """The deploy's result from the actions it applied: the config files written or removed, the
+    images pushed, what its start did to each service's container."""
+    result.config_changed = [a.path for a in applied if getattr(a, "folder", None) == svc.ENV_DIR]
+    result.pushed = [a.name for a in applied if isinstance(a, PushImage)]
+    changed = started(applied)
+    result.containers = {service.name: changed.get(service.container, "kept") for service in svc.services(env)}
 
 
-def uploaded_folders(project, files: dict[str, bytes] | None, services, registry_host: str | None,
-                     pending: dict[str, bytes] | None = None) -> dict[str, tuple[dict[str, bytes], int]]:
-    """What the node's folders must hold, folder -> (relative path -> content, mode), in upload order:
-    the rendered config (``files``; None: left out), each service's secrets (0600), the registry's
-    CA for the master's engine (``registry_host``; None: left out)."""
-    pending = pending or {}
-
-    def secret(name: str) -> bytes | None:
-        if name in pending:
-            data = pending[name]
-        elif name in OPTIONAL_SECRETS and not project.secrets.path(name).exists():
-            data = b""
-        else:
-            data = project.secrets.path(name).read_bytes()
-        return None if name in OPTIONAL_SECRETS and not data else data   # handed over only when known
-
-    out = {} if files is None else {svc.ENV_DIR: (dict(files), 0o644)}
-    for service in services:
-        if service.secrets:
-            held = {dest: secret(src) for dest, src in service.secrets.items()}
-            out[f"{svc.SECRETS_DIR}/{service.name}"] = ({d: v for d, v in held.items() if v is not None}, 0o600)
-    if registry_host is not None:
-        out[f"/etc/docker/certs.d/{registry_host}"] = ({"ca.crt": project.secrets.path("ca.crt").read_bytes()}, 0o644)
+def git_entry(applied: list, found) -> dict:
+    """What the release entry says of the git push: the commit the target's branch holds (None: its
+    git server did not run), and the commit a forced push dropped. ``found``: the git facts the
+    last git push phase decided on (the executor's)."""
+    pushed = [action for action in applied if isinstance(action, PushGit)]
+    out = {"git": (pushed[-1].commit if pushed else found.head if found and found.branch == found.head else None)}
+    if out["git"]:
+        out["git"] = out["git"][:12]
+    if pushed and pushed[-1].over:
+        out["git_forced_over"] = pushed[-1].over
     return out
 
 
-def seed_images(project, tags: list[str] | None = None) -> dict:
-    """tag -> the workstation's image of each image the master keeps itself (seed_tags)."""
-    return {tag: built_image(project.docker, tag) for tag in (tags or seed_tags(project.env))}
-
-
-def push_release(s: MasterSession, target: Target, result: "DeployResult", executor: Executor | None = None) -> None:
-    """Everything a release needs on the node before its containers change (release_phases); the
-    target's record takes the config hashes of what was uploaded."""
-    ensure_infra_network(s.docker)
-    done = apply_phases(s, target, release_phases(target.project.env), executor or Executor(target.project.reporter, s))
-    result.config_changed = [a.path for a in done if getattr(a, "folder", None) == svc.ENV_DIR]
-    result.containers["registry"] = next((a.done for a in done if isinstance(a, ChangeContainer)), "kept")
-    result.pushed = [a.name for a in done if isinstance(a, PushImage)]
-
-
-# The git server's host key as the CD server's known_hosts (images/cd/entrypoint.sh pins
-# /run/secrets/git.known_hosts when it is there). Every deploy reads the key on the master;
-# on a master without one (a first deploy) it writes the git server's ed25519 key first.
-GIT_HOST_KEY = facts.GIT_HOST_KEY
-GIT_KNOWN_HOSTS = "git_known_hosts"
-GIT_HOST = "infra_git"          # the CD server's repository URL: ssh://git@infra_git:22/<repository>
-OPTIONAL_SECRETS = (GIT_KNOWN_HOSTS,)   # handed over only when known (not empty)
-
-
-def git_known_hosts_line(public_key: str, host: str = GIT_HOST, port: int = 22) -> str:
-    """One known_hosts line for an OpenSSH public key file's content ("" for anything else)."""
-    parts = public_key.split()
-    if len(parts) < 2 or not (parts[0].startswith("ssh-") or parts[0].startswith("ecdsa-")):
-        return ""
-    import base64
-    import binascii
-
-    try:
-        base64.b64decode(parts[1], validate=True)
-    except binascii.Error:
-        return ""
-    return f"{host if port == 22 else f'[{host}]:{port}'} {parts[0]} {parts[1]}\n"
-
-
-def write_git_known_hosts(project, public_key: str | None) -> bool:
-    """secrets/<env>/git_known_hosts from the git server's public key (None: not made yet, an
-    empty file); True when its content changed."""
-    content = git_known_hosts_line(public_key or "")
-    path = project.secrets.path(GIT_KNOWN_HOSTS)
-    if path.exists() and path.read_text() == content:
-        return False
-    project.secrets._write(GIT_KNOWN_HOSTS, content)
-    return True
-
-
-def new_git_host_key() -> tuple[bytes, bytes]:
-    """(private, public) OpenSSH ed25519 host key for a git server that has none yet."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ed25519
-
-    key = ed25519.Ed25519PrivateKey.generate()
-    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption())
-    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
-    return private, public + b" infra_git\n"
-
-
-def pin_git_host_key(s: MasterSession, project) -> bool:
-    """The git container's host key on the master into git_known_hosts; True when it changed.
-    A master whose git server has not started yet (a first deploy) gets its ed25519 host key
-    now, made here and written only there (the entrypoint keeps a key it finds), so the CD
-    server checks the key strictly from the first deploy on, never trusting a first sight."""
-    public = facts.read_git_host_key(s)
-    private = GIT_HOST_KEY.removesuffix(".pub")
-    # a private key without its .pub (the git server remakes the .pub at its next start) is
-    # kept, never replaced under a running sshd: pinned at the deploy after that start
-    if not git_known_hosts_line(public) and not s.run(f"cat {private} > /dev/null", warn=True).ok:
-        key, made = new_git_host_key()
-        s.put(private, key, mode=0o600)
-        s.put(GIT_HOST_KEY, made, mode=0o644)
-        public = made.decode()
-    return write_git_known_hosts(project, public)
-
-
-def pin_local_secrets(s: MasterSession, project, services) -> None:
-    """The secrets the workstation writes before an upload: the backup node's pinned host key,
-    and (when a service takes it) the git server's, read on the master (pin_git_host_key)."""
-    write_backup_known_hosts(project)
-    if any(GIT_KNOWN_HOSTS in service.secrets.values() for service in services):
-        pin_git_host_key(s, project)
-
-
-def upload_secrets(s: MasterSession, project, services, executor: Executor | None = None) -> list:
-    """Each service's secrets into /data/secrets/<name> (0600), and the registry CA for the engine;
-    the actions applied."""
-    target = Target(project, registry_host=s.registry_host)
-    return apply_phases(s, target, [Upload(services)], executor or Executor(project.reporter, s))
-
-
-def seed_tags(env) -> list[str]:
-    """What a master keeps in its own engine, carried from the workstation: the base
-    image, and the images of the services that do not come from the registry (the
-    registry itself; the backup tool, which a brand-new master restores with)."""
-    return [env.base_image.tag, *sorted({f"infra/{service.image}" for service in svc.services(env) if service.local_image})]
-
-
-def seed(s: MasterSession, project, tags: list[str] | None = None, executor: Executor | None = None) -> list[str]:
-    """The first installation (``docker save | ssh node docker load``): the
-    images of ``tags`` (default: seed_tags) from the workstation's engine onto the
-    master's, each only when the node's copy differs. Returns the tags loaded.
-    deploy, dr.recover and `invoke node.seed` all take this path."""
-    target = Target(project, seeds=seed_images(project, tags))
-    return [a.tag for a in apply_phases(s, target, [Seed()], executor or Executor(project.reporter, s))]
+def _record_suite(s: MasterSession, record: Release, passed: bool, counts: dict) -> dict:
+    entry = verify.run_entry(record, passed, counts)
+    s.append_jsonl(verify.VERIFIED, entry)
+    return entry

@@ -30,12 +30,15 @@ TAG_JOBS = 6
 
 class Executor:
     """Applies actions through ``s`` (a MasterSession: its SSH connection, registry tunnel and
-    engine; ``client``: only the engine, for containers alone); ``applied``: what it did."""
+    engine; ``client``: only the engine, for containers alone); ``applied``: what it did;
+    ``found``: the facts a phase decided on, by its name, where a record names them (the git
+    push's, for the release entry's ``git``)."""
 
     def __init__(self, reporter, s=None, client=None):
         self.s, self.reporter = s, reporter
         self.client = client if client is not None else getattr(s, "docker", None)
         self.applied: list = []
+        self.found: dict = {}
 
     def apply(self, actions) -> list:
         """Apply ``actions`` in order, but the images together: every tag in the registry where

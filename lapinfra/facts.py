@@ -57,6 +57,7 @@ class GitFacts:
     branch: str | None = None     # the commit its branch is at (None: no such branch yet)
     tagged: bool = False          # its tag deployed-<head> is there
     drops: bool = False           # moving the branch to head would drop commits (not a fast-forward)
+    url: str = ""                 # the repository the facts were read from (for messages)
 
 
 @dataclass(frozen=True)

@@ -3,10 +3,11 @@ deployed commit (branch ``master``, the productive version, and the tag ``deploy
 over SSH as the admin, with the git server's host key as the master holds it pinned.
 
 ``read`` gives the facts a deploy decides on (facts.GitFacts: where the branch is, whether the
-tag is there, whether moving the branch would drop commits); the push itself is an action
-(actions.PushGit) that the executor applies with ``push``. The branch only moves forward: a
-deploy whose push would drop the target's commits is refused before anything changes
-(``check_git``) unless it is forced, which is warned and recorded.
+tag is there, whether moving the branch would drop commits), with one ``git ls-remote``; the
+push itself is an action (actions.PushGit) that the executor applies with ``push``, which
+asks nothing more. The branch only moves forward: a deploy whose push would drop the target's
+commits is refused before anything changes (``check_git``, on ``read``'s facts) unless it is
+forced, which is warned and recorded.
 """
 from __future__ import annotations
 
@@ -56,52 +57,22 @@ def overwritten(repo, target: str | None) -> bool:
         return True
 
 
-def lost_commit(repo, url: str, git_env: dict, force: bool = False, branch: str = BRANCH) -> str | None:
-    """The commit of ``branch`` on ``url`` that pushing HEAD there would drop (None: a fast-forward,
-    or no such branch yet); LapinfraError naming both commits when there is one, unless ``force``."""
-    import git
-
-    try:
-        listed = repo.git.ls_remote(url, f"refs/heads/{branch}", env=git_env)
-    except git.GitCommandError as exc:
-        raise LapinfraError(f"git ls-remote of {url} failed: {exc.stderr.strip()[-400:]}") from None
-    target = listed.split()[0] if listed.strip() else None
-    if not overwritten(repo, target):
-        return None
-    if not force:
+def refuse_drop(found: GitFacts, force: bool = False, branch: str = BRANCH) -> None:
+    """LapinfraError naming the branch and both commits when pushing ``found.head`` would drop commits
+    of the target's branch (``found.drops``), unless ``force``."""
+    if found.drops and not force:
         raise LapinfraError(
-            f"git push to {url} refused: its branch {branch} is at {target[:12]}, which this checkout's HEAD "
-            f"({repo.head.commit.hexsha[:12]}) does not contain: pushing would drop its commits. Merge or rebase "
-            f"onto it (`git fetch {url} {branch}`), or give --force to push over it (warned and recorded)")
-    return target
+            f"git push to {found.url} refused: its branch {branch} is at {found.branch[:12]}, which this checkout's HEAD "
+            f"({found.head[:12]}) does not contain: pushing would drop its commits. Merge or rebase "
+            f"onto it (`git fetch {found.url} {branch}`), or give --force to push over it (warned and recorded)")
 
 
-def push_head(repo, url: str, git_env: dict, force: bool = False, reporter=None, branch: str = BRANCH) -> str | None:
-    """Push HEAD to ``branch`` of ``url`` and tag it ``deployed-<commit>``, as a fast-forward only
-    unless ``force``; the target's commit that was pushed over (None: nothing was lost)."""
-    import git
-
-    commit = repo.head.commit.hexsha[:12]
-    lost = lost_commit(repo, url, git_env, force, branch)
-    if lost and reporter is not None:
-        reporter.warn(f"--force: branch {branch} of {url} at {lost[:12]} is pushed over by {commit} "
-                      f"(its commits stay reachable by their id only); recorded")
-    # without --force a plain push: git itself refuses a branch that moved since the check
-    refspec = f"{'+' if lost else ''}HEAD:refs/heads/{branch}"
-    try:
-        repo.git.push(url, refspec, f"+HEAD:refs/tags/deployed-{commit}", env=git_env)
-    except git.GitCommandError as exc:
-        raise LapinfraError(f"git push to {url} failed: {exc.stderr.strip()[-400:]}") from None
-    return lost
-
-
-def check_git(s: MasterSession, project, force: bool = False) -> None:
-    """Refuse a deploy, before anything changes, whose git push would drop the target's commits."""
-    import git
-
-    with git_remote(s, project) as remote:
-        if remote is not None:
-            lost_commit(git.Repo(project.root), *remote, force=force)
+def check_git(s: MasterSession, project, force: bool = False) -> GitFacts:
+    """Refuse a deploy, before anything changes, whose git push would drop the target's commits
+    (decided on ``read``'s facts, which it returns)."""
+    found = read(s, project)
+    refuse_drop(found, force)
+    return found
 
 
 def read(s: MasterSession, project) -> GitFacts:
@@ -121,17 +92,34 @@ def read(s: MasterSession, project) -> GitFacts:
     refs = {ref: commit for commit, ref in (line.split() for line in listed.splitlines() if line.strip())}
     branch = refs.get(f"refs/heads/{BRANCH}")
     return GitFacts(head, up=True, branch=branch, tagged=f"refs/tags/deployed-{head[:12]}" in refs,
-                    drops=overwritten(repo, branch))
+                    drops=overwritten(repo, branch), url=url)
 
 
 def push(s: MasterSession, project, action: PushGit) -> None:
-    """Apply ``action``: HEAD to the branch and the tag, forced over ``action.over`` only when it names one."""
+    """Apply ``action``: HEAD to the branch and the tag ``deployed-<commit>``. The branch moves forward
+    only, unless ``action.over`` names the commit it was decided to push over (--force, warned): then
+    only while the branch is still there (--force-with-lease). No ls-remote of its own: what the
+    push would drop was decided on ``read``'s facts, and git refuses a branch that moved since."""
     import git
 
     with git_remote(s, project) as remote:
         if remote is None:
             raise LapinfraError(f"git push of {action.commit[:12]}: the git server on {project.env.master.name} does not run")
+        url, git_env = remote
         repo = git.Repo(project.root)
         if repo.head.commit.hexsha != action.commit:
             raise LapinfraError(f"git push of {action.commit[:12]}: this checkout's HEAD moved to {repo.head.commit.hexsha[:12]} meanwhile")
-        push_head(repo, *remote, force=action.over is not None, reporter=project.reporter, branch=action.branch)
+        commit = action.commit[:12]
+        if action.over:
+            project.reporter.warn(f"--force: branch {action.branch} of {url} at {action.over[:12]} is pushed over by {commit} "
+                                  f"(its commits stay reachable by their id only); recorded")
+        lease = [f"--force-with-lease=refs/heads/{action.branch}:{action.over}"] if action.over else []
+        try:
+            repo.git.push(*lease, url, f"HEAD:refs/heads/{action.branch}", f"+HEAD:refs/tags/deployed-{commit}", env=git_env)
+        except git.GitCommandError as exc:
+            said = exc.stderr.strip()
+            if "rejected" in said or "stale info" in said:
+                raise LapinfraError(f"git push to {url} refused: its branch {action.branch} is not where the deploy found it "
+                                    f"({(action.over or 'a commit HEAD contains')[:40]}), and pushing would drop its commits: "
+                                    f"deploy again (`git fetch {url} {action.branch}` shows it). {said[-300:]}") from None
+            raise LapinfraError(f"git push to {url} failed: {said[-400:]}") from None

@@ -18,7 +18,7 @@ stale. A stale lock is not taken over: ``invoke unlock`` shows it, checks it
 again and removes exactly that lock (compare-and-delete).
 
 The lock is re-entrant within one process: a task that holds it may call
-``promote.deploy``, which takes it again (a depth count, no second file).
+``deploy.deploy``, which takes it again (a depth count, no second file).
 """
 from __future__ import annotations
 

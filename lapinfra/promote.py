@@ -1,45 +1,34 @@
-"""Promotion: a release verified on one environment deployed to the next, as one safe command.
+"""Promotion: the gate a release passes before it is deployed to an environment, the lock of an
+environment, rollback and plan. The deploy itself, which takes the gate and the lock, is
+lapinfra/deploy.py.
 
-``invoke build test deploy --env=prod`` on an environment that names the one it
-is promoted from (``promoted_from: test``):
+An environment that names the one it is promoted from (``promoted_from: test``) takes only
+the exact images (image ids, i.e. config digests) of a release that passed the verification
+suite on the source environment (its ``verified.jsonl``; ``--force`` skips this and is
+recorded). One writer per environment (lapinfra/lock.py: ``/var/lib/lapinfra/deploy.lock``
+on the master, created with O_EXCL, kept alive by a heartbeat).
 
-1. gate      the exact images (image ids, i.e. config digests) of the release
-             passed the verification suite on the source environment (its
-             ``verified.jsonl``); ``--force`` skips this and is recorded
-2. lock      one writer per environment (lapinfra/lock.py: ``/var/lib/lapinfra/deploy.lock``
-             on the master, created with O_EXCL, kept alive by a heartbeat)
-3. snapshot  the target's ``/data`` on its backup node
-4. push      only the images the target's registry lacks, through the tunnel
-5. git       the infrastructure repository to the target's git server
-6. start     recreate only the containers whose image or config changed
-7. verify    the suite on the target
-
-A failure after the snapshot first takes a safety snapshot (the data users wrote
-during the deploy, named in the error), then restores the pre-deploy snapshot
-(images and data: the registry is part of ``/data``) and starts the previous
-release. ``rollback`` by hand brings back an earlier release's images and config
-and keeps today's data; ``rollback --data`` also its data, after showing what that
-discards and taking a safety snapshot. Every deploy and rollback is
-appended to ``releases.jsonl`` (records.RELEASES), the audit log, which a restore
-never rewinds. Environments without ``promoted_from`` (``test``) get the lock and
-the audit log only: they are where releases are tried first.
+``rollback`` by hand brings back an earlier release's images and config and keeps today's
+data; ``rollback --data`` also its data, after showing what that discards and taking a
+safety snapshot. Every deploy and rollback is appended to ``releases.jsonl``
+(records.RELEASES), the audit log, which a restore never rewinds. ``plan`` is the list of
+actions a deploy would apply, decided on facts read at once, changing nothing.
 """
 from __future__ import annotations
 
 import difflib
 import time
 
-from . import backup, facts, gitpush, lock, records, services as svc
+from . import backup, facts, lock, records, services as svc
 from . import status, verify
-from .actions import ChangeContainer, PushGit, PushImage, RemoveFile, TagImage, WriteFile, as_json
-from .deploy import (DeployResult, Executor, GitPush, MasterSession, Target, apply_phases, built_images, config_files,
-                     deploy_phases, pending_secrets, planned_actions, push_release, read_facts, release_record,
-                     seed_images)
+from .actions import ChangeContainer, PushImage, RemoveFile, TagImage, WriteFile, as_json
 from .errors import LapinfraError
+from .executor import Executor
 from .gitinfo import release_id
+from .phases import (Target, built_images, config_files, deploy_phases, pending_secrets, planned_actions, read_facts,
+                     release_record, seed_images)
 from .project import Project
-from .records import Release
-from .startstop import activate
+from .session import MasterSession
 
 RELEASES = records.RELEASES
 LOCK = lock.LOCK
@@ -117,130 +106,12 @@ def safety_snapshot(s: MasterSession, project, purpose: str) -> str | None:
     return backup.safety_snapshot(s, project, purpose)
 
 
-# ---- deploy ---------------------------------------------------------------------
-
-class Step:
-    """The step a deploy is in, for the message when it fails."""
-
-    def __init__(self):
-        self.name = "start"
-
-    def __call__(self, name: str) -> None:
-        self.name = name
-
-
-def deploy(project, force: bool = False) -> DeployResult:
-    """Gate, lock, snapshot, push, git, start, verify; roll back on failure."""
-    env, rep = project.env, project.reporter
-    gated = bool(env.promoted_from)
-    release = release_id(project.root)
-    images = built_images(project)
-    files = config_files(project)
-    seeds = seed_images(project)
-    gate = check_gate(project, release, images, force)
-    record = release_record(project, release, images, files)
-    result = DeployResult(release)
-    started = time.monotonic()
-    entry = {"release": release, "images": {n: i.id for n, i in images.items()}, "gate": gate,
-             "by": verify.who(), "at": verify.now(), "snapshot": None, "suite": None}
-    with MasterSession(project) as s, env_lock(s, project):
-        executor = Executor(rep, s)      # applies each phase's actions and records them (entry["actions"])
-        target = Target(project, record, s.registry_host, images, files, seeds, force=force)
-        backup.recover_interrupted(s, project)   # an interrupted restore: finished or undone first
-        previous = _running(s)
-        entry["previous"] = previous
-        gitpush.check_git(s, project, force)   # a push that would drop the target's commits: refused before any change
-        step = Step()
-        suite_run = None      # the verification run recorded on the target, for the status page
-        try:
-            if gated:
-                step("snapshot")
-                snap = backup.snapshot(project, label=f"pre-deploy {release[:12]}")
-                entry["snapshot"] = snap["id"]
-            step("push images")
-            push_release(s, target, result, executor)
-            step("git push")
-            early, late = GitPush(), GitPush(late=True)
-            apply_phases(s, target, [early], executor)
-            step("start containers")
-            result.containers.update(activate(s, target.record, rep, executor))
-            step("git push")
-            apply_phases(s, target, [late], executor)
-            entry.update(git_entry(executor.applied, late.found))
-            if gated:
-                step("verification suite")
-                passed, counts = verify.run_suite(project)
-                entry["suite"] = {"passed": passed, **counts}
-                suite_run = _record_suite(s, target.record, passed, counts)
-                if not passed:
-                    raise LapinfraError(f"the verification suite failed on {env.name} "
-                                        f"({counts.get('failures', 0)} failed, {counts.get('errors', 0)} errors; "
-                                        f"report: {project.build_dir / 'junit.xml'})")
-        except (Exception, KeyboardInterrupt) as exc:
-            entry.update(step=step.name, error=str(exc).splitlines()[0][:500], seconds=round(time.monotonic() - started, 1),
-                         actions=as_json(executor.applied))
-            if entry["snapshot"] is None:
-                entry["outcome"] = "failed"
-                s.append_jsonl(RELEASES, entry)
-                status.publish_quietly(s, project)
-                raise
-            rep.warn(f"deploy of {release} failed at {step.name}: rolling back to "
-                     f"{previous or 'nothing deployed'} (snapshot {entry['snapshot']})")
-            try:
-                entry["safety_snapshot"] = safety_snapshot(s, project, f"failed deploy {release[:12]}")
-            except Exception as again:
-                entry.update(outcome="failed", rollback_error=f"no safety snapshot: {str(again).splitlines()[0][:500]}")
-                s.append_jsonl(RELEASES, entry)
-                raise LapinfraError(f"deploy of {release} to {env.name} failed at {step.name}: {exc}\n"
-                                    f"and the safety snapshot of the data written since snapshot {entry['snapshot']} "
-                                    f"failed too ({again}): nothing was rolled back, {env.name} keeps its data. "
-                                    f"`invoke rollback --data --env={env.name}` once a snapshot can be taken") from None
-            rep.info(_safety_note(entry["safety_snapshot"]))
-            try:
-                backup.restore(project, entry["snapshot"], start=previous is not None, safety=False)   # taken above
-            except Exception as again:
-                entry.update(outcome="failed", rollback_error=str(again).splitlines()[0][:500])
-                s.append_jsonl(RELEASES, entry)
-                raise LapinfraError(f"deploy of {release} to {env.name} failed at {step.name}: {exc}\n"
-                                    f"and the rollback to snapshot {entry['snapshot']} failed too: {again}") from None
-            entry["outcome"] = "rolled back"
-            s.append_jsonl(RELEASES, entry)
-            status.publish_quietly(s, project, run=suite_run, cases=verify.last_cases(project) if suite_run else None)
-            raise LapinfraError(f"deploy of {release} to {env.name} failed at {step.name}: {exc}\n"
-                                f"rolled back: {env.name} runs {previous or 'nothing'} again, with /data of snapshot "
-                                f"{entry['snapshot']}; {_safety_note(entry['safety_snapshot'])} "
-                                f"(`invoke releases --env={env.name}`)") from None
-        entry.update(outcome="deployed", seconds=round(time.monotonic() - started, 1),
-                     pushed=result.pushed, containers=result.containers, actions=as_json(executor.applied))
-        s.append_jsonl(RELEASES, entry)
-        status.publish_quietly(s, project, run=suite_run, cases=verify.last_cases(project) if suite_run else None)
-    result.verified = gated
-    return result
-
-
-def git_entry(applied: list, found) -> dict:
-    """What the release entry says of the git push: the commit the target's branch holds (None: its
-    git server did not run), and the commit a forced push dropped."""
-    pushed = [action for action in applied if isinstance(action, PushGit)]
-    out = {"git": (pushed[-1].commit if pushed else found.head if found and found.branch == found.head else None)}
-    if out["git"]:
-        out["git"] = out["git"][:12]
-    if pushed and pushed[-1].over:
-        out["git_forced_over"] = pushed[-1].over
-    return out
-
-
-def _safety_note(snapshot_id: str | None) -> str:
+def safety_note(snapshot_id: str | None) -> str:
+    """Where the data written meanwhile is kept (a failed deploy's and rollback --data's message)."""
     if snapshot_id is None:
         return "no safety snapshot was taken of the data written meanwhile"
     return (f"the data written meanwhile is kept in safety snapshot {snapshot_id} "
             f"(`invoke snapshot.list`; `invoke restore --snapshot {snapshot_id}` brings it back)")
-
-
-def _record_suite(s: MasterSession, record: Release, passed: bool, counts: dict) -> dict:
-    entry = verify.run_entry(record, passed, counts)
-    s.append_jsonl(verify.VERIFIED, entry)
-    return entry
 
 
 # ---- releases and rollback --------------------------------------------------------
@@ -248,12 +119,6 @@ def _record_suite(s: MasterSession, record: Release, passed: bool, counts: dict)
 def releases(project) -> list[dict]:
     with MasterSession(project) as s:
         return s.read_jsonl(RELEASES)
-
-
-def _running(s: MasterSession) -> str | None:
-    """The release the master runs (None: nothing deployed)."""
-    record = records.read_release(s)
-    return record.release if record else None
 
 
 # What a rollback without --data brings back from the snapshot: the release's rendered
@@ -270,26 +135,28 @@ def rollback(project, to: str | None = None, data: bool = False, confirm=None, w
     With ``data``: also R's /data of then; first shows what that discards, asks
     ``confirm(summary)`` (which raises to stop), takes a safety snapshot of today's."""
     with MasterSession(project) as s, env_lock(s, project, purpose="rollback", wait=wait):
+        executor = Executor(project.reporter, s)
         entries = s.read_jsonl(RELEASES)
-        current = _running(s)
+        current = records.running(s)
         to, snap = rollback_target(entries, current, to, project.name)
         entry = {"release": to, "previous": current, "snapshot": snap, "outcome": "rolled back", "by_hand": True,
                  "data": data, "by": verify.who(), "at": verify.now()}
         if data:
-            summary = discard_summary(snap, changed_since(s, snapshot_time(project, snap)), data_folders(s))
+            summary = discard_summary(snap, changed_since(s, snapshot_time(s, project, snap)), data_folders(s))
             for line in summary:
                 project.reporter.info(line)
             if confirm is not None:
                 confirm(summary)
             entry["safety_snapshot"] = safety_snapshot(s, project, f"rollback --data to {to}")
             project.reporter.info(f"rolling {project.name} back from {current} to {to}, images, config and data "
-                                  f"(snapshot {snap}); {_safety_note(entry['safety_snapshot'])}")
-            backup.restore(project, snap, start=True, safety=False)   # taken above
+                                  f"(snapshot {snap}); {safety_note(entry['safety_snapshot'])}")
+            backup.restore_in(s, project, snap, start=True, safety=False, executor=executor)   # taken above
         else:
             keep = release_only_keep(*_listing(s))
             project.reporter.info(f"rolling {project.name} back from {current} to {to}: its images and config "
                                   f"(from snapshot {snap}); today's data stays")
-            backup.restore(project, snap, start=True, keep=tuple(keep))
+            backup.restore_in(s, project, snap, start=True, keep=tuple(keep), executor=executor)
+        entry["actions"] = as_json(executor.applied)      # what the start of the restored release applied
         s.append_jsonl(RELEASES, entry)
         status.publish_quietly(s, project)
         return entry
@@ -320,9 +187,9 @@ def data_folders(s: MasterSession) -> list[str]:
 NEVER_DISCARDED = ("backup", records.HOST_KEYS_IN_DATA, *records.AUDIT_LOGS)
 
 
-def snapshot_time(project, snapshot_id: str) -> float:
+def snapshot_time(s: MasterSession, project, snapshot_id: str) -> float:
     """When a snapshot was taken (seconds since the epoch), from the backup repository's list."""
-    for snap in backup.snapshots(project):
+    for snap in backup.snapshots_in(s, project):
         if snap["id"].startswith(snapshot_id) or snapshot_id.startswith(snap["id"]):
             return parse_time(snap["time"])
     raise LapinfraError(f"snapshot {snapshot_id} is not in {project.name}'s backup repository "

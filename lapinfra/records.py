@@ -152,6 +152,12 @@ def read_release(session) -> Release | None:
     return None if doc is None else Release.from_dict(doc, RELEASE)
 
 
+def running(session) -> str | None:
+    """The release the master runs, by its record (None: nothing deployed)."""
+    record = read_release(session)
+    return record.release if record else None
+
+
 def write_release(session, record: Release) -> None:
     """Make ``record`` the master's release record (written aside, then renamed: MasterSession.put)."""
     session.put(RELEASE, record.dump().encode())

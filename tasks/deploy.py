@@ -32,11 +32,11 @@ def deploy(c, env=None, force=False, lock_wait=0):
       invoke build test deploy --env=staging --yes
       invoke deploy --env=staging --force     (images not verified on test; git pushed over)
     """
-    from lapinfra import promote
+    from lapinfra import deploy as deploying
 
     p = project(c, env)
     with locked(p, "deploy", lock_wait):
-        result = promote.deploy(p, force=force)
+        result = deploying.deploy(p, force=force)
     if result.verified:
         note(c, "verified", env)
     _report(p, result)
@@ -63,11 +63,11 @@ def start(c, env=None, lock_wait=0):
 
             raise Exit(f"error: {p.name} is promoted from {p.env.promoted_from}: `invoke build deploy --env={p.name}` "
                        f"(gated on the suite) instead of build start", code=1)
-        from lapinfra import promote
+        from lapinfra import deploy as deploying
 
         render(c, env=env)
         with locked(p, "build start", lock_wait):
-            _report(p, promote.deploy(p))
+            _report(p, deploying.deploy(p))
         return
     with locked(p, "start", lock_wait):
         startstop.start(p)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from lapinfra import deploy, registry, services as svc
+from lapinfra import phases, registry, services as svc
 from lapinfra.project import Project
 from lapinfra.report import Reporter
 from tests.conftest import ROOT
@@ -83,7 +83,7 @@ def _docker_answers(port: int) -> bool:
 
 def test_while_a_session_is_open_no_tcp_port_leads_to_the_nodes_docker_api(project):
     before = _listening_tcp_ports(_descendants(os.getpid()))
-    with deploy.MasterSession(project) as s:
+    with phases.MasterSession(project) as s:
         assert s.docker.ping()                                  # the session's own API works
         mine = _listening_tcp_ports(_descendants(os.getpid())) - before
         assert mine == {s.registry_port}                         # the registry's tunnel, nothing else
@@ -115,12 +115,12 @@ def _put_manifest(s, repository: str, content: bytes) -> None:
 
 
 def test_an_image_replaced_in_the_registry_is_refused_by_start_and_nothing_of_it_runs(project):
-    with deploy.MasterSession(project) as s:
+    with phases.MasterSession(project) as s:
         release = s.read_json(f"{svc.STATE_DIR}/release.json")
         target, source = (release["images"][n] for n in (SWAPPED, STAND_IN))
         original = _manifest(s, target["repository"]).content
         # someone with the push account: the stand-in's blobs mounted, its manifest under the release's name
-        assert deploy.copy_in_registry(s, source["repository"], target["repository"])
+        assert phases.copy_in_registry(s, source["repository"], target["repository"])
         assert _manifest(s, target["repository"]).json()["config"]["digest"] == source["id"]
     ref = f"docker.{project.env.domain}:{project.env.registry.port}/{target['repository']}:latest"
     container = svc.PREFIX + SWAPPED
@@ -133,7 +133,7 @@ def test_an_image_replaced_in_the_registry_is_refused_by_start_and_nothing_of_it
         assert f"{ref} is image {source['id']}, release {release['release']} recorded {target['id']}" in out, out[-2000:]
         assert node_sh(f"docker ps -aq --filter name=^/{container}$").stdout.strip() == ""
     finally:
-        with deploy.MasterSession(project) as s:
+        with phases.MasterSession(project) as s:
             _put_manifest(s, target["repository"], original)
         node_sh(f"docker rmi {ref}", check=False)     # the stand-in the refused pull left under that name
         invoke("start", f"--env={ENV}")

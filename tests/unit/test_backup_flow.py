@@ -7,6 +7,8 @@ import docker.errors
 import pytest
 
 from lapinfra import backup, backuptool, nodeup, records, services as svc
+from lapinfra.actions import ChangeContainer
+from lapinfra.executor import Executor
 from lapinfra.errors import LapinfraError
 
 SNAPS = [
@@ -30,6 +32,7 @@ class Master:
         self.docker = SimpleNamespace(images=SimpleNamespace(get=get), containers=SimpleNamespace(list=lambda **kw: []))
         # a restore's journal folder on the node: the repair runs (its outcome is `recovered`)
         self.conn = SimpleNamespace(run=lambda *a, **kw: SimpleNamespace(ok=True))
+        self.logged = {}              # path -> the entries appended to that JSON-lines log
 
     def __enter__(self):
         return self
@@ -39,6 +42,9 @@ class Master:
 
     def read_json(self, path):
         return self.files.get(path)
+
+    def append_jsonl(self, path, entry):
+        self.logged.setdefault(path, []).append(entry)
 
     def tool(self, s, args):
         self.events.append("tool " + " ".join(args))
@@ -63,7 +69,12 @@ def master(project, monkeypatch):
         return m
     monkeypatch.setattr(backup, "_prepare", lambda s, p, seed_all=False: events.append("prepare"))
     monkeypatch.setattr(backup, "stop_all", lambda s, reporter: events.append("stop"))
-    monkeypatch.setattr(backup, "start_services", lambda s, release, reporter: events.append("start"))
+
+    def start(s, release, reporter, executor):       # its start applies one action, through the command's executor
+        events.append("start")
+        executor.apply([ChangeContainer("infra_dns", "start", spec="x")])
+    monkeypatch.setattr(backup, "start_services", start)
+    monkeypatch.setattr(Executor, "_ChangeContainer", lambda self, action: None)
     monkeypatch.setattr(backup, "upload_secrets",
                         lambda s, p, services: events.append("secrets " + " ".join(x.name for x in services if x.secrets)))
     monkeypatch.setattr(backup, "Nodes", lambda p: SimpleNamespace(state=lambda node: "running"))
@@ -82,6 +93,25 @@ def test_restore_repairs_first_then_takes_a_safety_snapshot_before_it_stops_anyt
                         "stop", f"tool restore aaaa1111 {KEEP_AUDIT}", "start"]
     assert ("safety snapshot 5afe0001 of test before restore; undo with "
             "`invoke restore --env=test --snapshot 5afe0001`") in project.reporter.lines
+
+
+def test_restore_and_dr_recover_record_what_they_restored_and_the_actions_of_their_start(project, master):
+    m = master()
+    backup.restore(project, "latest")
+    backup.recover(project)
+    restored, recovered = m.logged[records.RELEASES]
+    started = [{"action": "container", "verb": "start", "container": "infra_dns", "spec": "x"}]
+    assert restored == {**restored, "outcome": "restored", "purpose": "restore", "snapshot": "bbbb2222", "previous": "c1",
+                        "release": "c1", "safety_snapshot": "5afe0001", "actions": started}
+    assert recovered == {**recovered, "outcome": "recovered", "snapshot": "bbbb2222", "release": "c1", "actions": started}
+    assert restored["by"] and restored["at"]
+
+
+def test_a_restore_that_does_not_start_records_no_action(project, master):
+    m = master()
+    backup.restore(project, "aaaa1111", start=False)
+    [entry] = m.logged[records.RELEASES]
+    assert entry["actions"] == [] and entry["release"] is None and entry["snapshot"] == "aaaa1111"
 
 
 def test_latest_is_resolved_to_the_environments_own_before_the_safety_snapshot_becomes_the_latest(project, master):

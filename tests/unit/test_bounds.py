@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from lapinfra import facts, nodes as nodes_mod
-from lapinfra.deploy import MasterSession
+from lapinfra.phases import MasterSession
 from lapinfra.errors import LapinfraError
 from lapinfra.nodes import Nodes
 

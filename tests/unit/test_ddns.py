@@ -19,7 +19,7 @@ import dns.tsig
 import dns.zone
 import pytest
 
-from lapinfra import config, ddns, deploy, render
+from lapinfra import config, ddns, phases, render
 from lapinfra.actions import RegisterName
 from lapinfra.errors import ConfigError, LapinfraError
 from tests.conftest import ROOT
@@ -387,7 +387,7 @@ def test_a_configured_name_inside_a_dynamic_zone_is_refused(tree):
 
 
 def test_the_seed_carries_base_registry_and_backup(project):
-    assert deploy.seed_tags(project.env) == ["infra/base", "infra/backup", "infra/registry"]
+    assert phases.seed_tags(project.env) == ["infra/base", "infra/backup", "infra/registry"]
 
 
 # ---- seeding (the engines are stand-ins) --------------------------------------------------------------------
@@ -436,7 +436,7 @@ def test_seed_loads_what_the_node_lacks_or_holds_differently_under_the_asked_tag
     registry, backup = FakeImage("sha256:r", ["infra/registry:latest"]), FakeImage("sha256:k", ["infra/backup:latest"])
     s = _session(project, {"infra/registry": FakeImage("sha256:r", []), "infra/backup": FakeImage("sha256:old", [])},
                  {"infra/base": base, "infra/registry": registry, "infra/backup": backup})
-    assert deploy.seed(s, project) == ["infra/backup", "infra/base"]
+    assert phases.seed(s, project) == ["infra/backup", "infra/base"]
     assert base.saved == ["infra/base:latest"] and backup.saved == ["infra/backup:latest"] and registry.saved == []
     assert len(s.docker.loaded) == 2
 
@@ -444,17 +444,17 @@ def test_seed_loads_what_the_node_lacks_or_holds_differently_under_the_asked_tag
 def test_seed_of_an_image_not_built_names_the_build(project):
     s = _session(project, {}, {})
     with pytest.raises(LapinfraError, match=r"image infra/base is missing: run `invoke build`"):
-        deploy.seed(s, project)
+        phases.seed(s, project)
 
 
 def test_a_failed_docker_load_is_an_error(project):
     s = _session(project, {}, {"infra/backup": FakeImage("sha256:k", ["infra/backup:latest"])},
                  load_reply=({"error": "no space left on device"},))
     with pytest.raises(LapinfraError, match="docker load of infra/backup on the node failed: no space left"):
-        deploy.seed(s, project, ["infra/backup"])
+        phases.seed(s, project, ["infra/backup"])
 
 
 def test_start_refuses_a_node_kept_image_that_is_missing_and_names_node_seed(project):
     s = _session(project, {}, {})
     with pytest.raises(LapinfraError, match=r"infra/registry is not on master: `invoke node.seed --env=test`"):
-        deploy._require_seeded(s, "infra/registry")
+        phases._require_seeded(s, "infra/registry")

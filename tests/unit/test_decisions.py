@@ -18,7 +18,7 @@ from types import SimpleNamespace as NS
 import docker.errors
 import pytest
 
-from lapinfra import ddns, decisions, deploy, executor, facts, gitpush, promote, records, services as svc, swarm
+from lapinfra import ddns, decisions, phases, executor, facts, gitpush, promote, records, services as svc, swarm
 from lapinfra.actions import (ChangeContainer, InitSwarm, JoinNetwork, LoadImage, PullImage, PushGit, PushImage, RemoveFile,
                               RestoreApp, TagImage, WriteFile, WriteRelease, as_json)
 from lapinfra.facts import GitFacts, NodeFacts
@@ -43,7 +43,7 @@ CONTAINERS = [
 
 @pytest.mark.parametrize("facts, action", CONTAINERS)
 def test_container_action(facts, action):
-    assert deploy.container_action(*facts) == action
+    assert phases.container_action(*facts) == action
 
 
 class Engine:
@@ -70,7 +70,7 @@ DONE = {"create": ["run"], "keep": [], "start": ["start"], "recreate": ["remove"
 def test_reconcile_does_what_container_action_decides_and_nothing_else(facts, action):
     status, label, wanted = facts
     engine = Engine(status, label)
-    assert deploy.reconcile(engine, {"name": "infra_dns", "labels": {svc.SPEC_LABEL: wanted}}, Recorder()) == PAST[action]
+    assert phases.reconcile(engine, {"name": "infra_dns", "labels": {svc.SPEC_LABEL: wanted}}, Recorder()) == PAST[action]
     assert engine.done == DONE[action]
 
 
@@ -95,13 +95,13 @@ PUSHES = [
 
 @pytest.mark.parametrize("present, registry, decisions", PUSHES)
 def test_push_decisions(present, registry, decisions):
-    assert deploy.push_decisions(IMAGES, "r2", present, registry.__contains__) == decisions
+    assert phases.push_decisions(IMAGES, "r2", present, registry.__contains__) == decisions
 
 
 def test_present_images_of_a_release_record():
     record = records.Release.from_dict({"release": "r1", "images": {"dns": {"repository": "infra/r1/dns", "id": "sha256:d"}}})
-    assert deploy.present_images(record) == {"sha256:d": "infra/r1/dns"}
-    assert deploy.present_images(None) == {}
+    assert phases.present_images(record) == {"sha256:d": "infra/r1/dns"}
+    assert phases.present_images(None) == {}
 
 
 def test_image_actions_of_a_no_op_deploy_are_none_and_tags_come_before_pushes():
@@ -380,7 +380,7 @@ def planned(project, monkeypatch):
     monkeypatch.setattr(promote, "config_files", lambda p: {})
     monkeypatch.setattr(promote, "seed_images", lambda p: {})
     monkeypatch.setattr(promote, "pending_secrets", lambda p, key=None: {})
-    monkeypatch.setattr(deploy, "uploaded_folders", lambda *a: {})
+    monkeypatch.setattr(phases, "uploaded_folders", lambda *a: {})
     monkeypatch.setattr(promote, "release_record", lambda p, release, imgs, files, pending=None: records.new_release(
         release, {name: image.id for name, image in imgs.items()}, {s.name: "c" for s in svc.services(env)}))
     monkeypatch.setattr(promote, "check_gate", lambda p, release, imgs: None)

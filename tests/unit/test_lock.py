@@ -158,7 +158,7 @@ def test_the_lock_is_reentrant_within_one_process(store):
     outer = env_lock(store, "build start")
     with outer:
         first = store.read()[0]
-        with env_lock(store, "deploy"):          # promote.deploy inside the task: no second file, no refusal
+        with env_lock(store, "deploy"):          # deploy.deploy inside the task: no second file, no refusal
             assert store.read()[0] == first
         assert store.read()[0] == first, "the inner exit keeps the outer's lock"
     assert store.read() is None

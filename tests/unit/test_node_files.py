@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 
 from lapinfra import decisions, facts
-from lapinfra.deploy import MasterSession
+from lapinfra.phases import MasterSession
 from lapinfra.executor import Executor
 from lapinfra.report import Recorder
 

@@ -1,10 +1,10 @@
 """`invoke plan` is the list of actions a deploy then applies (issue 14, "one plan, one executor").
 
-promote.plan and promote.deploy run against the same stand-in master: its files (the stand-in
+promote.plan and deploy.deploy run against the same stand-in master: its files (the stand-in
 SFTP of test_node_files), its engine (containers, the seeded and the pulled images), its registry
 (repository -> image id). The plan taken first equals the actions the deploy records in its
 releases.jsonl entry, for a first deploy, a deploy that changes nothing, and a new release with
-changed config; and the deploy applies the very phases plan decides (deploy.deploy_phases), in
+changed config; and the deploy applies the very phases plan decides (phases.deploy_phases), in
 their order. The e2e tier does the same against a real node (tests/e2e/test_promote.py)."""
 from __future__ import annotations
 
@@ -18,9 +18,10 @@ import pytest
 import contextlib
 import itertools
 
-from lapinfra import (backup, ddns, deploy, executor, facts, gitpush, promote, records, services as svc, startstop, status,
-                      swarm)
+from lapinfra import (backup, ddns, deploy, executor, phases, facts, gitpush, promote, records, services as svc, startstop, status,
+                      swarm, verify)
 from lapinfra.actions import as_json
+from lapinfra.errors import LapinfraError
 from lapinfra.nodes import Nodes
 from tests.unit.test_git_known_hosts import Master as Conn, host_key
 from tests.unit.test_node_files import SFTP, Node
@@ -94,7 +95,7 @@ class Image:
         return named, self.id
 
 
-class Session(deploy.MasterSession):
+class Session(phases.MasterSession):
     """A MasterSession on the stand-ins, entered without connecting."""
 
     registry_host = "docker.internal:5000"
@@ -130,18 +131,18 @@ def master(project, monkeypatch, engines):
     known.parent.mkdir(parents=True, exist_ok=True)
     known.write_text(f"{backup_node.ssh_host} {host_key().split()[0]} {host_key().split()[1]}\n")
     s = Session(project)
-    s.conn.node.mkdirs(deploy.GIT_HOST_KEY.rsplit("/", 1)[0])      # the git server made its host key
-    s.conn.node.fs[deploy.GIT_HOST_KEY] = ("file", 0o644, host_key().encode())
+    s.conn.node.mkdirs(phases.GIT_HOST_KEY.rsplit("/", 1)[0])      # the git server made its host key
+    s.conn.node.fs[phases.GIT_HOST_KEY] = ("file", 0o644, host_key().encode())
     version = {"n": 1}
-    monkeypatch.setattr(deploy, "built_image", lambda client, tag: Image(tag, version["n"]))
+    monkeypatch.setattr(phases, "built_image", lambda client, tag: Image(tag, version["n"]))
     monkeypatch.setattr(facts, "registry_has", lambda session, repository: repository in s.registry)
     monkeypatch.setattr(executor, "copy_in_registry",
                         lambda session, source, target: s.registry.update({target: s.registry[source]}) or True)
     monkeypatch.setattr(executor, "push_one",
                         lambda session, image, repository, tag: s.registry.update({repository: image.id}) or 0.0)
     monkeypatch.setattr(executor, "pull_one", lambda session, reference: s.pull(reference))
-    for module, name in ((deploy, "ensure_infra_network"), (startstop, "ensure_infra_network"), (deploy, "wait_registry"),
-                         (startstop, "wait_healthy")):
+    for module, name in ((deploy, "ensure_infra_network"), (startstop, "ensure_infra_network"), (phases, "wait_registry"),
+                         (phases, "wait_healthy")):
         monkeypatch.setattr(module, name, lambda *a, **kw: None)
     seconds = itertools.count()
     monkeypatch.setattr(records, "now", lambda: f"2026-12-04T05:00:{next(seconds) % 60:02d}+0000")   # each record its own
@@ -154,10 +155,11 @@ def master(project, monkeypatch, engines):
     monkeypatch.setattr(ddns, "send", lambda message, server, **kw: s.names.update(
         {r.name.to_text(omit_final_dot=True): [r[0].address] for r in message.sections[2] if r.deleting is None}))
     monkeypatch.setattr(Nodes, "dynamic_records", lambda self: {"worker1.node.internal": "172.28.10.130"})
-    monkeypatch.setattr(promote, "MasterSession", lambda p: s)
-    monkeypatch.setattr(promote, "check_gate", lambda *a: None)
+    for module in (promote, deploy):      # plan's and the deploy's
+        monkeypatch.setattr(module, "MasterSession", lambda p: s)
+        monkeypatch.setattr(module, "check_gate", lambda *a: None)
     # what a deploy does besides its phases, which other tests cover
-    monkeypatch.setattr(promote, "env_lock", lambda *a, **kw: contextlib.nullcontext())
+    monkeypatch.setattr(deploy, "env_lock", lambda *a, **kw: contextlib.nullcontext())
     monkeypatch.setattr(backup, "recover_interrupted", lambda *a: None)
     # the target's git repository: whether its server runs, its branch's commit, its deployed-<commit> tags
     s.git = {"up": True, "branch": None, "tags": set()}
@@ -171,12 +173,18 @@ def master(project, monkeypatch, engines):
     return s
 
 
+def releasing(monkeypatch, release: str, files: dict[str, bytes]) -> None:
+    """This checkout is ``release``, its rendered config ``files`` (for plan and the deploy)."""
+    for module in (promote, deploy):
+        monkeypatch.setattr(module, "release_id", lambda root: release)
+        monkeypatch.setattr(module, "config_files", lambda p: files)
+
+
 def plan_then_deploy(project, s, monkeypatch, release: str, files: dict[str, bytes]) -> tuple[list, list]:
     """(plan's actions, the actions the deploy then applied and recorded in releases.jsonl)."""
-    monkeypatch.setattr(promote, "release_id", lambda root: release)
-    monkeypatch.setattr(promote, "config_files", lambda p: files)
+    releasing(monkeypatch, release, files)
     planned = promote.plan(project)["actions"]
-    promote.deploy(project)
+    deploy.deploy(project)
     entry = s.appended[-1]
     assert entry["outcome"] == "deployed" and entry["release"] == release
     return planned, entry["actions"]
@@ -198,8 +206,8 @@ def test_the_plan_is_what_the_deploy_applies_first_again_and_for_a_new_release(p
         ("backup", "172.28.10.20"), ("master", "172.28.10.10"), ("worker1", "172.28.10.130"), ("worker2", "172.28.10.31"))]
     assert [a["node"] for a in applied if a["action"] == "join swarm"] == ["worker1", "worker2"]
     assert {a["container"] for a in applied if a["action"] == "container"} == {s.container for s in svc.services(project.env)}
-    assert {a["name"] for a in applied if a["action"] == "pull image"} == set(deploy.release_refs(
-        deploy.Target(project, records.read_release(master), master.registry_host)))
+    assert {a["name"] for a in applied if a["action"] == "pull image"} == set(phases.release_refs(
+        phases.Target(project, records.read_release(master), master.registry_host)))
 
     planned, applied = plan_then_deploy(project, master, monkeypatch, "r1", files)
     # pyinfra's no-op: nothing to change (the git server holds the commit); the record of who deployed it now is written
@@ -220,24 +228,25 @@ def test_a_new_build_of_the_seeded_images_is_loaded_and_planned_alike(project, m
     master.version["n"] = 2                                           # every image built anew
     planned, applied = plan_then_deploy(project, master, monkeypatch, "r2", files)
     assert planned == applied
-    assert [a["tag"] for a in applied if a["action"] == "load image"] == sorted(deploy.seed_tags(project.env))
+    assert [a["tag"] for a in applied if a["action"] == "load image"] == sorted(phases.seed_tags(project.env))
     assert {a["action"] for a in applied} == {"load image", "push image", "write release record", "pull image", "container",
                                               "join network"}
 
 
 def test_the_deploy_applies_the_phases_plan_decides_in_their_order(project, master, monkeypatch):
     walked = []
-    for kind in {type(phase) for phase in deploy.deploy_phases(project.env)}:
+    for kind in {type(phase) for phase in phases.deploy_phases(project.env)}:
         def logged(self, s, target, ex, apply=kind.apply):
             walked.append(self.name)
             return apply(self, s, target, ex)
         monkeypatch.setattr(kind, "apply", logged)
     plan_then_deploy(project, master, monkeypatch, "r1", {"proxy/nginx.conf": b"events {}\n"})
-    names = [phase.name for phase in deploy.deploy_phases(project.env)]
+    names = [phase.name for phase in phases.deploy_phases(project.env)]
     assert walked == names
     assert names[:6] == ["upload", "seed", "infra_registry", "images", "git push", "release record"]
-    assert names[6:9] == ["swarm", "infra_registry", "pulls"] and names[-3:] == ["apps", "names", "git push"]
-    assert len(names) == 12 + len(svc.services(project.env)) - 1
+    assert names[6:9] == ["swarm", "infra_registry", "pulls"]
+    assert names[-4:] == ["health checks", "apps", "names", "git push"]     # once the containers that changed serve
+    assert len(names) == 13 + len(svc.services(project.env)) - 1
 
 
 def test_a_git_server_that_does_not_run_yet_gets_the_commit_once_the_deploy_started_it(project, master, monkeypatch):
@@ -258,8 +267,7 @@ def test_a_git_server_that_does_not_run_yet_gets_the_commit_once_the_deploy_star
 
 
 def test_plan_changes_nothing_on_the_master(project, master, monkeypatch):
-    monkeypatch.setattr(promote, "release_id", lambda root: "r1")
-    monkeypatch.setattr(promote, "config_files", lambda p: {"proxy/nginx.conf": b"events {}\n"})
+    releasing(monkeypatch, "r1", {"proxy/nginx.conf": b"events {}\n"})
     fs, secrets = dict(master.conn.node.fs), sorted(project.secrets.path("x").parent.iterdir())
     out = promote.plan(project)
     assert out["actions"] and master.conn.node.fs == fs and master.docker.containers_state == {} and master.registry == {}
@@ -320,8 +328,85 @@ def test_a_dns_server_that_does_not_answer_yet_is_planned_as_holding_no_name(pro
     def unreachable(p, zone, timeout):
         raise ddns.Unreachable("no DNS server yet")
     monkeypatch.setattr(ddns, "transfer", unreachable)
-    monkeypatch.setattr(promote, "release_id", lambda root: "r1")
-    monkeypatch.setattr(promote, "config_files", lambda p: {})
+    releasing(monkeypatch, "r1", {})
     planned = promote.plan(project)["actions"]
     assert [a["name"] for a in planned if a["action"] == "register name"] == [
         "backup.node.internal", "master.node.internal", "worker1.node.internal", "worker2.node.internal"]
+
+
+@pytest.fixture
+def gated(project, master, monkeypatch):
+    """The stand-in master as a promotion target: its /data snapshotted and restored by a stand-in backup
+    tool (a copy of the node's files), its suite's outcome set by the test; every MasterSession opened counted."""
+    project.env = master.env = project.env.model_copy(update={"promoted_from": "staging"})
+    master.opened, master.suite, snapshots = [], {"passed": True}, {}
+    for module in (promote, deploy, backup):
+        monkeypatch.setattr(module, "MasterSession", lambda p: master.opened.append(p.name) or master)
+
+    def tool(s, args):
+        if args[0] == "snapshot":
+            snapshots[f"snap{len(snapshots)}"] = dict(master.conn.node.fs)
+            return {"id": f"snap{len(snapshots) - 1}"}
+        if args[0] == "list":
+            return [{"id": i, "time": "2026-12-04T05:00:00Z", "tags": [f"env={project.name}"]} for i in snapshots]
+        master.conn.node.fs.clear()
+        master.conn.node.fs.update(snapshots[args[1]])
+        return {"restored": args[1]}
+    monkeypatch.setattr(backup, "run_tool", tool)
+    monkeypatch.setattr(master.docker.containers, "list", lambda all=False: [
+        NS(name=name, remove=lambda force=False, name=name: master.docker.containers_state.pop(name))
+        for name in list(master.docker.containers_state)], raising=False)
+    master.read_jsonl = lambda path: [e for e in master.appended if "outcome" in e]      # releases.jsonl
+    monkeypatch.setattr(verify, "run_suite", lambda p: (master.suite["passed"], {"tests": 1, "failures": int(not master.suite["passed"])}))
+    return master
+
+
+def started(actions: list[dict]) -> set:
+    return {(a["container"], a["verb"]) for a in actions if a["action"] == "container"}
+
+
+def test_a_gated_deploy_and_its_rollback_take_one_session_and_record_the_rollbacks_actions_apart(project, gated, monkeypatch):
+    releasing(monkeypatch, "r1", {"proxy/nginx.conf": b"events {}\n"})
+    deploy.deploy(project)                       # its pre-deploy snapshot through the deploy's session
+    assert gated.opened == [project.name]
+    first = gated.appended[-1]
+    assert first["outcome"] == "deployed" and first["snapshot"] == "snap0" and "rollback_actions" not in first
+
+    gated.opened.clear()
+    gated.suite["passed"] = False
+    releasing(monkeypatch, "r2", {"proxy/nginx.conf": b"events {}\n# r2\n"})
+    with pytest.raises(LapinfraError, match="rolled back: test runs r1 again"):
+        deploy.deploy(project)
+    assert gated.opened == [project.name]         # the snapshot, the safety snapshot and the restore in the same one
+    entry = gated.appended[-1]
+    assert entry["outcome"] == "rolled back" and entry["release"] == "r2"
+    assert {"action": "write release record", "release": "r2"} in entry["actions"]
+    # the restore stopped every container and started the restored release r1 (its record read, not written)
+    assert started(entry["rollback_actions"]) == {(s.container, "create") for s in svc.services(project.env)}
+    assert not any(a["action"] == "write release record" for a in entry["rollback_actions"])
+    assert records.read_release(gated).release == "r1"
+
+
+def test_rollback_by_hand_takes_one_session_and_records_the_actions_of_its_start(project, gated, monkeypatch):
+    for release, conf in (("r1", b"events {}\n"), ("r2", b"events {}\n# r2\n")):
+        releasing(monkeypatch, release, {"proxy/nginx.conf": conf})
+        deploy.deploy(project)
+    monkeypatch.setattr(promote, "_listing", lambda s: (["environment", "lapinfra"], ["release.json"]))
+    gated.opened.clear()
+    entry = promote.rollback(project)
+    assert gated.opened == [project.name]
+    assert entry["release"] == "r1" and gated.appended[-1] == entry
+    assert started(entry["actions"]) == {(s.container, "create") for s in svc.services(project.env)}
+
+
+def test_the_deploy_waits_for_the_containers_its_start_changed_and_for_no_other(project, master, monkeypatch):
+    waited = []
+    monkeypatch.setattr(phases, "wait_healthy", lambda client, names, accepting=None: waited.append(sorted(names)))
+    files = {"proxy/nginx.conf": b"events {}\n"}
+    plan_then_deploy(project, master, monkeypatch, "r1", files)
+    # a first deploy: every container but the registry, which the release's push waited for already
+    assert waited == [sorted(s.container for s in svc.services(project.env) if s.name != "registry")]
+    plan_then_deploy(project, master, monkeypatch, "r1", files)
+    assert waited[1:] == []                                                        # nothing changed: no wait
+    plan_then_deploy(project, master, monkeypatch, "r1", {"proxy/nginx.conf": b"events {}\n# changed\n"})
+    assert waited[1:] == [["infra_proxy"]]

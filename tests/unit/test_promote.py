@@ -2,7 +2,8 @@
 
 import pytest
 
-from lapinfra import gitpush, promote, records
+from lapinfra import deploy, gitpush, phases, promote, records
+from lapinfra.actions import WriteRelease
 from lapinfra.errors import LapinfraError
 
 IMAGES = {"dns": "sha256:aaa", "git": "sha256:bbb"}
@@ -132,9 +133,12 @@ def node(monkeypatch):
     calls = []
     monkeypatch.setattr(promote, "MasterSession", lambda project: session)
     monkeypatch.setattr(promote, "env_lock", lambda *a, **kw: session)
-    monkeypatch.setattr(backup, "restore", lambda p, snap, start=True, keep=(), **kw: calls.append(("restore", snap, tuple(keep))))
-    monkeypatch.setattr(backup, "snapshot", lambda p, label: calls.append(("snapshot", label)) or {"id": "safe1"})
-    monkeypatch.setattr(backup, "snapshots", lambda p: [{"id": "s3", "time": "2026-12-04T01:00:00Z"}])
+
+    def restore_in(s, p, snap, start=True, keep=(), executor=None, **kw):
+        calls.append(("restore", snap, tuple(keep)))
+        executor.record([WriteRelease("r2", records.Release("r2"))])     # what its start applied
+    monkeypatch.setattr(backup, "restore_in", restore_in)
+    monkeypatch.setattr(backup, "snapshots_in", lambda s, p: [{"id": "s3", "time": "2026-12-04T01:00:00Z"}])
     monkeypatch.setattr(backup, "safety_snapshot", lambda s, p, purpose: calls.append(("snapshot", f"safety {purpose}")) or "safe1")
     monkeypatch.setattr(backup, "recover_interrupted", lambda s, p: None)
     project = SimpleNamespace(name="staging", reporter=Recorder())
@@ -149,6 +153,7 @@ def test_rollback_brings_back_the_release_and_keeps_todays_data(node):
     assert "git" in keep and "maven" in keep and "lapinfra/releases.jsonl" in keep
     assert "environment" not in keep and "lapinfra/release.json" not in keep
     assert node.session.appended == [entry]
+    assert entry["actions"] == [{"action": "write release record", "release": "r2"}]     # the restore's start
 
 
 def test_rollback_data_shows_what_it_discards_asks_and_keeps_it_in_a_safety_snapshot(node):
@@ -179,30 +184,40 @@ def failing_deploy(node, monkeypatch):
 
     node.project.env = SimpleNamespace(name="staging", promoted_from="test")
     node.project.root = "."
-    monkeypatch.setattr(promote, "release_id", lambda root: "r4")
-    monkeypatch.setattr(promote, "built_images", lambda p: {})
-    monkeypatch.setattr(promote, "config_files", lambda p: {})
-    monkeypatch.setattr(promote, "seed_images", lambda p: {})
-    monkeypatch.setattr(promote, "check_gate", lambda *a: {"source": "test", "forced": False})
-    monkeypatch.setattr(promote, "release_record", lambda *a: records.Release("r4"))
+    monkeypatch.setattr(deploy, "MasterSession", lambda project: node.session)
+    monkeypatch.setattr(deploy, "env_lock", lambda *a, **kw: node.session)
+    monkeypatch.setattr(deploy, "release_id", lambda root: "r4")
+    monkeypatch.setattr(deploy, "built_images", lambda p: {})
+    monkeypatch.setattr(deploy, "config_files", lambda p: {})
+    monkeypatch.setattr(deploy, "seed_images", lambda p: {})
+    monkeypatch.setattr(deploy, "check_gate", lambda *a: {"source": "test", "forced": False})
+    monkeypatch.setattr(deploy, "release_record", lambda *a: records.Release("r4"))
+    monkeypatch.setattr(deploy, "ensure_infra_network", lambda client: None)
     monkeypatch.setattr(gitpush, "check_git", lambda *a: None)       # no git server here (tests/unit/test_push_git.py)
 
-    def push(*a):
-        raise LapinfraError("the registry went away")
+    class Unreachable(phases.Phase):
+        name = "upload"
 
-    monkeypatch.setattr(promote, "push_release", push)
+        def apply(self, s, target, executor):
+            raise LapinfraError("the registry went away")
+
+    monkeypatch.setattr(deploy, "deploy_steps", lambda env: [("push images", [Unreachable()])])
     labels = iter(["pre1"])
-    monkeypatch.setattr(backup, "snapshot", lambda p, label: node.calls.append(("snapshot", label)) or {"id": next(labels)})
+    monkeypatch.setattr(backup, "snapshot_in", lambda s, p, label: node.calls.append(("snapshot", label)) or {"id": next(labels)})
+    monkeypatch.setattr(deploy, "safety_snapshot", lambda s, p, purpose: node.calls.append(("snapshot", f"safety {purpose}")) or "safe1")
     return node
 
 
 def test_a_failed_deploy_keeps_the_data_written_meanwhile_in_a_named_safety_snapshot(failing_deploy):
     node = failing_deploy
     with pytest.raises(LapinfraError) as failed:
-        promote.deploy(node.project)
+        deploy.deploy(node.project)
     assert node.calls == [("snapshot", "pre-deploy r4"), ("snapshot", "safety failed deploy r4"), ("restore", "pre1", ())]
     assert "rolled back" in str(failed.value) and "safety snapshot safe1" in str(failed.value)
     assert node.session.appended[-1]["safety_snapshot"] == "safe1"
+    # the deploy's own actions (none: it failed at its first) apart from what the rollback's start applied
+    assert node.session.appended[-1]["actions"] == []
+    assert node.session.appended[-1]["rollback_actions"] == [{"action": "write release record", "release": "r2"}]
 
 
 def test_without_a_safety_snapshot_a_failed_deploy_discards_nothing(failing_deploy, monkeypatch):
@@ -213,9 +228,9 @@ def test_without_a_safety_snapshot_a_failed_deploy_discards_nothing(failing_depl
     def safety(s, p, purpose):
         raise LapinfraError("backup node unreachable")
 
-    monkeypatch.setattr(backup, "safety_snapshot", safety, raising=False)
+    monkeypatch.setattr(deploy, "safety_snapshot", safety)
     with pytest.raises(LapinfraError) as failed:
-        promote.deploy(node.project)
+        deploy.deploy(node.project)
     assert [c for c in node.calls if c[0] == "restore"] == []
     assert "nothing was rolled back" in str(failed.value) and "rollback --data" in str(failed.value)
     assert node.session.appended[-1]["outcome"] == "failed"

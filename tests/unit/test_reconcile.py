@@ -1,7 +1,7 @@
 """reconcile's decision for an existing container (the Docker client is a stand-in: the e2e tier runs the real one)."""
 from types import SimpleNamespace
 
-from lapinfra import deploy, services as svc
+from lapinfra import phases, services as svc
 from lapinfra.report import Recorder
 
 
@@ -27,12 +27,12 @@ KWARGS = {"name": "infra_dns", "labels": {svc.SPEC_LABEL: "abc"}}
 
 def test_a_container_paused_by_a_snapshot_is_kept_not_started():
     client = Client("paused", "abc")
-    assert deploy.reconcile(client, KWARGS, Recorder()) == "kept"
+    assert phases.reconcile(client, KWARGS, Recorder()) == "kept"
     assert client.started == client.ran == client.removed == 0
 
 
 def test_a_stopped_unchanged_container_is_started_and_a_changed_one_recreated():
     stopped = Client("exited", "abc")
-    assert deploy.reconcile(stopped, KWARGS, Recorder()) == "started" and stopped.started == 1
+    assert phases.reconcile(stopped, KWARGS, Recorder()) == "started" and stopped.started == 1
     changed = Client("paused", "old")
-    assert deploy.reconcile(changed, KWARGS, Recorder()) == "recreated" and changed.removed == changed.ran == 1
+    assert phases.reconcile(changed, KWARGS, Recorder()) == "recreated" and changed.removed == changed.ran == 1

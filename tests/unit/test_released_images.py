@@ -9,7 +9,7 @@ import docker
 import docker.errors
 import pytest
 
-from lapinfra import ddns, deploy, records, services as svc, startstop, swarm
+from lapinfra import ddns, phases, records, services as svc, startstop, swarm
 from lapinfra.errors import LapinfraError
 
 REGISTRY_HOST = "docker.internal:5000"
@@ -50,21 +50,21 @@ def master(project, monkeypatch):
     """start_services against an Engine: the names of the containers it would create, in order."""
     started = []
     monkeypatch.setattr(startstop, "ensure_infra_network", lambda client: None)
-    monkeypatch.setattr(deploy, "wait_registry", lambda s: None)
-    monkeypatch.setattr(startstop, "wait_healthy", lambda *a, **kw: None)
-    monkeypatch.setattr(deploy, "reconcile", lambda client, kwargs, reporter, executor=None: started.append(kwargs["name"]) or "created")
-    monkeypatch.setattr(deploy.Swarm, "apply", lambda *a: None)       # the swarm's phase: tests/unit/test_swarm.py
-    monkeypatch.setattr(deploy.Apps, "apply", lambda *a: None)        # the apps' phase: tests/unit/test_plan_is_deploy.py
+    monkeypatch.setattr(phases, "wait_registry", lambda s: None)
+    monkeypatch.setattr(phases, "wait_healthy", lambda *a, **kw: None)
+    monkeypatch.setattr(phases, "reconcile", lambda client, kwargs, reporter, executor=None: started.append(kwargs["name"]) or "created")
+    monkeypatch.setattr(phases.Swarm, "apply", lambda *a: None)       # the swarm's phase: tests/unit/test_swarm.py
+    monkeypatch.setattr(phases.Apps, "apply", lambda *a: None)        # the apps' phase: tests/unit/test_plan_is_deploy.py
     monkeypatch.setattr(ddns, "register_nodes", lambda p: [])          # the names' phase: tests/unit/test_ddns.py
-    monkeypatch.setattr(deploy.decisions, "network_actions", lambda *a: [])   # the proxy's network: test_plan_is_deploy.py
-    monkeypatch.setattr(deploy.Container, "read", lambda self, s, target: deploy.facts.NodeFacts())
+    monkeypatch.setattr(phases.decisions, "network_actions", lambda *a: [])   # the proxy's network: test_plan_is_deploy.py
+    monkeypatch.setattr(phases.Container, "read", lambda self, s, target: phases.facts.NodeFacts())
 
     def make(local: dict, registry: dict):
         engine = Engine(local, registry)
         monkeypatch.setattr(docker, "DockerClient", lambda **kw: engine)    # the pulls' own clients
         s = SimpleNamespace(p=project, env=project.env, docker=engine, registry_host=REGISTRY_HOST, api_url="unix:///x")
-        s.auth = lambda: deploy.MasterSession.auth(s)              # the session's own accounts
-        s.pull_auth = lambda: deploy.MasterSession.pull_auth(s)
+        s.auth = lambda: phases.MasterSession.auth(s)              # the session's own accounts
+        s.pull_auth = lambda: phases.MasterSession.pull_auth(s)
         return s, engine, started
     return make
 
@@ -82,7 +82,7 @@ def test_the_released_images_are_pulled_and_every_container_starts(project, mast
     s, engine, started = master(local, registry)
     startstop.start_services(s, release, project.reporter)
     assert started == [service.container for service in svc.services(project.env)]
-    refs = deploy.release_refs(deploy.Target(project, release, REGISTRY_HOST))
+    refs = phases.release_refs(phases.Target(project, release, REGISTRY_HOST))
     assert sorted(ref for ref, _ in engine.pulls) == sorted(refs.values())
 
 
@@ -91,7 +91,7 @@ def test_the_masters_engine_pulls_with_the_pull_account_not_the_push_account(pro
     s, engine, started = master(local, registry)
     startstop.start_services(s, release, project.reporter)              # the pulls beside the registry
     assert engine.pulls and {user for _, user in engine.pulls} == {project.secrets.registry_pull_user} == {"infra-pull"}
-    assert deploy.MasterSession.pull_auth(s)["password"] == project.secrets.registry_pull_password.reveal()
+    assert phases.MasterSession.pull_auth(s)["password"] == project.secrets.registry_pull_password.reveal()
 
 
 def test_an_image_replaced_in_the_registry_is_refused_naming_it_and_both_ids_and_nothing_else_starts(project, master):
@@ -111,13 +111,13 @@ def test_each_service_is_checked_again_right_before_its_container_starts(project
     its container would start: that container does not start, nor any after it."""
     release, registry, local = _as_released(project)
     s, engine, started = master(local, registry)
-    pulls = deploy.Pulls.apply
+    pulls = phases.Pulls.apply
 
     def pulled_then_moved(self, s, target, executor):
         pulls(self, s, target, executor)
         engine.local[_ref("status")] = "sha256:swapped"
 
-    monkeypatch.setattr(deploy.Pulls, "apply", pulled_then_moved)
+    monkeypatch.setattr(phases.Pulls, "apply", pulled_then_moved)
     with pytest.raises(LapinfraError, match=r"status:latest is image sha256:swapped, release r2 recorded sha256:status"):
         startstop.start_services(s, release, project.reporter)
     assert "infra_trac" in started and "infra_status" not in started and "infra_proxy" not in started

@@ -273,10 +273,10 @@ def test_a_rollback_publishes_after_it_is_recorded(node, published):
 
 
 def test_a_rolled_back_deploy_publishes_what_runs_again(failing_deploy, published):
-    from lapinfra import promote
+    from lapinfra import deploy
 
     with pytest.raises(LapinfraError, match="rolled back"):
-        promote.deploy(failing_deploy.project)
+        deploy.deploy(failing_deploy.project)
     assert published == [(failing_deploy.session, None)]
     assert failing_deploy.session.appended[-1]["outcome"] == "rolled back"
 

@@ -122,7 +122,7 @@ def test_a_master_session_opens_the_api_on_a_socket_and_the_registry_on_the_mast
 
     import docker
 
-    from lapinfra import deploy, session
+    from lapinfra import phases, session
 
     opened = []
 
@@ -153,7 +153,7 @@ def test_a_master_session_opens_the_api_on_a_socket_and_the_registry_on_the_mast
     monkeypatch.setattr(session, "Tunnel", Tunnel)
     monkeypatch.setattr(docker, "DockerClient", lambda base_url, timeout: SimpleNamespace(base_url=base_url, close=lambda: None))
     env = project.env
-    with deploy.MasterSession(project) as s:
+    with phases.MasterSession(project) as s:
         assert s.docker.base_url == s.api_url == "unix:///s/docker.sock"
         assert s.registry_port == 40002
     assert opened == [("master", DOCKER_API_PORT, {"unix": True}),

@@ -173,7 +173,7 @@ def test_a_rolled_back_update_is_an_error_that_says_why(monkeypatch):
 def test_the_nodes_infra_network_is_told_apart_from_the_swarms_lapinfra_apps():
     """Docker's name filter "infra" also returns "lapinfra_apps": that overlay network must
     neither be taken for the infra network nor removed (it broke deploys once the swarm ran)."""
-    from lapinfra import deploy
+    from lapinfra import phases
 
     class Net:
         def __init__(self, name, subnet):
@@ -190,5 +190,5 @@ def test_the_nodes_infra_network_is_told_apart_from_the_swarms_lapinfra_apps():
         networks = SimpleNamespace(list=lambda names: [Net("lapinfra_apps", "172.29.1.0/24"), Net("infra", str(services.NETWORK_SUBNET))],
                                    create=lambda *a, **kw: pytest.fail("created again"))
 
-    deploy.ensure_infra_network(Client())
-    assert [n.name for n in deploy.named_networks(Client(), "infra")] == ["infra"]
+    phases.ensure_infra_network(Client())
+    assert [n.name for n in phases.named_networks(Client(), "infra")] == ["infra"]
