@@ -139,15 +139,17 @@ def test_a_restic_call_past_its_time_limit_is_stopped_and_an_error(lapbackup, mo
     monkeypatch.setenv("BACKUP_REPOSITORY", "sftp:root@192.0.2.1:/data/restic")
     monkeypatch.setenv("BACKUP_RESTIC_TIMEOUT_S", "1")
     monkeypatch.setattr(lapbackup, "CACHE", str(tmp_path / "cache"))
-    real = subprocess.Popen
-    monkeypatch.setattr(lapbackup.subprocess, "Popen",
-                        lambda cmd, **kw: real(["sleep", "30"], **kw))
-    import time
+    real, started = subprocess.Popen, []
 
-    start = time.monotonic()
+    def hanging(cmd, **kw):        # a restic that would take 30 s
+        started.append(real(["sleep", "30"], **kw))
+        return started[-1]
+
+    monkeypatch.setattr(lapbackup.subprocess, "Popen", hanging)
     with pytest.raises(lapbackup.Fail, match="did not finish within 1s"):
         lapbackup.restic("backup", "/srv/data")
-    assert time.monotonic() - start < 15
+    # stopped by a signal (SIGINT, then SIGKILL), not waited for until it ended by itself (exit 0)
+    assert started[0].poll() is not None and started[0].returncode < 0, started[0].returncode
     assert lapbackup.restic_timeout("restore") == 1
     monkeypatch.delenv("BACKUP_RESTIC_TIMEOUT_S")
     assert lapbackup.restic_timeout("restore") > lapbackup.restic_timeout("snapshots")
