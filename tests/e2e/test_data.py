@@ -6,14 +6,16 @@ import pytest
 import requests
 
 from infra_tests.test_git import Git, pin
-from lapinfra import config
+from lapinfra import config, records
 from tests.conftest import ROOT
 from tests.e2e.conftest import ENV, invoke, node_sh
 
 pytestmark = pytest.mark.e2e
 
-MANIFEST = ("cd /data && find . \\( -path ./lapinfra/ssh -o -path ./backup \\) -prune -o -type f -print0"
-            " | sort -z | xargs -0 sha256sum")
+# The audit logs are kept, not restored: a restore appends its own entry to them.
+MANIFEST = ("cd /data && find . \\( -path ./lapinfra/ssh -o -path ./backup "
+            + " ".join(f"-o -path ./{log}" for log in records.AUDIT_LOGS)
+            + " \\) -prune -o -type f -print0 | sort -z | xargs -0 sha256sum")
 
 
 def manifest() -> str:
@@ -75,6 +77,9 @@ def test_restore_brings_every_byte_back(clients):
 
     invoke("restore", f"--env={ENV}", "--snapshot", snap["id"], "--no-start")
     assert manifest() == before
+    restored = json.loads(invoke("releases", f"--env={ENV}", "--json").stdout)[-1]
+    assert restored["outcome"] == "restored" and snap["id"].startswith(restored["snapshot"][:8]), restored
+    assert restored["actions"] == [], "--no-start: nothing was started"
     invoke("start", f"--env={ENV}")
     heads = _branches(clients)
     assert f"before-{tag}" in heads and f"after-{tag}" not in heads
