@@ -64,18 +64,23 @@ class LoadImage:
 
 @dataclass(frozen=True)
 class PushImage:
-    """Upload an image of the workstation into the node's registry."""
+    """Upload an image of the workstation into the node's registry. ``layers_from``: a repository of
+    the registry whose layers are mounted into the new one first (the running release's image of the
+    same name): of those layers the push then sends none."""
     name: str
     repository: str
     id: str
     image: object = field(default=None, repr=False, compare=False)
+    layers_from: str = ""
     kind = "push image"
 
     def describe(self) -> str:
-        return f"push {self.repository}:latest"
+        shared = f" (the layers it shares with {self.layers_from} are mounted, not sent)" if self.layers_from else ""
+        return f"push {self.repository}:latest{shared}"
 
     def to_json(self) -> dict:
-        return {"action": self.kind, "name": self.name, "repository": self.repository, "id": self.id}
+        return {"action": self.kind, "name": self.name, "repository": self.repository, "id": self.id,
+                **({"layers_from": self.layers_from} if self.layers_from else {})}
 
 
 @dataclass(frozen=True)

@@ -69,14 +69,17 @@ def push_decisions(images: dict, release: str, present: dict[str, str], in_regis
 
 
 def image_actions(images: dict, release: str, current: Release | None, manifests) -> list:
-    """The tags in the registry first (quick, no upload), then the pushes, each in ``images``' order."""
+    """The tags in the registry first (quick, no upload), then the pushes, each in ``images``' order.
+    A push mounts the layers of the running release's image of the same name when the registry has it."""
     tags, pushes = [], []
     for name, decision in push_decisions(images, release, present_images(current), manifests.__contains__).items():
         repository, image = f"infra/{release}/{name}", images[name]
         if decision[0] == "tag":
             tags.append(TagImage(name, decision[1], repository, image.id, image))
         elif decision[0] == "push":
-            pushes.append(PushImage(name, repository, image.id, image))
+            running = current.images.get(name) if current else None
+            layers_from = running.repository if running and running.repository in manifests else ""
+            pushes.append(PushImage(name, repository, image.id, image, layers_from))
     return tags + pushes
 
 

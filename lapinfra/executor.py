@@ -17,7 +17,7 @@ from .actions import (ChangeContainer, JoinNetwork, LoadImage, PullImage, PushGi
 from .base import split_tag
 from .errors import LapinfraError
 from .records import write_release
-from .registry import copy_in_registry, push
+from .registry import copy_in_registry, mount_layers, push
 from .session import write_file
 
 # Images pushed (and pulled) at once: the engine sends only the layers the registry lacks, and
@@ -96,7 +96,7 @@ class Executor:
                 self.reporter.info(f"{action.repository}: same image as {action.source}, tagged in the registry (nothing uploaded)")
                 self.applied.append(action)
             else:
-                pushes.append(PushImage(action.name, action.repository, action.id, action.image))
+                pushes.append(PushImage(action.name, action.repository, action.id, action.image, action.source))
         return pushes
 
     def _push(self, pushes: list[PushImage]) -> None:
@@ -109,10 +109,12 @@ class Executor:
         failed = []
         with self.reporter.step(f"push {len(pushes)} image{'s' * (len(pushes) > 1)} into the node's registry ({jobs} at a time)"):
             with ThreadPoolExecutor(max_workers=jobs) as pool:
-                started = {pool.submit(push_one, self.s, a.image, a.repository, "latest"): a.repository for a in pushes}
+                started = {pool.submit(push_one, self.s, a.image, a.repository, "latest", a.layers_from): a.repository
+                           for a in pushes}
                 for future in as_completed(started):
                     try:
-                        self.reporter.info(f"pushed {started[future]}:latest ({future.result():.1f}s)")
+                        seconds, (sent, layers) = future.result()
+                        self.reporter.info(f"pushed {started[future]}:latest ({seconds:.1f}s, {sent} of {layers} layers sent)")
                     except LapinfraError as exc:
                         failed.append(str(exc))
         if failed:
@@ -161,18 +163,21 @@ class Executor:
             self.client.containers.run(**action.kwargs)
 
 
-def push_one(s, image, repository: str, tag: str) -> float:
+def push_one(s, image, repository: str, tag: str, layers_from: str = "") -> tuple[float, tuple[int, int]]:
     """One push with a client of its own to the workstation's engine (as Project.docker reaches it;
-    the SDK's clients are not shared between threads); its seconds."""
+    the SDK's clients are not shared between threads), after mounting the layers of ``layers_from``
+    (registry.mount_layers); its seconds and (layers sent, in all)."""
     import docker
 
     started = time.monotonic()
+    if layers_from:
+        mount_layers(s, layers_from, repository)
     client = docker.from_env(timeout=600)
     try:
-        push(s, client, image, repository, tag)
+        layers = push(s, client, image, repository, tag)
     finally:
         client.close()
-    return time.monotonic() - started
+    return time.monotonic() - started, layers
 
 
 def pull_one(s, reference: str) -> None:

@@ -171,11 +171,14 @@ def read_git_host_key(s) -> str:
 
 def candidates(images: Mapping, release: str, current: Release | None) -> list[str]:
     """The repositories whose manifests decide the images' pushes: each image's name in
-    ``release`` and, for an image the current release holds by id, its name there."""
-    present = {image.id: image.repository for image in (current.images.values() if current else ())}
+    ``release``; for an image the current release holds by id, its name there; for one it holds
+    another image of the same name, that one's (a push mounts its layers first)."""
+    running = current.images if current else {}
+    present = {image.id: image.repository for image in running.values()}
     out = [f"infra/{release}/{name}" for name in images]
     out += [present[image.id] for image in images.values() if image.id in present]
-    return out
+    out += [running[name].repository for name in images if name in running]
+    return list(dict.fromkeys(out))
 
 
 def read(s, *, containers=(), folders=(), images: Mapping | None = None, release: str = "", seed_tags=(),

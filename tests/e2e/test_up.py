@@ -44,6 +44,28 @@ def test_second_up_rebuilds_nothing_and_recreates_nothing(infra):
     assert container_ids() == before
 
 
+def test_a_changed_image_is_pushed_without_the_layers_the_registry_has(infra):
+    """Only the image's label changes (a file its build context has but never copies): a new image id,
+    the same layers, which the running release's image has in the node's registry already."""
+    import uuid
+
+    from tests.conftest import ROOT
+
+    marker = ROOT / "images" / "sampleapp" / "E2E_MARKER"
+    marker.write_text(uuid.uuid4().hex + "\n")
+    try:
+        changed = invoke("build", "deploy", f"--env={ENV}")
+    finally:
+        marker.unlink()
+    log = changed.stderr + changed.stdout
+    pushed = [line for line in log.splitlines() if "pushed infra/" in line and "/sampleapp:latest" in line]
+    assert len(pushed) == 1, log[-3000:]
+    assert " 0 of " in pushed[0], pushed[0]        # every layer was in the registry: none sent
+    assert "containers changed: app1 recreated, app2 recreated" in log
+    clean = invoke("build", "deploy", f"--env={ENV}")    # the clean tree's image: in the registry already
+    assert "pushed infra/" not in clean.stderr + clean.stdout
+
+
 def test_dns_down_turns_the_suite_red_and_start_makes_it_green(infra):
     node_sh("docker stop infra_dns")
     red = invoke("test", f"--env={ENV}", check=False)

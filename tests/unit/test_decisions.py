@@ -114,6 +114,24 @@ def test_image_actions_of_a_no_op_deploy_are_none_and_tags_come_before_pushes():
     assert got[0] == TagImage("git", "infra/r1/git", "infra/r2/git", "sha256:g")
 
 
+MOUNTS = [
+    # (the running release's images, the registry's repositories) -> the repository the push of dns mounts layers from
+    pytest.param({}, set(), "", id="first deploy: nothing to mount"),
+    pytest.param({"dns": "sha256:old"}, {"infra/r1/dns"}, "infra/r1/dns", id="changed image: the running one's layers"),
+    pytest.param({"dns": "sha256:old"}, set(), "", id="running image gone from the registry: nothing to mount"),
+    pytest.param({"git": "sha256:g"}, {"infra/r1/git"}, "", id="no running image of that name"),
+]
+
+
+@pytest.mark.parametrize("running, repositories, layers_from", MOUNTS)
+def test_a_push_mounts_the_layers_of_the_running_image_of_its_name(running, repositories, layers_from):
+    current = records.new_release("r1", running, {})
+    pushes = [a for a in decisions.image_actions({"dns": IMAGES["dns"]}, "r2", current, repositories) if isinstance(a, PushImage)]
+    assert [(a.repository, a.layers_from) for a in pushes] == [("infra/r2/dns", layers_from)]
+    assert ("layers it shares with" in pushes[0].describe()) == bool(layers_from)
+    assert pushes[0].to_json().get("layers_from", "") == layers_from
+
+
 # ---- files -------------------------------------------------------------------------------
 
 def sha(data: bytes) -> str:
@@ -285,7 +303,8 @@ class Registry:
 def registry(monkeypatch):
     reg = Registry()
     monkeypatch.setattr(executor, "copy_in_registry", lambda s, src, dst: reg.done.append(("copy", src, dst)) or reg.copies_ok)
-    monkeypatch.setattr(executor, "push_one", lambda s, image, repo, tag: reg.done.append(("push", repo)) or 0.1)
+    monkeypatch.setattr(executor, "push_one",
+                        lambda s, image, repo, tag, layers_from="": reg.done.append(("push", repo, layers_from)) or (0.1, (0, 1)))
     return reg
 
 
@@ -295,7 +314,7 @@ def test_the_executor_records_what_it_applied_in_order(registry):
                ChangeContainer("infra_dns", "create", "a", {"name": "infra_dns"})]
     assert ex.apply(actions) == [actions[0], actions[2], actions[1]]     # the pushes together, last
     assert ex.applied == [actions[0], actions[2], actions[1]]
-    assert registry.done == [("copy", "infra/r1/git", "infra/r2/git"), ("push", "infra/r2/dns")]
+    assert registry.done == [("copy", "infra/r1/git", "infra/r2/git"), ("push", "infra/r2/dns", "")]
     assert ex.client.done == ["run"]
     assert ex.apply([]) == []
 
@@ -313,7 +332,9 @@ def test_a_tag_the_registry_refuses_is_pushed_and_recorded_as_the_push(registry)
     registry.copies_ok = False
     ex = executor.Executor(Recorder(), s=registry)
     ex.apply([TagImage("git", "infra/r1/git", "infra/r2/git", "sha256:g")])
-    assert as_json(ex.applied) == [PushImage("git", "infra/r2/git", "sha256:g").to_json()]
+    # pushed instead, sending none of the layers the registry has under the name it could not copy
+    assert as_json(ex.applied) == [PushImage("git", "infra/r2/git", "sha256:g", layers_from="infra/r1/git").to_json()]
+    assert registry.done[-1] == ("push", "infra/r2/git", "infra/r1/git")
 
 
 def test_the_executor_writes_the_release_record_and_pulls_together_last(monkeypatch):
@@ -514,3 +535,10 @@ def test_a_recreated_container_is_on_the_infra_network_only_and_a_started_one_ke
     assert recreated.networks == {svc.NETWORK}
     joined = decisions.after(node.with_(containers={"infra_proxy": recreated}), [JoinNetwork("infra_proxy", "apps")])
     assert joined.containers["infra_proxy"].networks == {svc.NETWORK, "apps"}
+
+
+def test_the_registry_is_asked_for_the_running_image_of_each_name_a_push_would_mount():
+    current = records.new_release("r1", {"dns": "sha256:old", "git": "sha256:g"}, {})
+    asked = facts.candidates(IMAGES, "r2", current)
+    assert asked == ["infra/r2/dns", "infra/r2/git", "infra/r2/trac", "infra/r1/git", "infra/r1/dns"]
+    assert facts.candidates(IMAGES, "r2", None) == ["infra/r2/dns", "infra/r2/git", "infra/r2/trac"]

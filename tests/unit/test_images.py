@@ -80,3 +80,15 @@ def test_release_id_is_the_commit_or_a_distinct_dirty_tag(tmp_path):
     assert dirty.startswith(clean + "-dirty-")
     (tmp_path / "f").write_text("3")
     assert release_id(tmp_path) not in (dirty, clean)
+
+
+# ---- what a push sent -------------------------------------------------------------------------
+
+def test_a_push_counts_the_layers_it_sent_and_those_the_registry_had():
+    from lapinfra.registry import layer_counts
+
+    last = {"a1": "Pushed", "b2": "Layer already exists", "c3": "Mounted from infra/r1/sampleapp", "d4": "Pushed"}
+    assert layer_counts(last) == (2, 4)
+    assert layer_counts({"a1": "Layer already exists", "b2": "Layer already exists"}) == (0, 2)
+    # progress lines that never finished (a push cut short) count for nothing
+    assert layer_counts({"a1": "Pushing", "b2": "Preparing"}) == (0, 0)

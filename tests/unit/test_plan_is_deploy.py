@@ -139,7 +139,7 @@ def master(project, monkeypatch, engines):
     monkeypatch.setattr(executor, "copy_in_registry",
                         lambda session, source, target: s.registry.update({target: s.registry[source]}) or True)
     monkeypatch.setattr(executor, "push_one",
-                        lambda session, image, repository, tag: s.registry.update({repository: image.id}) or 0.0)
+                        lambda session, image, repository, tag, layers_from="": s.registry.update({repository: image.id}) or (0.0, (1, 1)))
     monkeypatch.setattr(executor, "pull_one", lambda session, reference: s.pull(reference))
     for module, name in ((deploy, "ensure_infra_network"), (startstop, "ensure_infra_network"), (phases, "wait_registry"),
                          (phases, "wait_healthy")):
