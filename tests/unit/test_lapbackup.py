@@ -479,3 +479,44 @@ def test_digest_of_latest_with_tags_takes_the_newest_snapshot_that_has_them(lapb
     assert lapbackup.resolve("latest", snaps, tags=["commit=bbb"])["id"] == "2" * 64
     with pytest.raises(lapbackup.Fail, match="no snapshots tagged commit=ccc"):
         lapbackup.resolve("latest", snaps, tags=["commit=ccc"])
+
+
+@pytest.mark.parametrize("dump_by_tags_works, verbs", [
+    (True, ["dump"]),                                   # one restic call
+    (False, ["dump", "snapshots", "snapshots", "dump"]),  # none tagged so in the inbox: both repositories listed
+])
+def test_digest_of_the_latest_tagged_snapshot_asks_restic_once(lapbackup, monkeypatch, dump_by_tags_works, verbs):
+    """Each restic call first derives the repository's key (about half a second of CPU): the suite's
+    snapshot check (latest with tags) lets restic pick the snapshot and read the file in one call,
+    and lists both repositories only when that finds nothing."""
+    import hashlib
+    import io
+    import types
+
+    calls = []
+    inbox = [{"id": "a" * 64, "time": "2026-12-07T10:00:00Z", "tags": ["env=test", "commit=abc"], "paths": ["/srv/data"]}]
+
+    class Proc:
+        def __init__(self, cmd, **kwargs):
+            args = [v for v in cmd[cmd.index("-o") + 2:] if v != "--no-lock"]
+            calls.append(args)
+            by_tags = args[0] == "dump" and "--tag" in args
+            ok = dump_by_tags_works or not by_tags
+            vault = kwargs["env"]["RESTIC_REPOSITORY"].endswith("/vault")
+            out = {"snapshots": "[]" if vault else json.dumps(inbox), "dump": "stored config\n"}.get(args[0], "") if ok else ""
+            self.stdout, self.stderr, self.returncode = io.StringIO(out), io.StringIO("" if ok else "no matching snapshot"), 0 if ok else 1
+
+        def wait(self, timeout=None):
+            return self.returncode
+
+    monkeypatch.setenv("BACKUP_REPOSITORY", "sftp:backup@backup:/restic")
+    monkeypatch.setenv("BACKUP_ENV", "test")
+    monkeypatch.setattr(lapbackup.subprocess, "Popen", Proc)
+    monkeypatch.setattr(lapbackup, "prepare", lambda: None)
+    monkeypatch.setattr(lapbackup, "ssh_command", lambda: "ssh")
+    digest = lapbackup.cmd_digest(types.SimpleNamespace(id="latest", path="environment/registry/config.yml",
+                                                        tag=["env=test", "commit=abc"]))
+    assert digest["sha256"] == hashlib.sha256(b"stored config\n").hexdigest()
+    assert sorted(c[0] for c in calls) == sorted(verbs), calls
+    first = calls[0]
+    assert first[:5] == ["dump", "--path", "/srv/data", "--tag", "commit=abc,env=test"] and first[5] == "latest"
