@@ -11,7 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / "bench"
-SCRIPTS = ["build_noop", "config_check", "deploy", "downtime", "snapshot", "up", "verify"]
+SCRIPTS = ["build_noop", "cold_up", "config_check", "deploy", "downtime", "snapshot", "up", "verify"]
 sys.path.insert(0, str(BENCH))
 
 import benchlib  # noqa: E402
@@ -182,7 +182,53 @@ def up_report() -> str:
     return m.render("test", results, 2, MACHINE)
 
 
+COLD_UP_OUTPUT = """\
+\x1b[32m✓\x1b[0m debootstrap bookworm from http://mirror/debian into infra/base (52.0s)
+✓ build infra/dns (40.0s)
+✓ build infra/git (30.5s)
+  built 2 of 2 images: infra/dns, infra/git
+✓ vagrant up master backup (test) (20.0s)
+✓ node master: host key pinned, ssh answers (1.0s)
+✓ push 12 images into the node's registry (2 at a time) (25.0s)
+✓ swarm: initialise on master (172.28.10.10:2377) (1.5s)
+✓ infra_dns: created (0.4s)
+✓ health checks of 13 started containers (2.6s)
+✓ push commit abc to the git server's master and tag deployed-abc (0.8s)
+  verification suite on test: passed, 119 checks in 12.5s wall
+"""
+
+
+def cold_up_report() -> str:
+    m = script("cold_up")
+    found = m.steps(COLD_UP_OUTPUT)
+    result = {"wall": 300.0, "categories": m.categorize(found), "suite": 12.5, "builds": 2}
+    m.build_jobs = lambda env: 2
+    return m.render("bench", [result], MACHINE)
+
+
+def test_cold_up_reads_each_step_of_up_into_its_row():
+    m = script("cold_up")
+    rows = m.categorize(m.steps(COLD_UP_OUTPUT))
+    assert rows == {"base image (debootstrap)": 52.0, m.BUILDS: 70.5, "nodes (Vagrant, host keys, SSH)": 21.0,
+                    "images onto the node (load, push, pull)": 25.0, "swarm": 1.5,
+                    "containers and their health checks": 3.0}
+    text = cold_up_report()
+    assert "| **whole `./lap up` (wall clock)** | **300.0** | 300.0 |" in text
+    assert "| image builds (each build's seconds, summed) | 70.5 | 70.5 |" in text
+    assert "target: at most 6 minutes: met" in text
+
+
+def test_cold_up_asks_before_it_destroys_anything(monkeypatch):
+    m = script("cold_up")
+    monkeypatch.setattr(sys, "argv", ["cold_up.py"])
+    monkeypatch.setattr("builtins.input", lambda prompt: "n")
+    monkeypatch.setattr(m, "make_cold", lambda env: pytest.fail("destroyed without a yes"))
+    with pytest.raises(SystemExit, match="nothing done"):
+        m.main()
+
+
 REPORTS = {
+    "cold_up": (cold_up_report, "Cold `up` on a new workstation", "| step | median (s) | runs (s) |"),
     "up": (up_report, "Second `up` with nothing changed", "| command | median (s) | range (s) | of it, the suite (median, s) |"),
     "config_check": (config_check_report, "Configuration check on large and hostile input",
                      "| input | lapinfra's check (s) | yaml.safe_load (s) |"),
