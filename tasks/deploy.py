@@ -1,9 +1,10 @@
 """deploy, start, stop, restart, up, and promotion's plan, releases, rollback and unlock."""
 import json
 
+from lapinfra.nodes import Nodes
+
 from tasks._common import LOCK_WAIT_HELP, YES_HELP, confirmed, locked, note, noted, project, task
 from tasks.images import base, build
-from tasks.node import up as node_up
 from tasks.render import render
 from tasks.verify import test
 
@@ -106,9 +107,12 @@ def restart(c, env=None, yes=False, lock_wait=0):
         start(c, env=env)
 
 
-@task(pre=[base, build, render, node_up, deploy])
+@task(pre=[base, build, render])
 def up(c, env=None):
     """The main job: base image, builds, nodes, deploy and verification, one command.
+
+    The nodes are booted as `node.up` boots them; the swarm and the nodes' DNS names,
+    `node.up`'s other steps, are phases of the deploy that follows, so they are read once.
 
     Undo: `invoke node.down` (docs/undo.md).
 
@@ -116,6 +120,8 @@ def up(c, env=None):
       invoke up                   (the test environment)
       invoke up --env=staging
     """
+    Nodes(project(c, env)).boot()
+    deploy(c, env=env)
     if not noted(c, "verified", env):
         test(c, env=env)
     project(c, env).reporter.info("infrastructure is up and verified")
