@@ -32,7 +32,7 @@ from .actions import PushGit, PushImage, as_json
 from .errors import LapinfraError
 from .executor import Executor
 from .gitinfo import release_id
-from .phases import (Target, apply_phases, built_images, config_files, deploy_steps, ensure_infra_network, release_record,
+from .phases import (GitPush, Target, apply_phases, built_images, config_files, deploy_steps, ensure_infra_network, release_record,
                      seed_images, started)
 from .promote import check_gate, env_lock, safety_note, safety_snapshot
 from .records import Release
@@ -80,7 +80,9 @@ def deploy(project, force: bool = False) -> DeployResult:
         backup.recover_interrupted(s, project)   # an interrupted restore: finished or undone first
         previous = records.running(s)
         entry["previous"] = previous
-        gitpush.check_git(s, project, force)   # a push that would drop the target's commits: refused before any change
+        # a push that would drop the target's commits: refused before any change; the early git push
+        # decides on the same facts (nothing else pushes to the git server while the deploy holds the lock)
+        executor.found[GitPush.name] = gitpush.check_git(s, project, force)
         step = Step()
         suite_run = None      # the verification run recorded on the target, for the status page
         try:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -502,7 +503,7 @@ class Nodes:
             return
         # written aside, then renamed: another process (the suite's, an ssh tunnel) reading it
         # meanwhile sees the old file or the new one, never a half-written one
-        aside = self.ssh_config.with_name(f".{self.ssh_config.name}.{os.getpid()}")
+        aside = self.ssh_config.with_name(f".{self.ssh_config.name}.{os.getpid()}.{threading.get_ident()}")   # threads too
         aside.write_text(content)
         aside.replace(self.ssh_config)
 

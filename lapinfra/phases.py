@@ -449,7 +449,10 @@ class GitPush(Phase):
         return facts.NodeFacts(git=gitpush.read(s, target.project))
 
     def apply(self, s, target, executor):
-        node = self.read(s, target)
+        earlier = executor.found.get(self.name)     # the deploy's check, or the early push's facts
+        if self.late and earlier is not None and earlier.up:
+            return          # the early push found the git server running and pushed: nothing is left to push
+        node = facts.NodeFacts(git=earlier) if earlier is not None and not self.late else self.read(s, target)
         executor.found[self.name] = node.git
         if self.late and not node.git.up:
             executor.reporter.warn(f"git push: the git server on {s.env.master.name} does not run: "

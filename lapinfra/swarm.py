@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
 
 from .actions import ActivateNode, CreateAppsNetwork, InitSwarm, JoinSwarm, LeaveSwarm, RemoveSwarmNode, TrustRegistry
@@ -111,9 +112,10 @@ def read(project, manager) -> SwarmFacts:
                         for n in manager.nodes.list())
         active = manager.nodes.get(swarm["NodeID"]).attrs["Spec"].get("Availability") == "active"
     ids = {member.id for member in members}
-    return SwarmFacts(SwarmNode(env.master.name, state, active),
-                      tuple(_read_worker(project, worker, ids) for worker in env.workers),
-                      members, bool(named_networks(manager, APPS_NETWORK)))
+    with ThreadPoolExecutor(max_workers=max(1, len(env.workers))) as pool:   # each worker through its own tunnel
+        workers = tuple(pool.map(lambda worker: _read_worker(project, worker, ids), env.workers))
+    return SwarmFacts(SwarmNode(env.master.name, state, active), workers, members,
+                      bool(named_networks(manager, APPS_NETWORK)))
 
 
 def _read_worker(project, worker, members: set[str]) -> SwarmNode:

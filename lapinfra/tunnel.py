@@ -58,7 +58,7 @@ class Tunnel:
     the port (``path``, ``url`` for the Docker SDK)."""
 
     def __init__(self, ssh_config: Path, host: str, remote_port: int, timeout: float = 20,
-                 remote_host: str = "127.0.0.1", unix: bool = False):
+                 remote_host: str = "127.0.0.1", unix: bool = False, wait: bool = True):
         self.port = None
         self.folder = self.path = None
         if unix:
@@ -77,7 +77,15 @@ class Tunnel:
         except BaseException:
             self._remove_folder()
             raise
-        self._wait(host, timeout)
+        self.host, self.timeout = host, timeout
+        if wait:
+            self.wait_open()
+
+    def wait_open(self) -> "Tunnel":
+        """Return once the tunnel takes connections (``wait=False``: several opened at once, then each
+        waited for); NodeError when ssh fails or it does not open within the timeout."""
+        self._wait(self.host, self.timeout)
+        return self
 
     @property
     def url(self) -> str:

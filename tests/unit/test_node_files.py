@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import pytest
 
 from lapinfra import decisions, facts
+from lapinfra.facts import FOLDER_MARK
 from lapinfra.phases import MasterSession
 from lapinfra.executor import Executor
 from lapinfra.report import Recorder
@@ -134,9 +135,12 @@ class Conn:
                        if kind == "file" and path.startswith(folder + "/") and "/.lapinfra-new-" not in path)
 
     def run(self, command, **kw):
-        if command.startswith("if [ -d "):     # facts.read_files: the same, changing nothing
-            folder = command[len("if [ -d "):].split(" ]")[0]
-            out = self.hashes(folder) if self.node.fs.get(folder, ("",))[0] == "dir" else ""
+        if command.startswith(f"echo '{FOLDER_MARK}"):     # facts.read_files: each folder's hashes, changing nothing
+            out = ""
+            for part in command.split(f"echo '{FOLDER_MARK}")[1:]:
+                folder = part.split("'", 1)[0]
+                out += FOLDER_MARK + folder + "\n"
+                out += self.hashes(folder) if self.node.fs.get(folder, ("",))[0] == "dir" else ""
             return SimpleNamespace(stdout=out, ok=True, failed=False)
         if command.startswith("mkdir -p "):
             self.node.mkdirs(command[len("mkdir -p "):])
@@ -216,3 +220,18 @@ def test_a_failed_write_leaves_the_old_file_and_nothing_beside_it(node, session)
         File.write = kept
     assert node.fs["/data/lapinfra/release.json"] == ("file", 0o600, b"old")
     assert sorted(p for p in node.fs if p.startswith("/data/lapinfra")) == ["/data/lapinfra", "/data/lapinfra/release.json"]
+
+
+def test_the_hashes_of_every_folder_come_in_one_listing_split_by_folder():
+    listing = (f"{FOLDER_MARK}/data/environment/dns\n"
+               "aaaa  ./named.conf\nbbbb  ./zones/db internal\n"
+               f"{FOLDER_MARK}/data/secrets/git\n"           # a folder not there yet: nothing listed
+               f"{FOLDER_MARK}/data/secrets/registry\n"
+               "cccc  ./tls.key\n")
+    folders = ["/data/environment/dns", "/data/secrets/git", "/data/secrets/registry"]
+    assert facts.split_listing(listing, folders) == {
+        "/data/environment/dns": {"named.conf": "aaaa", "zones/db internal": "bbbb"},
+        "/data/secrets/git": {},
+        "/data/secrets/registry": {"tls.key": "cccc"},
+    }
+    assert facts.split_listing("", folders) == {folder: {} for folder in folders}

@@ -164,7 +164,7 @@ def master(project, monkeypatch, engines):
     # the target's git repository: whether its server runs, its branch's commit, its deployed-<commit> tags
     s.git = {"up": True, "branch": None, "tags": set()}
     head = "c0ffee" * 6 + "c0ff"
-    monkeypatch.setattr(gitpush, "check_git", lambda *a: None)
+    monkeypatch.setattr(gitpush, "check_git", lambda session, p, force=False: gitpush.read(session, p))
     monkeypatch.setattr(gitpush, "read", lambda session, p: facts.GitFacts(
         head, up=s.git["up"], branch=s.git["branch"] if s.git["up"] else None, tagged=head[:12] in s.git["tags"]))
     monkeypatch.setattr(gitpush, "push", lambda session, p, action: s.git.update(branch=action.commit) or s.git["tags"].add(action.commit[:12]))
@@ -264,6 +264,18 @@ def test_a_git_server_that_does_not_run_yet_gets_the_commit_once_the_deploy_star
     assert planned == applied
     assert applied[-1] == {"action": "push git", "commit": "c0ffeec0ffee", "branch": "master"}
     assert [a["action"] for a in applied].count("push git") == 1
+
+
+def test_a_deploy_asks_the_git_server_once_when_it_runs(project, master, monkeypatch):
+    """The early push decides on the facts of the deploy's check, and the late one has nothing to do
+    once the early one found the server running: one read (one ls-remote) per deploy."""
+    reads, real_read = [], gitpush.read
+    monkeypatch.setattr(gitpush, "read", lambda session, p: reads.append(1) or real_read(session, p))
+    plan_then_deploy(project, master, monkeypatch, "r1", {"proxy/nginx.conf": b"events {}\n"})
+    reads.clear()
+    planned, applied = plan_then_deploy(project, master, monkeypatch, "r2", {"proxy/nginx.conf": b"events { }\n"})
+    assert planned == applied and "push git" not in [a["action"] for a in applied]   # the same commit, pushed before
+    assert len(reads) == 2      # plan's read, then the deploy's one (its check, which the early push decides on)
 
 
 def test_plan_changes_nothing_on_the_master(project, master, monkeypatch):

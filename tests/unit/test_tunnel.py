@@ -143,6 +143,10 @@ def test_a_master_session_opens_the_api_on_a_socket_and_the_registry_on_the_mast
             opened.append((host, remote_port, kw))
             self.port, self.url = 40000 + len(opened), "unix:///s/docker.sock" if kw.get("unix") else "tcp://127.0.0.1:1"
 
+        def wait_open(self):
+            opened.append("waited")
+            return self
+
         def __enter__(self):
             return self
 
@@ -156,5 +160,6 @@ def test_a_master_session_opens_the_api_on_a_socket_and_the_registry_on_the_mast
     with phases.MasterSession(project) as s:
         assert s.docker.base_url == s.api_url == "unix:///s/docker.sock"
         assert s.registry_port == 40002
-    assert opened == [("master", DOCKER_API_PORT, {"unix": True}),
-                      ("master", env.registry.port, {"remote_host": str(env.master.ip)})]
+    # both ssh tunnels started before either is waited for: they connect at the same time
+    assert opened == [("master", DOCKER_API_PORT, {"unix": True, "wait": False}),
+                      ("master", env.registry.port, {"remote_host": str(env.master.ip), "wait": False}), "waited", "waited"]
