@@ -88,7 +88,7 @@ CATEGORIES = [
     ("snapshot before the deploy", re.compile(r"^snapshot of ")),
     ("upload config and secrets", re.compile(r"^upload config")),
     ("load node-local images", re.compile(r"^load infra/")),
-    ("push images", re.compile(r"^push infra/")),
+    ("push images", re.compile(r"^push (infra/|\d+ images? into the node's registry)")),
     ("pull images on the node", re.compile(r"^pull ")),
     ("create/recreate containers", re.compile(r"^infra_\S+: (created|recreated)$")),
     ("health checks of started containers", re.compile(r"^health checks of ")),

@@ -304,3 +304,12 @@ def test_script_parses_its_arguments(name):
 ])
 def test_the_deploy_benchmark_reads_the_suites_seconds_from_its_summary_line(line, seconds):
     assert script("deploy").SUITE_END.match(line).group(2) == seconds
+
+
+@pytest.mark.parametrize("step", ["push 1 image into the node's registry (1 at a time)",
+                                  "push 12 images into the node's registry (2 at a time)", "push infra/r1/dns:latest"])
+def test_the_deploy_benchmark_counts_the_push_step_as_pushing_not_other(step):
+    m = script("deploy")
+    assert next(name for name, pattern in m.CATEGORIES if pattern.search(step)) == "push images"
+    assert not any(pattern.search("push commit abc to the git server's master and tag deployed-abc")
+                   for name, pattern in m.CATEGORIES if name == "push images")
