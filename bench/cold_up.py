@@ -3,15 +3,15 @@
 What a new machine meets after the README's prerequisites: every image built (the base image by
 debootstrap first), the nodes created, every image pushed into the new registry, every container
 started, then the verification suite. Destructive on this workstation, so it asks first (--yes:
-do not ask): it destroys ENV's nodes and their backups (default env: bench, apart from the
-environments the tests use) and removes from the workstation's engine every image the project
+do not ask): it destroys ENV's nodes and their backups (default env: test, the README's `./lap up`;
+an environment with `promoted_from`, such as bench, would refuse the new builds at its gate) and removes from the workstation's engine every image the project
 builds (the base image, the node image, each images/<name>/) with the build cache they leave, so
 nothing is reused. The nodes of other environments keep running: their engines hold their own
 images. Then `./lap up --env=ENV`, timed as a user runs it; the steps' seconds are read from its
 `✓ <step> (N.Ns)` lines. Beside the whole: the builds' own seconds summed, what building them one
 after another would take (they run `build.jobs` at a time).
 
-    .venv/bin/python bench/cold_up.py [--env bench] [--runs 1] [--yes] [--write docs/performance.md]
+    .venv/bin/python bench/cold_up.py [--env test] [--runs 1] [--yes] [--write docs/performance.md]
 """
 from __future__ import annotations
 
@@ -97,7 +97,7 @@ def run(env: str) -> dict:
 
 
 def main() -> None:
-    parser = benchlib.arguments(__doc__, env="bench", runs=1)
+    parser = benchlib.arguments(__doc__, env="test", runs=1)
     parser.add_argument("--yes", action="store_true", help="do not ask before destroying the nodes and removing the images")
     args = parser.parse_args()
     if not args.yes:
